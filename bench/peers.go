@@ -1,0 +1,263 @@
+package bench
+
+import (
+	"net/netip"
+	"sync"
+
+	"github.com/flowcache/flowcache/flowcache"
+	"github.com/flowcache/flowcache/reclaim"
+	xsync3 "github.com/puzpuzpuz/xsync/v3"
+	xsync4 "github.com/puzpuzpuz/xsync/v4"
+	"github.com/zeebo/xxh3"
+)
+
+// State is the flow state every implementation stores: pointer-free, as a
+// forwarder's per-flow decision and counters are.
+type State struct {
+	Packets uint64
+	Bytes   uint64
+	Action  uint32
+	Port    uint16
+}
+
+// Map is what a forwarder needs of a flow table, for comparing
+// implementations on one workload. Get returns the stored state's address
+// where the implementation has one (so a lookup is a real read of it).
+type Map interface {
+	Get(k flowcache.FlowKey) (*State, bool)
+	Insert(k flowcache.FlowKey, v State) bool
+	Remove(k flowcache.FlowKey)
+	Len() int
+}
+
+// Impl is one implementation under test: its name for sub-benchmark
+// names (impl=…) and a constructor sized for limit flows.
+type Impl struct {
+	Name string
+	New  func(limit int) Map
+}
+
+// Impls are the implementations compared everywhere in this package, in
+// the order they are printed.
+var Impls = []Impl{
+	{"flowcache", func(limit int) Map { return NewFlowcache(limit) }},
+	{"xsync3.MapOf", func(limit int) Map { return &mapOf{m: xsync3.NewMapOf[flowcache.FlowKey, *State]()} }},
+	{"xsync4.Map", func(limit int) Map { return &map4{m: xsync4.NewMap[flowcache.FlowKey, *State]()} }},
+	{"sync.Map", func(limit int) Map { return &syncMap{} }},
+	{"sharded64.RWMutex", func(limit int) Map { return newSharded(limit) }},
+	{"map.Mutex", func(limit int) Map { return &lockedMap{m: make(map[flowcache.FlowKey]*State)} }},
+}
+
+// ImplNamed returns the implementation with that name.
+func ImplNamed(name string) (Impl, bool) {
+	for _, im := range Impls {
+		if im.Name == name {
+			return im, true
+		}
+	}
+	return Impl{}, false
+}
+
+// Flowcache adapts a flowcache.Table to Map.
+type Flowcache struct{ T *flowcache.Table[State] }
+
+// NewFlowcache returns a table with a fixed seed (reproducible runs) on a
+// domain of its own, so benchmarks do not share callbacks.
+func NewFlowcache(limit int) *Flowcache {
+	t, err := flowcache.New(flowcache.Config[State]{Limit: limit, Seed: 0x5eed, Domain: reclaim.NewDomain()})
+	if err != nil {
+		panic(err)
+	}
+	return &Flowcache{T: t}
+}
+
+func (f *Flowcache) Get(k flowcache.FlowKey) (*State, bool) {
+	e, ok := f.T.Get(k)
+	if !ok {
+		return nil, false
+	}
+	return e.Value(), true
+}
+func (f *Flowcache) Insert(k flowcache.FlowKey, v State) bool {
+	_, err := f.T.Insert(k, v)
+	return err == nil
+}
+func (f *Flowcache) Remove(k flowcache.FlowKey) { f.T.Remove(k) }
+func (f *Flowcache) Len() int                   { return f.T.Len() }
+
+// The Go maps store *State, as a forwarder sharing state between cores
+// must: a value copy could not be updated in place.
+
+type mapOf struct {
+	m *xsync3.MapOf[flowcache.FlowKey, *State]
+}
+
+func (m *mapOf) Get(k flowcache.FlowKey) (*State, bool) { return m.m.Load(k) }
+func (m *mapOf) Insert(k flowcache.FlowKey, v State) bool {
+	m.m.Store(k, &v)
+	return true
+}
+func (m *mapOf) Remove(k flowcache.FlowKey) { m.m.Delete(k) }
+func (m *mapOf) Len() int                   { return m.m.Size() }
+
+type map4 struct {
+	m *xsync4.Map[flowcache.FlowKey, *State]
+}
+
+func (m *map4) Get(k flowcache.FlowKey) (*State, bool) { return m.m.Load(k) }
+func (m *map4) Insert(k flowcache.FlowKey, v State) bool {
+	m.m.Store(k, &v)
+	return true
+}
+func (m *map4) Remove(k flowcache.FlowKey) { m.m.Delete(k) }
+func (m *map4) Len() int                   { return m.m.Size() }
+
+type syncMap struct{ m sync.Map }
+
+func (m *syncMap) Get(k flowcache.FlowKey) (*State, bool) {
+	v, ok := m.m.Load(k)
+	if !ok {
+		return nil, false
+	}
+	return v.(*State), true
+}
+func (m *syncMap) Insert(k flowcache.FlowKey, v State) bool {
+	m.m.Store(k, &v)
+	return true
+}
+func (m *syncMap) Remove(k flowcache.FlowKey) { m.m.Delete(k) }
+func (m *syncMap) Len() int {
+	n := 0
+	m.m.Range(func(any, any) bool { n++; return true })
+	return n
+}
+
+// sharded is the hand-rolled table many forwarders start with: 64 Go
+// maps, each behind a sync.RWMutex, picked by a hash of the key.
+type sharded struct {
+	shards [64]struct {
+		mu sync.RWMutex
+		m  map[flowcache.FlowKey]*State
+		_  [40]byte
+	}
+}
+
+func newSharded(limit int) *sharded {
+	s := &sharded{}
+	for i := range s.shards {
+		s.shards[i].m = make(map[flowcache.FlowKey]*State)
+	}
+	return s
+}
+
+func (s *sharded) shard(k *flowcache.FlowKey) int {
+	a, b := k.Src().As16(), k.Dst().As16()
+	var buf [36]byte
+	copy(buf[:], a[:])
+	copy(buf[16:], b[:])
+	buf[32], buf[33] = byte(k.SrcPort()), byte(k.DstPort())
+	buf[34] = k.Proto()
+	return int(xxh3.Hash(buf[:]) & 63)
+}
+
+func (s *sharded) Get(k flowcache.FlowKey) (*State, bool) {
+	sh := &s.shards[s.shard(&k)]
+	sh.mu.RLock()
+	v, ok := sh.m[k]
+	sh.mu.RUnlock()
+	return v, ok
+}
+func (s *sharded) Insert(k flowcache.FlowKey, v State) bool {
+	sh := &s.shards[s.shard(&k)]
+	sh.mu.Lock()
+	sh.m[k] = &v
+	sh.mu.Unlock()
+	return true
+}
+func (s *sharded) Remove(k flowcache.FlowKey) {
+	sh := &s.shards[s.shard(&k)]
+	sh.mu.Lock()
+	delete(sh.m, k)
+	sh.mu.Unlock()
+}
+func (s *sharded) Len() int {
+	n := 0
+	for i := range s.shards {
+		s.shards[i].mu.RLock()
+		n += len(s.shards[i].m)
+		s.shards[i].mu.RUnlock()
+	}
+	return n
+}
+
+type lockedMap struct {
+	mu sync.Mutex
+	m  map[flowcache.FlowKey]*State
+}
+
+func (m *lockedMap) Get(k flowcache.FlowKey) (*State, bool) {
+	m.mu.Lock()
+	v, ok := m.m[k]
+	m.mu.Unlock()
+	return v, ok
+}
+func (m *lockedMap) Insert(k flowcache.FlowKey, v State) bool {
+	m.mu.Lock()
+	m.m[k] = &v
+	m.mu.Unlock()
+	return true
+}
+func (m *lockedMap) Remove(k flowcache.FlowKey) {
+	m.mu.Lock()
+	delete(m.m, k)
+	m.mu.Unlock()
+}
+func (m *lockedMap) Len() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return len(m.m)
+}
+
+// Keys returns n distinct flow keys, shuffled, from a fixed seed: a mix of
+// IPv4 TCP/UDP flows and some IPv6, as a forwarder's traffic has.
+func Keys(n int, seed uint64) []flowcache.FlowKey {
+	ks := make([]flowcache.FlowKey, n)
+	x := seed | 1
+	for i := range ks {
+		// A cheap bijection of i (multiply by an odd constant, xor-shift)
+		// keeps keys distinct and spread.
+		x = uint64(i)*0x9e3779b97f4a7c15 ^ seed
+		x ^= x >> 29
+		sport := uint16(1024 + i%60000)
+		proto := uint8(flowcache.ProtoTCP)
+		if i%4 == 3 {
+			proto = flowcache.ProtoUDP
+		}
+		if i%16 == 5 {
+			var a [16]byte
+			a[0], a[1] = 0xfd, 0x0c
+			for j := 2; j < 10; j++ {
+				a[j] = byte(x >> (8 * (j - 2)))
+			}
+			a[12], a[13], a[14], a[15] = byte(i>>24), byte(i>>16), byte(i>>8), byte(i)
+			ks[i] = flowcache.NewFlowKey(netip.AddrFrom16(a), netip.MustParseAddr("fd0c::80"), sport, 443, proto)
+			continue
+		}
+		src := netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)})
+		dst := netip.AddrFrom4([4]byte{172, 16, byte(x >> 8), byte(x)})
+		ks[i] = flowcache.NewFlowKey(src, dst, sport, uint16(80+x%4), proto)
+	}
+	shuffle(ks, seed)
+	return ks
+}
+
+func shuffle[T any](s []T, seed uint64) {
+	x := seed | 1
+	for i := len(s) - 1; i > 0; i-- {
+		x ^= x << 13
+		x ^= x >> 7
+		x ^= x << 17
+		j := int(x % uint64(i+1))
+		s[i], s[j] = s[j], s[i]
+	}
+}

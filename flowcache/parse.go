@@ -1,0 +1,348 @@
+package flowcache
+
+// The parsers turn the first bytes of a packet into its FlowKey. They run
+// once per packet on every core, before the table lookup, so they are
+// written like the lookup: no allocation on any path (the errors they
+// return are built once, below), no reflection, no calls through an
+// interface or a closure, one key filled in place rather than copied out
+// of each level, and each header length-checked once so that the compiler
+// drops the bounds checks on the fixed-offset reads after it.
+//
+// What they read, in order, and where they stop:
+//
+//	Ethernet (14) → 0..8 tags (4 each) → IPv4 (IHL×4) | IPv6 (40) → 0..8 extension headers → 0, 1, 4 or 6 bytes of the next header
+//
+// Nothing past what the key needs is read, so a capture cut at its snap
+// length parses as long as those headers are whole, and the length fields
+// (IPv4 total length, IPv6 payload length) are never compared with the
+// buffer: frames captured with segmentation offload carry 0 there.
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+)
+
+// The errors the parsers return wrap one of these; match them with
+// errors.Is.
+var (
+	// ErrTruncated: a header the key needs runs past the end of the buffer.
+	ErrTruncated = errors.New("flowcache: truncated packet")
+	// ErrNotIP: the frame's EtherType is not IPv4 or IPv6 (ARP, MPLS,
+	// PPPoE, LLDP, …), or the packet's IP version is neither 4 nor 6.
+	ErrNotIP = errors.New("flowcache: not an IP packet")
+	// ErrMalformed: the headers are impossible in some other way, such as
+	// an IPv4 header length under 20 bytes or more than 8 IPv6 extension
+	// headers in a row.
+	ErrMalformed = errors.New("flowcache: malformed packet")
+)
+
+// The wrapped errors are built once, here, so that a parse error costs no
+// allocation either: a flood of garbage must not turn into garbage for the
+// collector. The price is that they name the header, not the offset.
+var (
+	errTruncVersion = fmt.Errorf("%w: empty IP packet", ErrTruncated)
+	errTruncEth     = fmt.Errorf("%w: Ethernet header shorter than 14 bytes", ErrTruncated)
+	errTruncTag     = fmt.Errorf("%w: VLAN tag shorter than 4 bytes", ErrTruncated)
+	errTrunc4       = fmt.Errorf("%w: IPv4 header shorter than 20 bytes", ErrTruncated)
+	errTrunc4Opts   = fmt.Errorf("%w: IPv4 options run past the buffer", ErrTruncated)
+	errTrunc6       = fmt.Errorf("%w: IPv6 header shorter than 40 bytes", ErrTruncated)
+	errTrunc6Ext    = fmt.Errorf("%w: IPv6 extension header runs past the buffer", ErrTruncated)
+	errTruncPorts   = fmt.Errorf("%w: transport header shorter than its 4 bytes of ports", ErrTruncated)
+	errTruncICMP    = fmt.Errorf("%w: ICMP header without its type byte", ErrTruncated)
+	errTruncEcho    = fmt.Errorf("%w: ICMP echo header shorter than 6 bytes", ErrTruncated)
+
+	errNotIPVersion   = fmt.Errorf("%w: IP version is neither 4 nor 6", ErrNotIP)
+	errNotIPEtherType = fmt.Errorf("%w: EtherType is not IPv4 or IPv6", ErrNotIP)
+
+	errMalIHL     = fmt.Errorf("%w: IPv4 header length under 20 bytes", ErrMalformed)
+	errMalExt     = fmt.Errorf("%w: more than 8 IPv6 extension headers", ErrMalformed)
+	errMalTags    = fmt.Errorf("%w: more than 8 VLAN tags", ErrMalformed)
+	errMalVersion = fmt.Errorf("%w: IP version contradicts the EtherType", ErrMalformed)
+)
+
+const (
+	ethHeaderLen  = 14
+	tagLen        = 4
+	ipv4HeaderLen = 20
+	ipv6HeaderLen = 40
+
+	// maxTags bounds the VLAN tags ParseFrame skips; real networks stack
+	// two (QinQ), and a bound keeps a frame of nothing but tags from
+	// costing more than a few loads.
+	maxTags = 8
+	// maxExtHeaders bounds the IPv6 extension headers skipped in a row.
+	// RFC 8200 allows each kind once (Destination Options twice), so 8 is
+	// more than any legitimate packet carries.
+	maxExtHeaders = 8
+
+	etherTypeIPv4  = 0x0800
+	etherTypeIPv6  = 0x86DD
+	etherTypeDot1Q = 0x8100 // 802.1Q VLAN tag
+	etherTypeQinQ  = 0x88A8 // 802.1ad service tag
+	etherType9100  = 0x9100 // pre-standard QinQ tag, still sent by some switches
+
+	protoIPv6Frag = 44
+	protoAH       = 51
+	protoUDPLite  = 136
+
+	icmpEchoReply     = 0
+	icmpEchoRequest   = 8
+	icmpv6EchoRequest = 128
+	icmpv6EchoReply   = 129
+)
+
+// ipv6Ext marks the IPv6 extension headers the walk skips. ESP (50) is not
+// one: what follows it is encrypted, so ESP is the protocol; neither is No
+// Next Header (59), which ends the chain. A table indexed by a byte needs
+// no bounds check and no branch tree.
+var ipv6Ext = [256]bool{
+	0:             true, // Hop-by-Hop Options
+	43:            true, // Routing
+	protoIPv6Frag: true, // Fragment: fixed 8 bytes
+	protoAH:       true, // Authentication Header: (length+2)×4 bytes
+	60:            true, // Destination Options
+	135:           true, // Mobility
+	139:           true, // HIP
+	140:           true, // Shim6
+	253:           true, // experimental (RFC 3692)
+	254:           true, // experimental (RFC 3692)
+}
+
+// ParseFlowKey returns the flow key of an IP packet that starts at its
+// IPv4 or IPv6 header (what an AF_PACKET SOCK_DGRAM socket or a TUN device
+// delivers); the version nibble decides which. The key holds:
+//
+//   - the outer IP header's addresses (IPv4 stored IPv4-mapped) and
+//     protocol, after skipping IPv6 extension headers (Hop-by-Hop, Routing,
+//     Fragment, Destination Options, AH, Mobility, HIP, Shim6, 253, 254; at
+//     most 8 in a row). ESP and No Next Header end the walk as the
+//     protocol. A tunnel (IPIP, 6in4, GRE, …) is keyed on its outer header
+//     with the tunnel's protocol;
+//   - for TCP, UDP, SCTP, DCCP and UDP-Lite, the ports: the first 4 bytes of
+//     the transport header, which is all of it the key reads;
+//   - for ICMP echo request and reply (types 8 and 0 under protocol 1,
+//     128 and 129 under protocol 58), the echo identifier as both ports, so
+//     a reply's key is its request's Reverse; this reads the first 6 bytes
+//     of the ICMP header. Any other ICMP message reads only its type byte
+//     and has ports 0/0. Which types are echo follows the protocol number,
+//     not the IP version;
+//   - ports 0/0 for every other protocol, and for a non-first fragment
+//     (IPv4 fragment offset ≠ 0, or an IPv6 Fragment header with offset ≠
+//     0, which also ends the extension header walk), whose protocol is the
+//     one its IPv4 header or IPv6 Fragment header names. A first fragment
+//     carries the transport header and is keyed like an unfragmented
+//     packet.
+//
+// AH is skipped only as an IPv6 extension header; under IPv4 it is the
+// protocol, like ESP.
+//
+// Errors wrap ErrTruncated, ErrNotIP or ErrMalformed, and come with the
+// zero key. Headers are read in order and the first problem wins; each
+// header is judged in three steps:
+//
+//  1. its fixed part (Ethernet 14 bytes; a tag 4; for IP the version byte,
+//     then IPv4 20 or IPv6 40; an extension header's next-header and
+//     length bytes, a Fragment header's 8) must be in the buffer, or
+//     ErrTruncated;
+//  2. its type and length fields must make sense, or ErrNotIP (an
+//     EtherType that is not IP, an IP version that is neither 4 nor 6) or
+//     ErrMalformed (an IPv4 header length under 20 bytes, an IP version
+//     that contradicts the EtherType; a ninth extension header or tag in a
+//     row, refused as soon as the eighth, which names it, is whole);
+//  3. the rest of the header (IPv4 options, the whole extension header,
+//     the 4, 1 or 6 bytes of the transport header above) must be in the
+//     buffer, or ErrTruncated.
+//
+// So a prefix of a packet parses to the packet's own key or error, or to
+// ErrTruncated. ParseFlowKey does not allocate.
+func ParseFlowKey(packet []byte) (FlowKey, error) {
+	if len(packet) == 0 {
+		return FlowKey{}, errTruncVersion
+	}
+	var k FlowKey
+	var err error
+	switch packet[0] >> 4 {
+	case 4:
+		err = parse4(&k, packet)
+	case 6:
+		err = parse6(&k, packet)
+	default:
+		err = errNotIPVersion
+	}
+	return done(k, err)
+}
+
+// done returns the key, or the zero key with an error: a parser that
+// failed at the transport header has filled in the addresses already.
+// The helpers fill one key in place rather than return it, because
+// copying a 40-byte key out of each level costs more than the parse.
+func done(k FlowKey, err error) (FlowKey, error) {
+	if err != nil {
+		return FlowKey{}, err
+	}
+	return k, nil
+}
+
+// ParseFrame returns the flow key of an Ethernet II frame (what an
+// AF_PACKET SOCK_RAW socket or a pcap with link type 1 delivers). It skips
+// up to 8 VLAN tags (802.1Q 0x8100, 802.1ad 0x88A8 and 0x9100, in any mix)
+// and then keys the IPv4 (0x0800) or IPv6 (0x86DD) packet as ParseFlowKey
+// does. Any other EtherType (ARP, MPLS, PPPoE, LLDP, …) is ErrNotIP; an IP
+// version nibble of 4 under 0x86DD or 6 under 0x0800 is ErrMalformed, and
+// any other version ErrNotIP. ParseFrame does not allocate.
+func ParseFrame(frame []byte) (FlowKey, error) {
+	if len(frame) < ethHeaderLen {
+		return FlowKey{}, errTruncEth
+	}
+	etype := binary.BigEndian.Uint16(frame[12:14])
+	p := frame[ethHeaderLen:]
+	for n := 0; etype == etherTypeDot1Q || etype == etherTypeQinQ || etype == etherType9100; n++ {
+		// The limit is known before the ninth tag is read: the eighth
+		// tag's inner EtherType announced it.
+		if n == maxTags {
+			return FlowKey{}, errMalTags
+		}
+		if len(p) < tagLen {
+			return FlowKey{}, errTruncTag
+		}
+		etype = binary.BigEndian.Uint16(p[2:4]) // after TCI (2 bytes)
+		p = p[tagLen:]
+	}
+	var want byte
+	switch etype {
+	case etherTypeIPv4:
+		want = 4
+	case etherTypeIPv6:
+		want = 6
+	default:
+		return FlowKey{}, errNotIPEtherType
+	}
+	if len(p) == 0 {
+		return FlowKey{}, errTruncVersion
+	}
+	var k FlowKey
+	switch v := p[0] >> 4; {
+	case v == want && v == 4:
+		return done(k, parse4(&k, p))
+	case v == want:
+		return done(k, parse6(&k, p))
+	case v == 4 || v == 6:
+		// The kernel drops these too (ip_rcv, ipv6_rcv): trusting either
+		// field over the other would key the same bytes two ways.
+		return FlowKey{}, errMalVersion
+	}
+	return FlowKey{}, errNotIPVersion
+}
+
+// parse4 fills k from an IPv4 packet; p[0]>>4 == 4.
+func parse4(k *FlowKey, p []byte) error {
+	if len(p) < ipv4HeaderLen {
+		return errTrunc4
+	}
+	ihl := int(p[0]&0x0f) * 4
+	if ihl < ipv4HeaderLen {
+		return errMalIHL
+	}
+	if len(p) < ihl {
+		return errTrunc4Opts
+	}
+	// IPv4-mapped, as NewFlowKey stores it: ::ffff:a.b.c.d.
+	k.src[10], k.src[11] = 0xff, 0xff
+	copy(k.src[12:], p[12:16])
+	k.dst[10], k.dst[11] = 0xff, 0xff
+	copy(k.dst[12:], p[16:20])
+	k.proto = p[9]
+	// A non-first fragment (offset ≠ 0) carries no transport header; its
+	// first bytes are payload, not ports. MF alone (the first fragment)
+	// does not matter: that one has the header.
+	if binary.BigEndian.Uint16(p[6:8])&0x1fff != 0 {
+		return nil
+	}
+	return transport(k, p[ihl:])
+}
+
+// parse6 fills k from an IPv6 packet; p[0]>>4 == 6.
+func parse6(k *FlowKey, p []byte) error {
+	if len(p) < ipv6HeaderLen {
+		return errTrunc6
+	}
+	k.src = [16]byte(p[8:24])
+	k.dst = [16]byte(p[24:40])
+	nh := p[6]
+	l := p[ipv6HeaderLen:]
+	for n := 0; ipv6Ext[nh]; n++ {
+		// The ninth header is refused from its announcement alone, before
+		// any of its bytes are read.
+		if n == maxExtHeaders {
+			return errMalExt
+		}
+		if len(l) < 2 {
+			return errTrunc6Ext
+		}
+		var hlen int
+		switch nh {
+		case protoIPv6Frag:
+			if len(l) < 8 {
+				return errTrunc6Ext
+			}
+			// A fragment with offset ≠ 0 is the middle of the original
+			// payload: the walk ends with the protocol the Fragment
+			// header names, and no ports.
+			if binary.BigEndian.Uint16(l[2:4])&^7 != 0 {
+				k.proto = l[0]
+				return nil
+			}
+			hlen = 8 // byte 1 is reserved, not a length
+		case protoAH:
+			hlen = (int(l[1]) + 2) * 4 // RFC 4302: 4-byte units, minus 2
+		default:
+			hlen = (int(l[1]) + 1) * 8 // RFC 8200: 8-byte units, minus 1
+		}
+		if len(l) < hlen {
+			return errTrunc6Ext
+		}
+		nh = l[0]
+		l = l[hlen:]
+	}
+	k.proto = nh
+	return transport(k, l)
+}
+
+// transport fills in the ports of k from l, the bytes after the IP and
+// extension headers, according to k.proto.
+func transport(k *FlowKey, l []byte) error {
+	switch k.proto {
+	case ProtoTCP, ProtoUDP, ProtoSCTP, ProtoDCCP, protoUDPLite:
+		// All five start with source and destination port; the key
+		// needs nothing else, so a 4-byte stub is enough.
+		if len(l) < 4 {
+			return errTruncPorts
+		}
+		k.srcPort = binary.BigEndian.Uint16(l[0:2])
+		k.dstPort = binary.BigEndian.Uint16(l[2:4])
+	case ProtoICMP, ProtoICMPv6:
+		if len(l) < 1 {
+			return errTruncICMP
+		}
+		if !isEcho(k.proto, l[0]) {
+			break
+		}
+		// type, code, checksum, then the identifier at bytes 4–5. It goes
+		// in both ports so that swapping them (Reverse) leaves it in
+		// place: a reply's key is its request's Reverse.
+		if len(l) < 6 {
+			return errTruncEcho
+		}
+		id := binary.BigEndian.Uint16(l[4:6])
+		k.srcPort, k.dstPort = id, id
+	}
+	return nil
+}
+
+func isEcho(proto, typ uint8) bool {
+	if proto == ProtoICMP {
+		return typ == icmpEchoRequest || typ == icmpEchoReply
+	}
+	return typ == icmpv6EchoRequest || typ == icmpv6EchoReply
+}
