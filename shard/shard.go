@@ -549,3 +549,52 @@ func (s *Shard) Stale(from, to int, cut uint32, dst []Slot) ([]Slot, int) {
 	}
 	return dst, len(a.buckets)
 }
+
+// Probe is one key's lookup split into steps, for batch lookups that want
+// the cache misses of many keys in flight at once: Locate every key (no
+// memory touched but the shard's array header), then Candidate every key
+// (one bucket load each, independent of each other), then Resolve every key
+// (one entry load each). Each step's loads are independent across keys,
+// so the CPU overlaps their misses; a key that needs more (a tag that
+// matched the wrong entry, an overflow chain) finishes with a full walk.
+type Probe struct {
+	b   *bucket
+	tag uint64
+}
+
+// Locate computes where the chain of hash h starts in the current array.
+// It loads the array pointer only.
+func (s *Shard) Locate(h uint64) Probe {
+	a := s.arr.Load()
+	hh := mix(h, a.seed)
+	return Probe{b: &a.buckets[hh&a.mask], tag: tagOf(hh)}
+}
+
+// Candidate loads the probe's first bucket and returns the node in the
+// first slot whose tag matches, or nil, and that slot's lane.
+func (p *Probe) Candidate() (*Node, int) {
+	// Tag first, then slot, as in Lookup.
+	if m := match(p.b.tags.Load(), p.tag); m != 0 {
+		i := lane(m)
+		return p.b.slots[i].Load(), i
+	}
+	return nil, 0
+}
+
+// Resolve finishes the lookup of k given Candidate's answer: the node and
+// its slot's stamp, or nil when k is not present. It walks the whole chain
+// again only when the candidate is not k's node.
+func (p *Probe) Resolve(n *Node, i int, k *Key) (*Node, *Stamp) {
+	if n != nil && n.key.Equal(k) {
+		return n, &p.b.stamps[i]
+	}
+	for b := p.b; b != nil; b = b.next.Load() {
+		for m := match(b.tags.Load(), p.tag); m != 0; m &= m - 1 {
+			i := lane(m)
+			if n := b.slots[i].Load(); n != nil && n.key.Equal(k) {
+				return n, &b.stamps[i]
+			}
+		}
+	}
+	return nil, nil
+}
