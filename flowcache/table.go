@@ -57,7 +57,7 @@ type Config[V any] struct {
 	Name     string                          // the port; shows in Dump and Stats
 	Limit    int                             // most live flows; required, > 0
 	TTL      time.Duration                   // idle time after which a flow expires; 0 means 60 s
-	Expiry   func(e *Entry[V]) time.Duration // optional per-flow TTL (e.g. by TCP state); overrides TTL
+	Expiry   func(e *Entry[V]) time.Duration // optional per-flow TTL (e.g. by TCP state); overrides TTL; runs in the pass with a shard locked, so it must not call the table
 	Shards   int                             // power of two; 0 picks from GOMAXPROCS
 	Seed     uint64                          // 0: random from crypto/rand
 	Clock    func() time.Time                // what the Reclaimer reads to pass to Expire; nil: time.Now

@@ -431,3 +431,32 @@ func TestStatsString(t *testing.T) {
 	}
 	_ = fmt.Sprint(s)
 }
+
+// Stats, Len and Dump read while writers insert, grow and remove: the race
+// detector checks every word they read is read safely.
+func TestStatsWhileWriting(t *testing.T) {
+	tb := newTable(t, Config[int]{Limit: 1 << 20, Shards: 2})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := range 20000 {
+			tb.Insert(testKey(i), i)
+			if i%3 == 0 {
+				tb.Remove(testKey(i / 2))
+			}
+		}
+	}()
+	for {
+		select {
+		case <-done:
+			if st := tb.Stats(); st.Live != tb.Len() || st.Bytes <= 0 {
+				t.Fatalf("final stats %+v", st)
+			}
+			return
+		default:
+			if st := tb.Stats(); st.Live > st.Limit {
+				t.Fatalf("stats %+v", st)
+			}
+		}
+	}
+}

@@ -64,7 +64,7 @@ type array struct {
 	seed     uint64 // this generation's shard seed
 	mask     uint64 // len(buckets) - 1
 	buckets  []bucket
-	overflow int // overflow buckets linked so far (under the shard mutex)
+	overflow atomic.Int64 // overflow buckets linked so far; atomic because Stats reads it without the mutex
 }
 
 // Hasher gives a key's table-level hash. The shard calls it only when it
@@ -308,7 +308,7 @@ func place(a *array, h uint64, n *Node, stamp uint32) int {
 			// Fill the bucket before linking it: a reader that follows
 			// the link sees a complete bucket.
 			b.next.Store(nb)
-			a.overflow++
+			a.overflow.Add(1)
 			return depth + 1
 		}
 		b = next
@@ -405,7 +405,7 @@ func (s *Shard) rebuild(slots int) int {
 }
 
 func arrayBytes(a *array) int64 {
-	return int64(len(a.buckets)+a.overflow) * int64(unsafe.Sizeof(bucket{}))
+	return (int64(len(a.buckets)) + a.overflow.Load()) * int64(unsafe.Sizeof(bucket{}))
 }
 
 // Len is the number of live nodes. It is exact under the mutex and a
