@@ -236,14 +236,14 @@ func TestFlowKeyLayout(t *testing.T) {
 			return NewFlowKey(netip.MustParseAddr("2001:db8::1"), netip.MustParseAddr("2001:db8::2"), 65535, 65535, 255)
 		},
 		func() FlowKey {
-			k, err := ParseFlowKey(ip4(ProtoUDP, udp(53, 53)))
+			k, err := ParseFlowKey(ip4(ProtoUDP, udpHdr(53, 53)))
 			if err != nil {
 				t.Fatal(err)
 			}
 			return k
 		},
 		func() FlowKey {
-			k, err := ParseFrame(eth(etherTypeIPv6, nil, ip6(ProtoICMPv6, icmp(128, 0, 0xffff, 0))))
+			k, err := ParseFrame(ethFrame(etherTypeIPv6, nil, ip6(ProtoICMPv6, icmpHdr(128, 0, 0xffff, 0))))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -273,7 +273,7 @@ func TestFlowKeyLayout(t *testing.T) {
 		}
 	}
 	// The parser and NewFlowKey agree byte for byte.
-	parsed, err := ParseFlowKey(ip4(ProtoTCP, tcp(1, 2)))
+	parsed, err := ParseFlowKey(ip4(ProtoTCP, tcpHdr(1, 2)))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -59,6 +59,7 @@ var (
 	errMalExt     = fmt.Errorf("%w: more than 8 IPv6 extension headers", ErrMalformed)
 	errMalTags    = fmt.Errorf("%w: more than 8 VLAN tags", ErrMalformed)
 	errMalVersion = fmt.Errorf("%w: IP version contradicts the EtherType", ErrMalformed)
+	errMalMapped  = fmt.Errorf("%w: IPv4-mapped address in an IPv6 header", ErrMalformed)
 )
 
 const (
@@ -186,11 +187,13 @@ func done(k FlowKey, err error) (FlowKey, error) {
 
 // ParseFrame returns the flow key of an Ethernet II frame (what an
 // AF_PACKET SOCK_RAW socket or a pcap with link type 1 delivers). It skips
-// up to 8 VLAN tags (802.1Q 0x8100, 802.1ad 0x88A8 and 0x9100, in any mix)
-// and then keys the IPv4 (0x0800) or IPv6 (0x86DD) packet as ParseFlowKey
-// does. Any other EtherType (ARP, MPLS, PPPoE, LLDP, …) is ErrNotIP; an IP
-// version nibble of 4 under 0x86DD or 6 under 0x0800 is ErrMalformed, and
-// any other version ErrNotIP. ParseFrame does not allocate.
+// up to 8 VLAN tags (802.1Q 0x8100, 802.1ad 0x88A8 and 0x9100, in any mix;
+// a ninth is ErrMalformed) and then keys the IPv4 (0x0800) or IPv6
+// (0x86DD) packet as ParseFlowKey does. Any other EtherType (ARP, MPLS,
+// PPPoE, LLDP, an 802.3 length, …) is ErrNotIP: MPLS labels are not
+// popped, because what follows them is not marked. An IP version nibble
+// of 4 under 0x86DD or 6 under 0x0800 is ErrMalformed, any other version
+// ErrNotIP. ParseFrame does not allocate.
 func ParseFrame(frame []byte) (FlowKey, error) {
 	if len(frame) < ethHeaderLen {
 		return FlowKey{}, errTruncEth
@@ -269,6 +272,12 @@ func parse6(k *FlowKey, p []byte) error {
 	}
 	k.src = [16]byte(p[8:24])
 	k.dst = [16]byte(p[24:40])
+	// The key stores IPv4 mapped into IPv6, so an IPv6 packet carrying a
+	// mapped address (::ffff:a.b.c.d, which RFC 4291 keeps off the wire)
+	// would share the key of an IPv4 flow and ride its decision: refuse it.
+	if is4(&k.src) || is4(&k.dst) {
+		return errMalMapped
+	}
 	nh := p[6]
 	l := p[ipv6HeaderLen:]
 	for n := 0; ipv6Ext[nh]; n++ {

@@ -39,7 +39,7 @@ const (
 	protoOSPF    = 89
 )
 
-func cat(parts ...[]byte) []byte {
+func concat(parts ...[]byte) []byte {
 	var b []byte
 	for _, p := range parts {
 		b = append(b, p...)
@@ -47,14 +47,14 @@ func cat(parts ...[]byte) []byte {
 	return b
 }
 
-// payload is application bytes after a transport header: a recognisable
+// appData is application bytes after a transport header: a recognisable
 // filler, so that a parser reading ports from it would be caught.
-var payload = []byte("PAYLOAD-PAYLOAD-")
+var appData = []byte("PAYLOAD-PAYLOAD-")
 
 // ip4 is an IPv4 packet: 20-byte header (IHL 5, total length set, TTL 64)
 // from srcV4 to dstV4, then body.
 func ip4(proto byte, body ...[]byte) []byte {
-	b := cat(body...)
+	b := concat(body...)
 	h := make([]byte, 20, 20+len(b))
 	h[0] = 0x45
 	binary.BigEndian.PutUint16(h[2:4], uint16(20+len(b)))
@@ -67,14 +67,14 @@ func ip4(proto byte, body ...[]byte) []byte {
 
 // ip4opts is ip4 with IPv4 options; len(opts) must be a multiple of 4.
 func ip4opts(proto byte, opts []byte, body ...[]byte) []byte {
-	p := ip4(proto, cat(opts, cat(body...)))
+	p := ip4(proto, concat(opts, concat(body...)))
 	// Move the options into the header: they were appended as body.
 	p[0] = 0x40 | byte((20+len(opts))/4)
 	return p
 }
 
-// with returns p after fn changed a copy of it.
-func with(p []byte, fn func(p []byte)) []byte {
+// patched returns p after fn changed a copy of it.
+func patched(p []byte, fn func(p []byte)) []byte {
 	p = append([]byte(nil), p...)
 	fn(p)
 	return p
@@ -82,7 +82,7 @@ func with(p []byte, fn func(p []byte)) []byte {
 
 // frag4 sets the IPv4 flags and fragment offset word.
 func frag4(p []byte, mf bool, offset uint16) []byte {
-	return with(p, func(p []byte) {
+	return patched(p, func(p []byte) {
 		w := offset & 0x1fff
 		if mf {
 			w |= 0x2000
@@ -94,7 +94,7 @@ func frag4(p []byte, mf bool, offset uint16) []byte {
 // ip6 is an IPv6 packet: 40-byte header (payload length set, hop limit
 // 64) from srcV6 to dstV6, then body.
 func ip6(nh byte, body ...[]byte) []byte {
-	b := cat(body...)
+	b := concat(body...)
 	h := make([]byte, 40, 40+len(b))
 	h[0] = 0x60
 	binary.BigEndian.PutUint16(h[4:6], uint16(len(b)))
@@ -105,21 +105,34 @@ func ip6(nh byte, body ...[]byte) []byte {
 	return append(h, b...)
 }
 
-// ext is a generic IPv6 extension header (Hop-by-Hop, Routing,
+// extHdr is a generic IPv6 extension header (Hop-by-Hop, Routing,
 // Destination Options, Mobility, HIP, Shim6, 253, 254) of (n+1)×8 bytes.
-// Its body is filled with PadN-looking bytes that are not zero, so a
-// parser that read a length from the wrong place would go astray.
-func ext(nh byte, n byte) []byte {
+// Its body is well-formed PadN options (so that a decoder that reads the
+// options accepts it) whose padding is 0xa5 rather than 0, so that a
+// parser reading a length from the wrong place would go astray.
+func extHdr(nh byte, n byte) []byte {
 	h := make([]byte, (int(n)+1)*8)
 	h[0], h[1] = nh, n
-	for i := 2; i < len(h); i++ {
-		h[i] = 0xa5
+	for b := h[2:]; len(b) > 0; {
+		if len(b) == 1 {
+			b[0] = 0 // Pad1
+			break
+		}
+		l := min(len(b)-2, 255)
+		if len(b)-2-l == 1 { // leave no single byte that would need a Pad1 after a full PadN
+			l--
+		}
+		b[0], b[1] = 1, byte(l) // PadN
+		for i := range l {
+			b[2+i] = 0xa5
+		}
+		b = b[2+l:]
 	}
 	return h
 }
 
-// frag6 is an IPv6 Fragment header; offset is in 8-byte units.
-func frag6(nh byte, offset uint16, more bool) []byte {
+// frag6Hdr is an IPv6 Fragment header; offset is in 8-byte units.
+func frag6Hdr(nh byte, offset uint16, more bool) []byte {
 	h := []byte{nh, 0xff, 0, 0, 0xde, 0xad, 0xbe, 0xef} // byte 1 is reserved; 0xff must not be read as a length
 	w := offset << 3
 	if more {
@@ -129,45 +142,45 @@ func frag6(nh byte, offset uint16, more bool) []byte {
 	return h
 }
 
-// ah is an IPv6 Authentication Header of (plen+2)×4 bytes.
-func ah(nh byte, plen byte) []byte {
+// ahHdr is an IPv6 Authentication Header of (plen+2)×4 bytes.
+func ahHdr(nh byte, plen byte) []byte {
 	h := make([]byte, (int(plen)+2)*4)
 	h[0], h[1] = nh, plen
 	binary.BigEndian.PutUint32(h[4:8], 0x1000) // SPI
 	return h
 }
 
-func ports(sport, dport uint16, n int) []byte {
+func portHeader(sport, dport uint16, n int) []byte {
 	h := make([]byte, n)
 	binary.BigEndian.PutUint16(h[0:2], sport)
 	binary.BigEndian.PutUint16(h[2:4], dport)
 	return h
 }
 
-func tcp(sport, dport uint16) []byte {
-	h := ports(sport, dport, 20)
+func tcpHdr(sport, dport uint16) []byte {
+	h := portHeader(sport, dport, 20)
 	h[12] = 5 << 4
 	h[13] = 0x02 // SYN
 	return h
 }
-func udp(sport, dport uint16) []byte     { return ports(sport, dport, 8) }
-func sctp(sport, dport uint16) []byte    { return ports(sport, dport, 12) }
-func dccp(sport, dport uint16) []byte    { return ports(sport, dport, 16) }
-func udpLite(sport, dport uint16) []byte { return ports(sport, dport, 8) }
+func udpHdr(sport, dport uint16) []byte     { return portHeader(sport, dport, 8) }
+func sctpHdr(sport, dport uint16) []byte    { return portHeader(sport, dport, 12) }
+func dccpHdr(sport, dport uint16) []byte    { return portHeader(sport, dport, 16) }
+func udpLiteHdr(sport, dport uint16) []byte { return portHeader(sport, dport, 8) }
 
-// icmp is an 8-byte ICMP or ICMPv6 header: type, code, checksum, then
+// icmpHdr is an 8-byte ICMP or ICMPv6 header: type, code, checksum, then
 // identifier and sequence (the echo layout; other types have other data
 // there).
-func icmp(typ, code byte, id, seq uint16) []byte {
+func icmpHdr(typ, code byte, id, seq uint16) []byte {
 	h := []byte{typ, code, 0xbe, 0xef, 0, 0, 0, 0}
 	binary.BigEndian.PutUint16(h[4:6], id)
 	binary.BigEndian.PutUint16(h[6:8], seq)
 	return h
 }
 
-// eth is an Ethernet II frame with the given tags (each a TPID; the TCI
+// ethFrame is an Ethernet II frame with the given tags (each a TPID; the TCI
 // is VLAN 100 + i) and EtherType.
-func eth(etype uint16, tpids []uint16, body []byte) []byte {
+func ethFrame(etype uint16, tpids []uint16, body []byte) []byte {
 	h := []byte{0x02, 0, 0, 0, 0, 1, 0x02, 0, 0, 0, 0, 2}
 	for i, tpid := range tpids {
 		h = binary.BigEndian.AppendUint16(h, tpid)
@@ -184,7 +197,7 @@ func ethIP(p []byte) []byte {
 	if len(p) > 0 && p[0]>>4 == 6 {
 		etype = etherTypeIPv6
 	}
-	return eth(etype, nil, p)
+	return ethFrame(etype, nil, p)
 }
 
 func key4(proto uint8, sport, dport uint16) FlowKey {
@@ -223,7 +236,7 @@ func parseCases() []parseCase {
 			if i == n-1 {
 				nh = last
 			}
-			b = append(b, ext(nh, 0)...)
+			b = append(b, extHdr(nh, 0)...)
 		}
 		return b
 	}
@@ -232,153 +245,161 @@ func parseCases() []parseCase {
 
 	return []parseCase{
 		// IPv4, each transport that has ports: need = 20 + 4.
-		{name: "ipv4/tcp", pkt: ip4(ProtoTCP, tcp(49152, 443), payload), need: 24, want: key4(ProtoTCP, 49152, 443)},
-		{name: "ipv4/udp", pkt: ip4(ProtoUDP, udp(5353, 53), payload), need: 24, want: key4(ProtoUDP, 5353, 53)},
-		{name: "ipv4/sctp", pkt: ip4(ProtoSCTP, sctp(2905, 2905), payload), need: 24, want: key4(ProtoSCTP, 2905, 2905)},
-		{name: "ipv4/dccp", pkt: ip4(ProtoDCCP, dccp(5004, 5005), payload), need: 24, want: key4(ProtoDCCP, 5004, 5005)},
-		{name: "ipv4/udplite", pkt: ip4(protoUDPLite, udpLite(1000, 2000), payload), need: 24, want: key4(protoUDPLite, 1000, 2000)},
-		{name: "ipv4/ports-0", pkt: ip4(ProtoUDP, udp(0, 0)), need: 24, want: key4(ProtoUDP, 0, 0)},
-		{name: "ipv4/ports-max", pkt: ip4(ProtoTCP, tcp(65535, 65534)), need: 24, want: key4(ProtoTCP, 65535, 65534)},
+		{name: "ipv4/tcp", pkt: ip4(ProtoTCP, tcpHdr(49152, 443), appData), need: 24, want: key4(ProtoTCP, 49152, 443)},
+		{name: "ipv4/udp", pkt: ip4(ProtoUDP, udpHdr(5353, 53), appData), need: 24, want: key4(ProtoUDP, 5353, 53)},
+		{name: "ipv4/sctp", pkt: ip4(ProtoSCTP, sctpHdr(2905, 2905), appData), need: 24, want: key4(ProtoSCTP, 2905, 2905)},
+		{name: "ipv4/dccp", pkt: ip4(ProtoDCCP, dccpHdr(5004, 5005), appData), need: 24, want: key4(ProtoDCCP, 5004, 5005)},
+		{name: "ipv4/udplite", pkt: ip4(protoUDPLite, udpLiteHdr(1000, 2000), appData), need: 24, want: key4(protoUDPLite, 1000, 2000)},
+		{name: "ipv4/ports-0", pkt: ip4(ProtoUDP, udpHdr(0, 0)), need: 24, want: key4(ProtoUDP, 0, 0)},
+		{name: "ipv4/ports-max", pkt: ip4(ProtoTCP, tcpHdr(65535, 65534)), need: 24, want: key4(ProtoTCP, 65535, 65534)},
 
 		// IPv4 header length: options are skipped by IHL; under 5 is malformed.
-		{name: "ipv4/options-4/tcp", pkt: ip4opts(ProtoTCP, []byte{0x94, 0x04, 0, 0}, tcp(1024, 22)), need: 28, want: key4(ProtoTCP, 1024, 22)},
-		{name: "ipv4/options-40/udp", pkt: ip4opts(ProtoUDP, []byte(strings.Repeat("\x01", 39)+"\x00"), udp(68, 67)), need: 64, want: key4(ProtoUDP, 68, 67)},
-		{name: "ipv4/ihl-4", pkt: with(ip4(ProtoTCP, tcp(1, 2)), func(p []byte) { p[0] = 0x44 }), need: 20, err: ErrMalformed},
-		{name: "ipv4/ihl-0", pkt: with(ip4(ProtoTCP, tcp(1, 2)), func(p []byte) { p[0] = 0x40 }), need: 20, err: ErrMalformed},
+		{name: "ipv4/options-4/tcp", pkt: ip4opts(ProtoTCP, []byte{0x94, 0x04, 0, 0}, tcpHdr(1024, 22)), need: 28, want: key4(ProtoTCP, 1024, 22)},
+		{name: "ipv4/options-40/udp", pkt: ip4opts(ProtoUDP, []byte(strings.Repeat("\x01", 39)+"\x00"), udpHdr(68, 67)), need: 64, want: key4(ProtoUDP, 68, 67)},
+		{name: "ipv4/options-unread", pkt: ip4opts(ProtoTCP, []byte{0x44, 0x01, 0, 0}, tcpHdr(1024, 22)), need: 28, want: key4(ProtoTCP, 1024, 22)},
+		{name: "ipv4/ihl-4", pkt: patched(ip4(ProtoTCP, tcpHdr(1, 2)), func(p []byte) { p[0] = 0x44 }), need: 20, err: ErrMalformed},
+		{name: "ipv4/ihl-0", pkt: patched(ip4(ProtoTCP, tcpHdr(1, 2)), func(p []byte) { p[0] = 0x40 }), need: 20, err: ErrMalformed},
 
 		// IP version: neither 4 nor 6 is not IP, seen from the first byte.
-		{name: "version-0", pkt: with(ip4(ProtoTCP, tcp(1, 2)), func(p []byte) { p[0] = 0x05 }), need: 1, err: ErrNotIP},
-		{name: "version-5", pkt: with(ip4(ProtoTCP, tcp(1, 2)), func(p []byte) { p[0] = 0x55 }), need: 1, err: ErrNotIP},
-		{name: "version-15", pkt: with(ip6(ProtoTCP, tcp(1, 2)), func(p []byte) { p[0] = 0xf0 }), need: 1, err: ErrNotIP},
+		{name: "version-0", pkt: patched(ip4(ProtoTCP, tcpHdr(1, 2)), func(p []byte) { p[0] = 0x05 }), need: 1, err: ErrNotIP},
+		{name: "version-5", pkt: patched(ip4(ProtoTCP, tcpHdr(1, 2)), func(p []byte) { p[0] = 0x55 }), need: 1, err: ErrNotIP},
+		{name: "version-15", pkt: patched(ip6(ProtoTCP, tcpHdr(1, 2)), func(p []byte) { p[0] = 0xf0 }), need: 1, err: ErrNotIP},
 
 		// Length fields are not checked against the buffer.
-		{name: "ipv4/total-length-0", pkt: with(ip4(ProtoTCP, tcp(80, 8080), payload), func(p []byte) { p[2], p[3] = 0, 0 }), need: 24, want: key4(ProtoTCP, 80, 8080)},
-		{name: "ipv4/total-length-20", pkt: with(ip4(ProtoUDP, udp(80, 8080)), func(p []byte) { p[2], p[3] = 0, 20 }), need: 24, want: key4(ProtoUDP, 80, 8080)},
-		{name: "ipv4/total-length-65535", pkt: with(ip4(ProtoUDP, udp(80, 8080)), func(p []byte) { p[2], p[3] = 0xff, 0xff }), need: 24, want: key4(ProtoUDP, 80, 8080)},
-		{name: "ipv6/payload-length-0", pkt: with(ip6(ProtoTCP, tcp(80, 8080), payload), func(p []byte) { p[4], p[5] = 0, 0 }), need: 44, want: key6(ProtoTCP, 80, 8080)},
-		{name: "ipv6/payload-length-1", pkt: with(ip6(ProtoUDP, udp(80, 8080)), func(p []byte) { p[4], p[5] = 0, 1 }), need: 44, want: key6(ProtoUDP, 80, 8080)},
+		{name: "ipv4/total-length-0", pkt: patched(ip4(ProtoTCP, tcpHdr(80, 8080), appData), func(p []byte) { p[2], p[3] = 0, 0 }), need: 24, want: key4(ProtoTCP, 80, 8080)},
+		{name: "ipv4/total-length-20", pkt: patched(ip4(ProtoUDP, udpHdr(80, 8080)), func(p []byte) { p[2], p[3] = 0, 20 }), need: 24, want: key4(ProtoUDP, 80, 8080)},
+		{name: "ipv4/total-length-65535", pkt: patched(ip4(ProtoUDP, udpHdr(80, 8080)), func(p []byte) { p[2], p[3] = 0xff, 0xff }), need: 24, want: key4(ProtoUDP, 80, 8080)},
+		{name: "ipv4/total-length-10", pkt: patched(ip4(ProtoUDP, udpHdr(80, 8080)), func(p []byte) { p[2], p[3] = 0, 10 }), need: 24, want: key4(ProtoUDP, 80, 8080)},
+		{name: "ipv6/payload-length-0", pkt: patched(ip6(ProtoTCP, tcpHdr(80, 8080), appData), func(p []byte) { p[4], p[5] = 0, 0 }), need: 44, want: key6(ProtoTCP, 80, 8080)},
+		{name: "ipv6/payload-length-4/destination/udp", pkt: patched(ip6(protoDstOpts, extHdr(ProtoUDP, 0), udpHdr(80, 8080)), func(p []byte) { p[4], p[5] = 0, 4 }), need: 52, want: key6(ProtoUDP, 80, 8080)},
+		{name: "ipv6/payload-length-4/hop-by-hop/tcp", pkt: patched(ip6(protoHopOpts, extHdr(ProtoTCP, 0), tcpHdr(80, 8080)), func(p []byte) { p[4], p[5] = 0, 4 }), need: 52, want: key6(ProtoTCP, 80, 8080)},
+		{name: "ipv6/payload-length-1", pkt: patched(ip6(ProtoUDP, udpHdr(80, 8080)), func(p []byte) { p[4], p[5] = 0, 1 }), need: 44, want: key6(ProtoUDP, 80, 8080)},
 
 		// IPv4 fragments: the first has the transport header, the others have ports 0/0.
-		{name: "ipv4/fragment-first", pkt: frag4(ip4(ProtoUDP, udp(4500, 4500), payload), true, 0), need: 24, want: key4(ProtoUDP, 4500, 4500)},
-		{name: "ipv4/fragment-dont-fragment", pkt: with(ip4(ProtoTCP, tcp(4500, 80)), func(p []byte) { p[6] = 0x40 }), need: 24, want: key4(ProtoTCP, 4500, 80)},
-		{name: "ipv4/fragment-middle", pkt: frag4(ip4(ProtoUDP, payload), true, 185), need: 20, want: key4(ProtoUDP, 0, 0)},
-		{name: "ipv4/fragment-last", pkt: frag4(ip4(ProtoTCP, payload), false, 370), need: 20, want: key4(ProtoTCP, 0, 0)},
-		{name: "ipv4/fragment-offset-1", pkt: frag4(ip4(ProtoTCP, payload), false, 1), need: 20, want: key4(ProtoTCP, 0, 0)},
-		{name: "ipv4/fragment-offset-max", pkt: frag4(ip4(ProtoICMP, payload), false, 0x1fff), need: 20, want: key4(ProtoICMP, 0, 0)},
-		{name: "ipv4/fragment-last-options", pkt: frag4(ip4opts(ProtoUDP, []byte{1, 1, 1, 0}, payload), false, 8), need: 24, want: key4(ProtoUDP, 0, 0)},
+		{name: "ipv4/fragment-first", pkt: frag4(ip4(ProtoUDP, udpHdr(4500, 4500), appData), true, 0), need: 24, want: key4(ProtoUDP, 4500, 4500)},
+		{name: "ipv4/fragment-dont-fragment", pkt: patched(ip4(ProtoTCP, tcpHdr(4500, 80)), func(p []byte) { p[6] = 0x40 }), need: 24, want: key4(ProtoTCP, 4500, 80)},
+		{name: "ipv4/fragment-middle", pkt: frag4(ip4(ProtoUDP, appData), true, 185), need: 20, want: key4(ProtoUDP, 0, 0)},
+		{name: "ipv4/fragment-last", pkt: frag4(ip4(ProtoTCP, appData), false, 370), need: 20, want: key4(ProtoTCP, 0, 0)},
+		{name: "ipv4/fragment-offset-1", pkt: frag4(ip4(ProtoTCP, appData), false, 1), need: 20, want: key4(ProtoTCP, 0, 0)},
+		{name: "ipv4/fragment-offset-max", pkt: frag4(ip4(ProtoICMP, appData), false, 0x1fff), need: 20, want: key4(ProtoICMP, 0, 0)},
+		{name: "ipv4/fragment-last-options", pkt: frag4(ip4opts(ProtoUDP, []byte{1, 1, 1, 0}, appData), false, 8), need: 24, want: key4(ProtoUDP, 0, 0)},
 
 		// ICMP: echo puts the identifier in both ports and needs 6 bytes;
 		// other types need the type byte and have ports 0/0.
-		{name: "ipv4/icmp-echo-request", pkt: ip4(ProtoICMP, icmp(8, 0, 0x1234, 1), payload), need: 26, want: key4(ProtoICMP, 0x1234, 0x1234)},
-		{name: "ipv4/icmp-echo-reply", pkt: ip4(ProtoICMP, icmp(0, 0, 0xbeef, 7)), need: 26, want: key4(ProtoICMP, 0xbeef, 0xbeef)},
-		{name: "ipv4/icmp-echo-code-1", pkt: ip4(ProtoICMP, icmp(8, 1, 0x0102, 0)), need: 26, want: key4(ProtoICMP, 0x0102, 0x0102)},
-		{name: "ipv4/icmp-dest-unreachable", pkt: ip4(ProtoICMP, icmp(3, 3, 0x1234, 0), ip4(ProtoUDP, udp(1, 2))), need: 21, want: key4(ProtoICMP, 0, 0)},
-		{name: "ipv4/icmp-time-exceeded", pkt: ip4(ProtoICMP, icmp(11, 0, 0, 0)), need: 21, want: key4(ProtoICMP, 0, 0)},
-		{name: "ipv4/icmp-timestamp", pkt: ip4(ProtoICMP, icmp(13, 0, 0x1234, 1)), need: 21, want: key4(ProtoICMP, 0, 0)},
+		{name: "ipv4/icmp-echo-request", pkt: ip4(ProtoICMP, icmpHdr(8, 0, 0x1234, 1), appData), need: 26, want: key4(ProtoICMP, 0x1234, 0x1234)},
+		{name: "ipv4/icmp-echo-reply", pkt: ip4(ProtoICMP, icmpHdr(0, 0, 0xbeef, 7)), need: 26, want: key4(ProtoICMP, 0xbeef, 0xbeef)},
+		{name: "ipv4/icmp-echo-code-1", pkt: ip4(ProtoICMP, icmpHdr(8, 1, 0x0102, 0)), need: 26, want: key4(ProtoICMP, 0x0102, 0x0102)},
+		{name: "ipv4/icmp-dest-unreachable", pkt: ip4(ProtoICMP, icmpHdr(3, 3, 0x1234, 0), ip4(ProtoUDP, udpHdr(1, 2))), need: 21, want: key4(ProtoICMP, 0, 0)},
+		{name: "ipv4/icmp-time-exceeded", pkt: ip4(ProtoICMP, icmpHdr(11, 0, 0, 0)), need: 21, want: key4(ProtoICMP, 0, 0)},
+		{name: "ipv4/icmp-timestamp", pkt: ip4(ProtoICMP, icmpHdr(13, 0, 0x1234, 1)), need: 21, want: key4(ProtoICMP, 0, 0)},
 		{name: "ipv4/icmp-type-only", pkt: ip4(ProtoICMP, []byte{3}), need: 21, want: key4(ProtoICMP, 0, 0)},
 		// Which types are echo follows the protocol number, not the IP version.
-		{name: "ipv4/icmpv6-type-128", pkt: ip4(ProtoICMPv6, icmp(128, 0, 0x1234, 1)), need: 26, want: key4(ProtoICMPv6, 0x1234, 0x1234)},
-		{name: "ipv4/icmp-type-128", pkt: ip4(ProtoICMP, icmp(128, 0, 0x1234, 1)), need: 21, want: key4(ProtoICMP, 0, 0)},
+		{name: "ipv4/icmpv6-type-128", pkt: ip4(ProtoICMPv6, icmpHdr(128, 0, 0x1234, 1)), need: 26, want: key4(ProtoICMPv6, 0x1234, 0x1234)},
+		{name: "ipv4/icmp-type-128", pkt: ip4(ProtoICMP, icmpHdr(128, 0, 0x1234, 1)), need: 21, want: key4(ProtoICMP, 0, 0)},
 
 		// Tunnels and other protocols: the outer header, ports 0/0, nothing past it read.
-		{name: "ipv4/ipip", pkt: ip4(protoIPIP, ip4(ProtoTCP, tcp(1, 2))), need: 20, want: key4(protoIPIP, 0, 0)},
-		{name: "ipv4/6in4", pkt: ip4(protoIPv6, ip6(ProtoUDP, udp(1, 2))), need: 20, want: key4(protoIPv6, 0, 0)},
-		{name: "ipv4/gre", pkt: ip4(protoGRE, []byte{0, 0, 0x08, 0x00}, ip4(ProtoTCP, tcp(1, 2))), need: 20, want: key4(protoGRE, 0, 0)},
-		{name: "ipv4/esp", pkt: ip4(protoESP, []byte{0, 0, 0x10, 0, 0, 0, 0, 1}, payload), need: 20, want: key4(protoESP, 0, 0)},
-		{name: "ipv4/ah-not-skipped", pkt: ip4(protoAH, ah(ProtoTCP, 4), tcp(1, 2)), need: 20, want: key4(protoAH, 0, 0)},
+		{name: "ipv4/ipip", pkt: ip4(protoIPIP, ip4(ProtoTCP, tcpHdr(1, 2))), need: 20, want: key4(protoIPIP, 0, 0)},
+		{name: "ipv4/6in4", pkt: ip4(protoIPv6, ip6(ProtoUDP, udpHdr(1, 2))), need: 20, want: key4(protoIPv6, 0, 0)},
+		{name: "ipv4/gre", pkt: ip4(protoGRE, []byte{0, 0, 0x08, 0x00}, ip4(ProtoTCP, tcpHdr(1, 2))), need: 20, want: key4(protoGRE, 0, 0)},
+		{name: "ipv4/esp", pkt: ip4(protoESP, []byte{0, 0, 0x10, 0, 0, 0, 0, 1}, appData), need: 20, want: key4(protoESP, 0, 0)},
+		{name: "ipv4/ah-not-skipped", pkt: ip4(protoAH, ahHdr(ProtoTCP, 4), tcpHdr(1, 2)), need: 20, want: key4(protoAH, 0, 0)},
 		{name: "ipv4/igmp", pkt: ip4(protoIGMP, []byte{0x16, 0, 0, 0, 224, 0, 0, 251}), need: 20, want: key4(protoIGMP, 0, 0)},
-		{name: "ipv4/ospf", pkt: ip4(protoOSPF, payload), need: 20, want: key4(protoOSPF, 0, 0)},
+		{name: "ipv4/ospf", pkt: ip4(protoOSPF, appData), need: 20, want: key4(protoOSPF, 0, 0)},
 		{name: "ipv4/proto-255-empty", pkt: ip4(255), need: 20, want: key4(255, 0, 0)},
 
 		// IPv6, each transport: need = 40 + 4.
-		{name: "ipv6/tcp", pkt: ip6(ProtoTCP, tcp(49152, 443), payload), need: 44, want: key6(ProtoTCP, 49152, 443)},
-		{name: "ipv6/udp", pkt: ip6(ProtoUDP, udp(546, 547), payload), need: 44, want: key6(ProtoUDP, 546, 547)},
-		{name: "ipv6/sctp", pkt: ip6(ProtoSCTP, sctp(36412, 36412)), need: 44, want: key6(ProtoSCTP, 36412, 36412)},
-		{name: "ipv6/dccp", pkt: ip6(ProtoDCCP, dccp(5004, 5005)), need: 44, want: key6(ProtoDCCP, 5004, 5005)},
-		{name: "ipv6/udplite", pkt: ip6(protoUDPLite, udpLite(1000, 2000)), need: 44, want: key6(protoUDPLite, 1000, 2000)},
+		{name: "ipv6/tcp", pkt: ip6(ProtoTCP, tcpHdr(49152, 443), appData), need: 44, want: key6(ProtoTCP, 49152, 443)},
+		{name: "ipv6/udp", pkt: ip6(ProtoUDP, udpHdr(546, 547), appData), need: 44, want: key6(ProtoUDP, 546, 547)},
+		{name: "ipv6/sctp", pkt: ip6(ProtoSCTP, sctpHdr(36412, 36412)), need: 44, want: key6(ProtoSCTP, 36412, 36412)},
+		{name: "ipv6/dccp", pkt: ip6(ProtoDCCP, dccpHdr(5004, 5005)), need: 44, want: key6(ProtoDCCP, 5004, 5005)},
+		{name: "ipv6/udplite", pkt: ip6(protoUDPLite, udpLiteHdr(1000, 2000)), need: 44, want: key6(protoUDPLite, 1000, 2000)},
 
 		// ICMPv6.
-		{name: "ipv6/icmpv6-echo-request", pkt: ip6(ProtoICMPv6, icmp(128, 0, 0x4242, 1), payload), need: 46, want: key6(ProtoICMPv6, 0x4242, 0x4242)},
-		{name: "ipv6/icmpv6-echo-reply", pkt: ip6(ProtoICMPv6, icmp(129, 0, 0x4242, 1)), need: 46, want: key6(ProtoICMPv6, 0x4242, 0x4242)},
-		{name: "ipv6/icmpv6-neighbor-solicitation", pkt: ip6(ProtoICMPv6, icmp(135, 0, 0, 0), srcV6.AsSlice()), need: 41, want: key6(ProtoICMPv6, 0, 0)},
-		{name: "ipv6/icmpv6-packet-too-big", pkt: ip6(ProtoICMPv6, icmp(2, 0, 0, 1280)), need: 41, want: key6(ProtoICMPv6, 0, 0)},
-		{name: "ipv6/icmpv6-type-8", pkt: ip6(ProtoICMPv6, icmp(8, 0, 0x1234, 1)), need: 41, want: key6(ProtoICMPv6, 0, 0)},
-		{name: "ipv6/icmp-type-8", pkt: ip6(ProtoICMP, icmp(8, 0, 0x1234, 1)), need: 46, want: key6(ProtoICMP, 0x1234, 0x1234)},
+		{name: "ipv6/icmpv6-echo-request", pkt: ip6(ProtoICMPv6, icmpHdr(128, 0, 0x4242, 1), appData), need: 46, want: key6(ProtoICMPv6, 0x4242, 0x4242)},
+		{name: "ipv6/icmpv6-echo-reply", pkt: ip6(ProtoICMPv6, icmpHdr(129, 0, 0x4242, 1)), need: 46, want: key6(ProtoICMPv6, 0x4242, 0x4242)},
+		{name: "ipv6/icmpv6-neighbor-solicitation", pkt: ip6(ProtoICMPv6, icmpHdr(135, 0, 0, 0), srcV6.AsSlice()), need: 41, want: key6(ProtoICMPv6, 0, 0)},
+		{name: "ipv6/icmpv6-packet-too-big", pkt: ip6(ProtoICMPv6, icmpHdr(2, 0, 0, 1280)), need: 41, want: key6(ProtoICMPv6, 0, 0)},
+		{name: "ipv6/icmpv6-type-8", pkt: ip6(ProtoICMPv6, icmpHdr(8, 0, 0x1234, 1)), need: 41, want: key6(ProtoICMPv6, 0, 0)},
+		{name: "ipv6/icmp-type-8", pkt: ip6(ProtoICMP, icmpHdr(8, 0, 0x1234, 1)), need: 46, want: key6(ProtoICMP, 0x1234, 0x1234)},
 
 		// IPv6 extension headers, each kind, skipped to the protocol.
-		{name: "ipv6/hop-by-hop/tcp", pkt: ip6(protoHopOpts, ext(ProtoTCP, 0), tcp(1, 2)), need: 52, want: key6(ProtoTCP, 1, 2)},
-		{name: "ipv6/routing-24/udp", pkt: ip6(protoRouting, ext(ProtoUDP, 2), udp(1, 2)), need: 68, want: key6(ProtoUDP, 1, 2)},
-		{name: "ipv6/destination/tcp", pkt: ip6(protoDstOpts, ext(ProtoTCP, 1), tcp(3, 4)), need: 60, want: key6(ProtoTCP, 3, 4)},
-		{name: "ipv6/mobility/no-next", pkt: ip6(protoMobile, ext(protoNoNext, 1)), need: 56, want: key6(protoNoNext, 0, 0)},
-		{name: "ipv6/hip/udp", pkt: ip6(protoHIP, ext(ProtoUDP, 0), udp(10500, 10500)), need: 52, want: key6(ProtoUDP, 10500, 10500)},
-		{name: "ipv6/shim6/tcp", pkt: ip6(protoShim6, ext(ProtoTCP, 0), tcp(5, 6)), need: 52, want: key6(ProtoTCP, 5, 6)},
-		{name: "ipv6/exp-253/udp", pkt: ip6(253, ext(ProtoUDP, 0), udp(7, 8)), need: 52, want: key6(ProtoUDP, 7, 8)},
-		{name: "ipv6/exp-254/sctp", pkt: ip6(254, ext(ProtoSCTP, 3), sctp(9, 10)), need: 76, want: key6(ProtoSCTP, 9, 10)},
-		{name: "ipv6/destination-2048/tcp", pkt: ip6(protoDstOpts, ext(ProtoTCP, 255), tcp(11, 12)), need: 40 + 2048 + 4, want: key6(ProtoTCP, 11, 12)},
-		{name: "ipv6/ah-24/tcp", pkt: ip6(protoAH, ah(ProtoTCP, 4), tcp(1, 2)), need: 68, want: key6(ProtoTCP, 1, 2)},
-		{name: "ipv6/ah-12/udp", pkt: ip6(protoAH, ah(ProtoUDP, 1), udp(500, 500)), need: 56, want: key6(ProtoUDP, 500, 500)},
-		{name: "ipv6/ah-8/icmpv6-echo", pkt: ip6(protoAH, ah(ProtoICMPv6, 0), icmp(128, 0, 9, 9)), need: 54, want: key6(ProtoICMPv6, 9, 9)},
-		{name: "ipv6/esp", pkt: ip6(protoESP, []byte{0, 0, 0x10, 0, 0, 0, 0, 1}, tcp(1, 2)), need: 40, want: key6(protoESP, 0, 0)},
-		{name: "ipv6/hop-by-hop/esp", pkt: ip6(protoHopOpts, ext(protoESP, 0), []byte{0, 0, 0x10, 0}), need: 48, want: key6(protoESP, 0, 0)},
-		{name: "ipv6/no-next-header", pkt: ip6(protoNoNext, payload), need: 40, want: key6(protoNoNext, 0, 0)},
-		{name: "ipv6/routing/no-next-header", pkt: ip6(protoRouting, ext(protoNoNext, 0)), need: 48, want: key6(protoNoNext, 0, 0)},
-		{name: "ipv6/chain-6", pkt: ip6(protoHopOpts, ext(protoDstOpts, 0), ext(protoRouting, 1), ext(protoIPv6Frag, 0), frag6(protoAH, 0, true), ah(protoDstOpts, 1), ext(ProtoTCP, 0), tcp(13, 14)),
+		{name: "ipv6/hop-by-hop/tcp", pkt: ip6(protoHopOpts, extHdr(ProtoTCP, 0), tcpHdr(1, 2)), need: 52, want: key6(ProtoTCP, 1, 2)},
+		{name: "ipv6/routing-24/udp", pkt: ip6(protoRouting, extHdr(ProtoUDP, 2), udpHdr(1, 2)), need: 68, want: key6(ProtoUDP, 1, 2)},
+		{name: "ipv6/destination/tcp", pkt: ip6(protoDstOpts, extHdr(ProtoTCP, 1), tcpHdr(3, 4)), need: 60, want: key6(ProtoTCP, 3, 4)},
+		{name: "ipv6/mobility/no-next", pkt: ip6(protoMobile, extHdr(protoNoNext, 1)), need: 56, want: key6(protoNoNext, 0, 0)},
+		{name: "ipv6/hip/udp", pkt: ip6(protoHIP, extHdr(ProtoUDP, 0), udpHdr(10500, 10500)), need: 52, want: key6(ProtoUDP, 10500, 10500)},
+		{name: "ipv6/shim6/tcp", pkt: ip6(protoShim6, extHdr(ProtoTCP, 0), tcpHdr(5, 6)), need: 52, want: key6(ProtoTCP, 5, 6)},
+		{name: "ipv6/exp-253/udp", pkt: ip6(253, extHdr(ProtoUDP, 0), udpHdr(7, 8)), need: 52, want: key6(ProtoUDP, 7, 8)},
+		{name: "ipv6/exp-254/sctp", pkt: ip6(254, extHdr(ProtoSCTP, 3), sctpHdr(9, 10)), need: 76, want: key6(ProtoSCTP, 9, 10)},
+		{name: "ipv6/destination-2048/tcp", pkt: ip6(protoDstOpts, extHdr(ProtoTCP, 255), tcpHdr(11, 12)), need: 40 + 2048 + 4, want: key6(ProtoTCP, 11, 12)},
+		{name: "ipv6/ah-24/tcp", pkt: ip6(protoAH, ahHdr(ProtoTCP, 4), tcpHdr(1, 2)), need: 68, want: key6(ProtoTCP, 1, 2)},
+		{name: "ipv6/ah-12/udp", pkt: ip6(protoAH, ahHdr(ProtoUDP, 1), udpHdr(500, 500)), need: 56, want: key6(ProtoUDP, 500, 500)},
+		{name: "ipv6/ah-8/icmpv6-echo", pkt: ip6(protoAH, ahHdr(ProtoICMPv6, 0), icmpHdr(128, 0, 9, 9)), need: 54, want: key6(ProtoICMPv6, 9, 9)},
+		{name: "ipv6/esp", pkt: ip6(protoESP, []byte{0, 0, 0x10, 0, 0, 0, 0, 1}, tcpHdr(1, 2)), need: 40, want: key6(protoESP, 0, 0)},
+		{name: "ipv6/hop-by-hop/esp", pkt: ip6(protoHopOpts, extHdr(protoESP, 0), []byte{0, 0, 0x10, 0}), need: 48, want: key6(protoESP, 0, 0)},
+		{name: "ipv6/no-next-header", pkt: ip6(protoNoNext, appData), need: 40, want: key6(protoNoNext, 0, 0)},
+		{name: "ipv6/routing/no-next-header", pkt: ip6(protoRouting, extHdr(protoNoNext, 0)), need: 48, want: key6(protoNoNext, 0, 0)},
+		{name: "ipv6/chain-6", pkt: ip6(protoHopOpts, extHdr(protoDstOpts, 0), extHdr(protoRouting, 1), extHdr(protoIPv6Frag, 0), frag6Hdr(protoAH, 0, true), ahHdr(protoDstOpts, 1), extHdr(ProtoTCP, 0), tcpHdr(13, 14)),
 			need: 40 + 8 + 8 + 16 + 8 + 12 + 8 + 4, want: key6(ProtoTCP, 13, 14)},
-		{name: "ipv6/ext-8", pkt: ip6(protoDstOpts, chain(8, ProtoUDP), udp(15, 16)), need: 40 + 64 + 4, want: key6(ProtoUDP, 15, 16)},
+		{name: "ipv6/ext-8", pkt: ip6(protoDstOpts, chain(8, ProtoUDP), udpHdr(15, 16)), need: 40 + 64 + 4, want: key6(ProtoUDP, 15, 16)},
 		{name: "ipv6/ext-8/esp", pkt: ip6(protoDstOpts, chain(8, protoESP)), need: 40 + 64, want: key6(protoESP, 0, 0)},
 		// The ninth is refused once the eighth, which names it, is whole.
-		{name: "ipv6/ext-9", pkt: ip6(protoDstOpts, chain(9, ProtoUDP), udp(15, 16)), need: 40 + 64, err: ErrMalformed},
-		{name: "ipv6/ext-9-hop-by-hop", pkt: ip6(protoHopOpts, chain(9, ProtoUDP), udp(15, 16)), need: 40 + 64, err: ErrMalformed},
-		{name: "ipv6/ext-8-then-fragment", pkt: ip6(protoDstOpts, chain(8, protoIPv6Frag), frag6(ProtoUDP, 10, false)), need: 40 + 64, err: ErrMalformed},
+		// An IPv4-mapped address in an IPv6 header would share an IPv4
+		// flow's key: refused once the header is whole.
+		{name: "ipv6/mapped-src", pkt: patched(ip6(ProtoTCP, tcpHdr(1, 2)), func(p []byte) { copy(p[8:24], netip.MustParseAddr("::ffff:192.0.2.1").AsSlice()) }), need: 40, err: ErrMalformed},
+		{name: "ipv6/mapped-dst", pkt: patched(ip6(ProtoUDP, udpHdr(1, 2)), func(p []byte) { copy(p[24:40], netip.MustParseAddr("::ffff:198.51.100.2").AsSlice()) }), need: 40, err: ErrMalformed},
+		{name: "ipv6/ext-9", pkt: ip6(protoDstOpts, chain(9, ProtoUDP), udpHdr(15, 16)), need: 40 + 64, err: ErrMalformed},
+		{name: "ipv6/ext-9-hop-by-hop", pkt: ip6(protoHopOpts, chain(9, ProtoUDP), udpHdr(15, 16)), need: 40 + 64, err: ErrMalformed},
+		{name: "ipv6/ext-8-then-fragment", pkt: ip6(protoDstOpts, chain(8, protoIPv6Frag), frag6Hdr(ProtoUDP, 10, false)), need: 40 + 64, err: ErrMalformed},
 
 		// IPv6 fragments.
-		{name: "ipv6/fragment-first/tcp", pkt: ip6(protoIPv6Frag, frag6(ProtoTCP, 0, true), tcp(1, 2), payload), need: 52, want: key6(ProtoTCP, 1, 2)},
-		{name: "ipv6/fragment-atomic/udp", pkt: ip6(protoIPv6Frag, frag6(ProtoUDP, 0, false), udp(3, 4)), need: 52, want: key6(ProtoUDP, 3, 4)},
-		{name: "ipv6/fragment-middle/tcp", pkt: ip6(protoIPv6Frag, frag6(ProtoTCP, 100, true), payload), need: 48, want: key6(ProtoTCP, 0, 0)},
-		{name: "ipv6/fragment-last/udp", pkt: ip6(protoIPv6Frag, frag6(ProtoUDP, 8191, false), payload), need: 48, want: key6(ProtoUDP, 0, 0)},
-		{name: "ipv6/fragment-offset-1/icmpv6", pkt: ip6(protoIPv6Frag, frag6(ProtoICMPv6, 1, false), icmp(128, 0, 1, 1)), need: 48, want: key6(ProtoICMPv6, 0, 0)},
+		{name: "ipv6/fragment-first/tcp", pkt: ip6(protoIPv6Frag, frag6Hdr(ProtoTCP, 0, true), tcpHdr(1, 2), appData), need: 52, want: key6(ProtoTCP, 1, 2)},
+		{name: "ipv6/fragment-atomic/udp", pkt: ip6(protoIPv6Frag, frag6Hdr(ProtoUDP, 0, false), udpHdr(3, 4)), need: 52, want: key6(ProtoUDP, 3, 4)},
+		{name: "ipv6/fragment-middle/tcp", pkt: ip6(protoIPv6Frag, frag6Hdr(ProtoTCP, 100, true), appData), need: 48, want: key6(ProtoTCP, 0, 0)},
+		{name: "ipv6/fragment-last/udp", pkt: ip6(protoIPv6Frag, frag6Hdr(ProtoUDP, 8191, false), appData), need: 48, want: key6(ProtoUDP, 0, 0)},
+		{name: "ipv6/fragment-offset-1/icmpv6", pkt: ip6(protoIPv6Frag, frag6Hdr(ProtoICMPv6, 1, false), icmpHdr(128, 0, 1, 1)), need: 48, want: key6(ProtoICMPv6, 0, 0)},
 		// A non-first fragment ends the walk: the header after it is not looked at.
-		{name: "ipv6/fragment-middle/destination", pkt: ip6(protoIPv6Frag, frag6(protoDstOpts, 100, true), ext(ProtoTCP, 0), tcp(1, 2)), need: 48, want: key6(protoDstOpts, 0, 0)},
-		{name: "ipv6/hop-by-hop/fragment-last/udp", pkt: ip6(protoHopOpts, ext(protoIPv6Frag, 0), frag6(ProtoUDP, 3, false), payload), need: 56, want: key6(ProtoUDP, 0, 0)},
-		{name: "ipv6/fragment-first/routing/udp", pkt: ip6(protoIPv6Frag, frag6(protoRouting, 0, true), ext(ProtoUDP, 0), udp(5, 6)), need: 60, want: key6(ProtoUDP, 5, 6)},
+		{name: "ipv6/fragment-middle/destination", pkt: ip6(protoIPv6Frag, frag6Hdr(protoDstOpts, 100, true), extHdr(ProtoTCP, 0), tcpHdr(1, 2)), need: 48, want: key6(protoDstOpts, 0, 0)},
+		{name: "ipv6/hop-by-hop/fragment-last/udp", pkt: ip6(protoHopOpts, extHdr(protoIPv6Frag, 0), frag6Hdr(ProtoUDP, 3, false), appData), need: 56, want: key6(ProtoUDP, 0, 0)},
+		{name: "ipv6/fragment-first/routing/udp", pkt: ip6(protoIPv6Frag, frag6Hdr(protoRouting, 0, true), extHdr(ProtoUDP, 0), udpHdr(5, 6)), need: 60, want: key6(ProtoUDP, 5, 6)},
 
 		// IPv6 tunnels.
-		{name: "ipv6/4in6", pkt: ip6(protoIPIP, ip4(ProtoTCP, tcp(1, 2))), need: 40, want: key6(protoIPIP, 0, 0)},
-		{name: "ipv6/6in6", pkt: ip6(protoIPv6, ip6(ProtoTCP, tcp(1, 2))), need: 40, want: key6(protoIPv6, 0, 0)},
-		{name: "ipv6/gre", pkt: ip6(protoGRE, []byte{0, 0, 0x86, 0xdd}, ip6(ProtoUDP, udp(1, 2))), need: 40, want: key6(protoGRE, 0, 0)},
-		{name: "ipv6/hop-by-hop/6in6", pkt: ip6(protoHopOpts, ext(protoIPv6, 0), ip6(ProtoTCP, tcp(1, 2))), need: 48, want: key6(protoIPv6, 0, 0)},
-		{name: "ipv6/ospf", pkt: ip6(protoOSPF, payload), need: 40, want: key6(protoOSPF, 0, 0)},
+		{name: "ipv6/4in6", pkt: ip6(protoIPIP, ip4(ProtoTCP, tcpHdr(1, 2))), need: 40, want: key6(protoIPIP, 0, 0)},
+		{name: "ipv6/6in6", pkt: ip6(protoIPv6, ip6(ProtoTCP, tcpHdr(1, 2))), need: 40, want: key6(protoIPv6, 0, 0)},
+		{name: "ipv6/gre", pkt: ip6(protoGRE, []byte{0, 0, 0x86, 0xdd}, ip6(ProtoUDP, udpHdr(1, 2))), need: 40, want: key6(protoGRE, 0, 0)},
+		{name: "ipv6/hop-by-hop/6in6", pkt: ip6(protoHopOpts, extHdr(protoIPv6, 0), ip6(ProtoTCP, tcpHdr(1, 2))), need: 48, want: key6(protoIPv6, 0, 0)},
+		{name: "ipv6/ospf", pkt: ip6(protoOSPF, appData), need: 40, want: key6(protoOSPF, 0, 0)},
 
 		// Ethernet: 0, 1, 2 and 8 tags of each kind, then IP.
-		{name: "eth/ipv4/tcp", frame: true, pkt: eth(etherTypeIPv4, nil, ip4(ProtoTCP, tcp(1234, 80), payload)), need: 14 + 24, want: key4(ProtoTCP, 1234, 80)},
-		{name: "eth/ipv6/udp", frame: true, pkt: eth(etherTypeIPv6, nil, ip6(ProtoUDP, udp(1234, 53))), need: 14 + 44, want: key6(ProtoUDP, 1234, 53)},
-		{name: "eth/802.1q/ipv4/udp", frame: true, pkt: eth(etherTypeIPv4, tagged(0x8100), ip4(ProtoUDP, udp(1, 2))), need: 18 + 24, want: key4(ProtoUDP, 1, 2)},
-		{name: "eth/802.1ad/ipv6/tcp", frame: true, pkt: eth(etherTypeIPv6, tagged(0x88a8), ip6(ProtoTCP, tcp(1, 2))), need: 18 + 44, want: key6(ProtoTCP, 1, 2)},
-		{name: "eth/9100/ipv4/tcp", frame: true, pkt: eth(etherTypeIPv4, tagged(0x9100), ip4(ProtoTCP, tcp(1, 2))), need: 18 + 24, want: key4(ProtoTCP, 1, 2)},
-		{name: "eth/802.1ad+802.1q/ipv6/udp", frame: true, pkt: eth(etherTypeIPv6, tagged(0x88a8, 0x8100), ip6(ProtoUDP, udp(3, 4))), need: 22 + 44, want: key6(ProtoUDP, 3, 4)},
-		{name: "eth/9100+802.1q/ipv4/icmp-echo", frame: true, pkt: eth(etherTypeIPv4, tagged(0x9100, 0x8100), ip4(ProtoICMP, icmp(8, 0, 77, 1))), need: 22 + 26, want: key4(ProtoICMP, 77, 77)},
-		{name: "eth/802.1q+802.1q/ipv4/fragment-middle", frame: true, pkt: eth(etherTypeIPv4, tagged(0x8100, 0x8100), frag4(ip4(ProtoUDP, payload), true, 10)), need: 22 + 20, want: key4(ProtoUDP, 0, 0)},
-		{name: "eth/8-tags/ipv4/tcp", frame: true, pkt: eth(etherTypeIPv4, eightTags, ip4(ProtoTCP, tcp(5, 6))), need: 14 + 32 + 24, want: key4(ProtoTCP, 5, 6)},
-		{name: "eth/9-tags", frame: true, pkt: eth(etherTypeIPv4, append(eightTags[:8:8], 0x8100), ip4(ProtoTCP, tcp(5, 6))), need: 14 + 32, err: ErrMalformed},
-		{name: "eth/ipv4/padded", frame: true, pkt: cat(eth(etherTypeIPv4, nil, ip4(ProtoUDP, udp(67, 68))), make([]byte, 18)), need: 14 + 24, want: key4(ProtoUDP, 67, 68)},
+		{name: "eth/ipv4/tcp", frame: true, pkt: ethFrame(etherTypeIPv4, nil, ip4(ProtoTCP, tcpHdr(1234, 80), appData)), need: 14 + 24, want: key4(ProtoTCP, 1234, 80)},
+		{name: "eth/ipv6/udp", frame: true, pkt: ethFrame(etherTypeIPv6, nil, ip6(ProtoUDP, udpHdr(1234, 53))), need: 14 + 44, want: key6(ProtoUDP, 1234, 53)},
+		{name: "eth/802.1q/ipv4/udp", frame: true, pkt: ethFrame(etherTypeIPv4, tagged(0x8100), ip4(ProtoUDP, udpHdr(1, 2))), need: 18 + 24, want: key4(ProtoUDP, 1, 2)},
+		{name: "eth/802.1ad/ipv6/tcp", frame: true, pkt: ethFrame(etherTypeIPv6, tagged(0x88a8), ip6(ProtoTCP, tcpHdr(1, 2))), need: 18 + 44, want: key6(ProtoTCP, 1, 2)},
+		{name: "eth/9100/ipv4/tcp", frame: true, pkt: ethFrame(etherTypeIPv4, tagged(0x9100), ip4(ProtoTCP, tcpHdr(1, 2))), need: 18 + 24, want: key4(ProtoTCP, 1, 2)},
+		{name: "eth/802.1ad+802.1q/ipv6/udp", frame: true, pkt: ethFrame(etherTypeIPv6, tagged(0x88a8, 0x8100), ip6(ProtoUDP, udpHdr(3, 4))), need: 22 + 44, want: key6(ProtoUDP, 3, 4)},
+		{name: "eth/9100+802.1q/ipv4/icmp-echo", frame: true, pkt: ethFrame(etherTypeIPv4, tagged(0x9100, 0x8100), ip4(ProtoICMP, icmpHdr(8, 0, 77, 1))), need: 22 + 26, want: key4(ProtoICMP, 77, 77)},
+		{name: "eth/802.1q+802.1q/ipv4/fragment-middle", frame: true, pkt: ethFrame(etherTypeIPv4, tagged(0x8100, 0x8100), frag4(ip4(ProtoUDP, appData), true, 10)), need: 22 + 20, want: key4(ProtoUDP, 0, 0)},
+		{name: "eth/8-tags/ipv4/tcp", frame: true, pkt: ethFrame(etherTypeIPv4, eightTags, ip4(ProtoTCP, tcpHdr(5, 6))), need: 14 + 32 + 24, want: key4(ProtoTCP, 5, 6)},
+		{name: "eth/9-tags", frame: true, pkt: ethFrame(etherTypeIPv4, append(eightTags[:8:8], 0x8100), ip4(ProtoTCP, tcpHdr(5, 6))), need: 14 + 32, err: ErrMalformed},
+		{name: "eth/ipv4/padded", frame: true, pkt: concat(ethFrame(etherTypeIPv4, nil, ip4(ProtoUDP, udpHdr(67, 68))), make([]byte, 18)), need: 14 + 24, want: key4(ProtoUDP, 67, 68)},
 
 		// Ethernet: not IP, from the EtherType (after the tags).
-		{name: "eth/arp", frame: true, pkt: eth(0x0806, nil, make([]byte, 28)), need: 14, err: ErrNotIP},
-		{name: "eth/802.1q/arp", frame: true, pkt: eth(0x0806, tagged(0x8100), make([]byte, 28)), need: 18, err: ErrNotIP},
-		{name: "eth/mpls/ipv4", frame: true, pkt: eth(0x8847, nil, cat([]byte{0, 0x01, 0x01, 0x40}, ip4(ProtoTCP, tcp(1, 2)))), need: 14, err: ErrNotIP},
-		{name: "eth/mpls-multicast/ipv6", frame: true, pkt: eth(0x8848, nil, cat([]byte{0, 0x01, 0x01, 0x40}, ip6(ProtoTCP, tcp(1, 2)))), need: 14, err: ErrNotIP},
-		{name: "eth/802.1q/mpls/ipv4", frame: true, pkt: eth(0x8847, tagged(0x8100), cat([]byte{0, 0x01, 0x01, 0x40}, ip4(ProtoTCP, tcp(1, 2)))), need: 18, err: ErrNotIP},
-		{name: "eth/pppoe-session/ipv4", frame: true, pkt: eth(0x8864, nil, cat([]byte{0x11, 0, 0, 1, 0, 0x2a, 0, 0x21}, ip4(ProtoUDP, udp(1, 2)))), need: 14, err: ErrNotIP},
-		{name: "eth/pppoe-discovery", frame: true, pkt: eth(0x8863, nil, []byte{0x11, 0x09, 0, 0, 0, 0}), need: 14, err: ErrNotIP},
-		{name: "eth/lldp", frame: true, pkt: eth(0x88cc, nil, []byte{0x02, 0x07, 0x04}), need: 14, err: ErrNotIP},
-		{name: "eth/802.3-length", frame: true, pkt: eth(0x002e, nil, []byte{0xaa, 0xaa, 0x03}), need: 14, err: ErrNotIP},
-		{name: "eth/ethertype-0", frame: true, pkt: eth(0, nil, ip4(ProtoTCP, tcp(1, 2))), need: 14, err: ErrNotIP},
+		{name: "eth/arp", frame: true, pkt: ethFrame(0x0806, nil, make([]byte, 28)), need: 14, err: ErrNotIP},
+		{name: "eth/802.1q/arp", frame: true, pkt: ethFrame(0x0806, tagged(0x8100), make([]byte, 28)), need: 18, err: ErrNotIP},
+		{name: "eth/mpls/ipv4", frame: true, pkt: ethFrame(0x8847, nil, concat([]byte{0, 0x01, 0x01, 0x40}, ip4(ProtoTCP, tcpHdr(1, 2)))), need: 14, err: ErrNotIP},
+		{name: "eth/mpls-multicast/ipv6", frame: true, pkt: ethFrame(0x8848, nil, concat([]byte{0, 0x01, 0x01, 0x40}, ip6(ProtoTCP, tcpHdr(1, 2)))), need: 14, err: ErrNotIP},
+		{name: "eth/802.1q/mpls/ipv4", frame: true, pkt: ethFrame(0x8847, tagged(0x8100), concat([]byte{0, 0x01, 0x01, 0x40}, ip4(ProtoTCP, tcpHdr(1, 2)))), need: 18, err: ErrNotIP},
+		{name: "eth/pppoe-session/ipv4", frame: true, pkt: ethFrame(0x8864, nil, concat([]byte{0x11, 0, 0, 1, 0, 0x2a, 0, 0x21}, ip4(ProtoUDP, udpHdr(1, 2)))), need: 14, err: ErrNotIP},
+		{name: "eth/pppoe-discovery", frame: true, pkt: ethFrame(0x8863, nil, []byte{0x11, 0x09, 0, 0, 0, 0}), need: 14, err: ErrNotIP},
+		{name: "eth/lldp", frame: true, pkt: ethFrame(0x88cc, nil, []byte{0x02, 0x07, 0x04}), need: 14, err: ErrNotIP},
+		{name: "eth/802.3-length", frame: true, pkt: ethFrame(0x002e, nil, []byte{0xaa, 0xaa, 0x03}), need: 14, err: ErrNotIP},
+		{name: "eth/ethertype-0", frame: true, pkt: ethFrame(0, nil, ip4(ProtoTCP, tcpHdr(1, 2))), need: 14, err: ErrNotIP},
 
 		// Ethernet: the IP version nibble must agree with the EtherType.
-		{name: "eth/0800-version-6", frame: true, pkt: eth(etherTypeIPv4, nil, ip6(ProtoTCP, tcp(1, 2))), need: 15, err: ErrMalformed},
-		{name: "eth/86dd-version-4", frame: true, pkt: eth(etherTypeIPv6, nil, ip4(ProtoTCP, tcp(1, 2))), need: 15, err: ErrMalformed},
-		{name: "eth/0800-version-5", frame: true, pkt: eth(etherTypeIPv4, nil, with(ip4(ProtoTCP, tcp(1, 2)), func(p []byte) { p[0] = 0x55 })), need: 15, err: ErrNotIP},
-		{name: "eth/86dd-version-0", frame: true, pkt: eth(etherTypeIPv6, tagged(0x8100), with(ip6(ProtoTCP, tcp(1, 2)), func(p []byte) { p[0] = 0x00 })), need: 19, err: ErrNotIP},
+		{name: "eth/0800-version-6", frame: true, pkt: ethFrame(etherTypeIPv4, nil, ip6(ProtoTCP, tcpHdr(1, 2))), need: 15, err: ErrMalformed},
+		{name: "eth/86dd-version-4", frame: true, pkt: ethFrame(etherTypeIPv6, nil, ip4(ProtoTCP, tcpHdr(1, 2))), need: 15, err: ErrMalformed},
+		{name: "eth/0800-version-5", frame: true, pkt: ethFrame(etherTypeIPv4, nil, patched(ip4(ProtoTCP, tcpHdr(1, 2)), func(p []byte) { p[0] = 0x55 })), need: 15, err: ErrNotIP},
+		{name: "eth/86dd-version-0", frame: true, pkt: ethFrame(etherTypeIPv6, tagged(0x8100), patched(ip6(ProtoTCP, tcpHdr(1, 2)), func(p []byte) { p[0] = 0x00 })), need: 19, err: ErrNotIP},
 	}
 }
 
@@ -510,9 +531,9 @@ func TestParseEchoReverse(t *testing.T) {
 		name           string
 		request, reply []byte
 	}{
-		{"icmp", ip4(ProtoICMP, icmp(8, 0, 0x1234, 1), payload), with(ip4(ProtoICMP, icmp(0, 0, 0x1234, 1), payload), swap4)},
-		{"icmpv6", ip6(ProtoICMPv6, icmp(128, 0, 0xabcd, 9)), with(ip6(ProtoICMPv6, icmp(129, 0, 0xabcd, 9)), swap6)},
-		{"icmpv6/hop-by-hop", ip6(protoHopOpts, ext(ProtoICMPv6, 0), icmp(128, 0, 7, 1)), with(ip6(ProtoICMPv6, icmp(129, 0, 7, 1)), swap6)},
+		{"icmp", ip4(ProtoICMP, icmpHdr(8, 0, 0x1234, 1), appData), patched(ip4(ProtoICMP, icmpHdr(0, 0, 0x1234, 1), appData), swap4)},
+		{"icmpv6", ip6(ProtoICMPv6, icmpHdr(128, 0, 0xabcd, 9)), patched(ip6(ProtoICMPv6, icmpHdr(129, 0, 0xabcd, 9)), swap6)},
+		{"icmpv6/hop-by-hop", ip6(protoHopOpts, extHdr(ProtoICMPv6, 0), icmpHdr(128, 0, 7, 1)), patched(ip6(ProtoICMPv6, icmpHdr(129, 0, 7, 1)), swap6)},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			for _, parse := range []struct {
