@@ -100,9 +100,9 @@
 //     hold grace periods back meanwhile.
 //   - Quiescent on an unregistered Reader does nothing; Unregister is
 //     idempotent.
-//   - Deferred functions run outside every lock of the domain, one at a
-//     time, each exactly once, in the order they were deferred (among
-//     those due). They may call Defer (the new work waits for a later grace
+//   - Deferred functions run one at a time (the only lock held is the one
+//     that keeps them so, never the domain's mutex), each exactly once, in
+//     the order they were deferred (among those due). They may call Defer (the new work waits for a later grace
 //     period) and Stats. They must not call Synchronize, Reclaimer.Tick or
 //     Reclaimer.Close, which would wait for the deferred work in progress,
 //     i.e. for themselves.

@@ -62,8 +62,9 @@ type Domain struct {
 
 	// runMu serializes the running of deferred work so that it runs in
 	// the order it was deferred even when a Tick and a Synchronize drain at
-	// the same time. It is never held together with mu by a caller of user
-	// code, so deferred functions may call Defer and Stats.
+	// the same time. It is held while deferred functions run; mu never is,
+	// so they may call Defer and Stats (which take only mu), but not
+	// Synchronize or Tick (which take runMu).
 	runMu sync.Mutex
 
 	start   time.Time              // the origin of deferred.at (monotonic)
@@ -200,7 +201,7 @@ func (r *Reader) Unregister() {
 // blocks for longer than an append under d's mutex. A nil fn is ignored.
 //
 // Deferred functions run one at a time, in the order they were deferred,
-// outside every lock of d; each runs exactly once. They may call Defer and
+// never under d's mutex; each runs exactly once. They may call Defer and
 // Stats. They must not call Synchronize, a Reclaimer's Tick or Close, for
 // those wait for the deferred work in progress, which is their own caller.
 // A panic in fn is recovered and counted (DomainStats.Panics, LastPanic).
