@@ -198,19 +198,9 @@ func lane(m uint64) int { return bits.TrailingZeros64(m) / tagBits }
 // while writers and rebuilds run (see doc.go). It returns nil when k is not
 // present.
 func (s *Shard) Lookup(h uint64, k *Key) (*Node, *Stamp) {
-	a := s.arr.Load()
-	hh := mix(h, a.seed)
-	tag := tagOf(hh)
-	for b := &a.buckets[hh&a.mask]; b != nil; b = b.next.Load() {
-		// Tag first, then slot: writers publish a slot before its tag,
-		// so a matching tag has its node.
-		for m := match(b.tags.Load(), tag); m != 0; m &= m - 1 {
-			i := lane(m)
-			n := b.slots[i].Load()
-			if n != nil && n.key.Equal(k) {
-				return n, &b.stamps[i]
-			}
-		}
+	p := s.Locate(h)
+	if n, b, i := p.walk(k); n != nil {
+		return n, &b.stamps[i]
 	}
 	return nil, nil
 }
@@ -229,14 +219,9 @@ type position struct {
 
 func (s *Shard) find(a *array, h uint64, k *Key) (position, bool) {
 	hh := mix(h, a.seed)
-	tag := tagOf(hh)
-	for b := &a.buckets[hh&a.mask]; b != nil; b = b.next.Load() {
-		for m := match(b.tags.Load(), tag); m != 0; m &= m - 1 {
-			i := lane(m)
-			if n := b.slots[i].Load(); n != nil && n.key.Equal(k) {
-				return position{b, i}, true
-			}
-		}
+	p := Probe{b: &a.buckets[hh&a.mask], tag: tagOf(hh)}
+	if n, b, i := p.walk(k); n != nil {
+		return position{b, i}, true
 	}
 	return position{}, false
 }
@@ -588,13 +573,51 @@ func (p *Probe) Resolve(n *Node, i int, k *Key) (*Node, *Stamp) {
 	if n != nil && n.key.Equal(k) {
 		return n, &p.b.stamps[i]
 	}
+	if n, b, i := p.walk(k); n != nil {
+		return n, &b.stamps[i]
+	}
+	return nil, nil
+}
+
+// walk searches the probe's whole chain for k: every slot whose tag
+// matches, bucket by bucket. It returns the node, its bucket and lane, or
+// a nil node.
+func (p *Probe) walk(k *Key) (*Node, *bucket, int) {
 	for b := p.b; b != nil; b = b.next.Load() {
+		// Tag first, then slot: writers publish a slot before its tag,
+		// so a matching tag has its node (or nil, if it is being
+		// removed, which reads as a miss).
 		for m := match(b.tags.Load(), p.tag); m != 0; m &= m - 1 {
 			i := lane(m)
 			if n := b.slots[i].Load(); n != nil && n.key.Equal(k) {
-				return n, &b.stamps[i]
+				return n, b, i
 			}
 		}
 	}
-	return nil, nil
+	return nil, nil, 0
+}
+
+// StaleStep is Stale written for the expiry pass's hot loop: per bucket it
+// compares all four stamps without a branch (an unsigned difference's top
+// bit is the comparison) and masks the result with the occupied lanes, so
+// the loop branches only on a bucket that holds a stale slot, which in a
+// pass that expires little is rare. Visiting occupied lanes one by one
+// instead costs a mispredicted branch on most buckets, since their
+// occupancy is random. Same contract as Stale.
+func (s *Shard) StaleStep(from, to int, cut uint32, dst []Slot) ([]Slot, int) {
+	a := s.arr.Load()
+	to = min(to, len(a.buckets))
+	c := uint64(cut)
+	for bi := from; bi < to; bi++ {
+		for b := &a.buckets[bi]; b != nil; b = b.next.Load() {
+			lt := (uint64(b.stamps[0].Load())-c)>>63<<15 |
+				(uint64(b.stamps[1].Load())-c)>>63<<31 |
+				(uint64(b.stamps[2].Load())-c)>>63<<47 |
+				(uint64(b.stamps[3].Load())-c)>>63<<63
+			for m := lt &^ free(b.tags.Load()); m != 0; m &= m - 1 {
+				dst = append(dst, Slot{b, lane(m)})
+			}
+		}
+	}
+	return dst, len(a.buckets)
 }
