@@ -33,6 +33,13 @@ lint: vet
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParseFlowKey$$' -fuzztime $(FUZZTIME) ./flowcache/
 	$(GO) test -run '^$$' -fuzz '^FuzzParseFrame$$' -fuzztime $(FUZZTIME) ./flowcache/
+	$(GO) test -run '^$$' -fuzz '^FuzzOps$$' -fuzztime $(FUZZTIME) ./race_test/
 
 benchstat:
 	$(GO) install $(BENCHSTAT)
+
+# The forwarder example between three network namespaces, on real traffic
+# (tcpreplay, hping3): needs root, skips without. Not part of `make test`.
+.PHONY: e2e
+e2e:
+	bash examples/forwarder/e2e.sh

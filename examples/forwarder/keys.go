@@ -1,0 +1,145 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"os"
+	"slices"
+
+	"github.com/flowcache/flowcache/flowcache"
+	"github.com/gopacket/gopacket"
+	"github.com/gopacket/gopacket/layers"
+	"github.com/gopacket/gopacket/pcapgo"
+)
+
+// captureReport is what -keys-from finds in a capture: what a forwarder
+// fed the capture (the kept frames) must do. It forwards IPFrames frames
+// and inserts Flows distinct keys; it drops NotIP + Malformed frames.
+type captureReport struct {
+	File      string `json:"file"`
+	Frames    int    `json:"frames"`    // frames in the file
+	Oversize  int    `json:"oversize"`  // frames longer than -max-frame, left out
+	Runts     int    `json:"runts"`     // with -max-frame: frames under 14 bytes, left out
+	Kept      int    `json:"kept"`      // frames kept: Frames - Oversize - Runts
+	IPFrames  int    `json:"ip_frames"` // kept frames ParseFrame keys: to be forwarded
+	NotIP     int    `json:"not_ip"`    // kept frames that are not IP (ErrNotIP): to be dropped
+	Malformed int    `json:"malformed"` // kept frames ParseFrame refuses otherwise: to be dropped
+	Flows     int    `json:"flows"`     // distinct keys of the IP frames
+	MaxFrame  int    `json:"max_frame,omitempty"`
+}
+
+func runKeys(o options) error {
+	var filtered io.Writer
+	if o.writeFiltered != "" {
+		file, err := os.Create(o.writeFiltered)
+		if err != nil {
+			return err
+		}
+		defer file.Close()
+		bw := bufio.NewWriterSize(file, 1<<20)
+		defer bw.Flush()
+		filtered = bw
+	}
+	rep, keys, err := keyCapture(o.keysFrom, o.maxFrame, filtered)
+	if err != nil {
+		return err
+	}
+	if o.flowsFile != "" {
+		if err := writeKeys(o.flowsFile, keys); err != nil {
+			return err
+		}
+	}
+	return json.NewEncoder(os.Stdout).Encode(rep)
+}
+
+// keyCapture keys every frame of the capture at path with ParseFrame, as
+// the forwarder keys what it reads. With maxFrame > 0 it keeps only the
+// frames an interface can send: those of 14 bytes (a whole Ethernet
+// header, which an AF_PACKET send requires) to maxFrame. The frames kept
+// are copied to filtered (as a pcap file) when it is not nil.
+func keyCapture(path string, maxFrame int, filtered io.Writer) (captureReport, []flowcache.FlowKey, error) {
+	rep := captureReport{File: path, MaxFrame: maxFrame}
+	file, err := os.Open(path)
+	if err != nil {
+		return rep, nil, err
+	}
+	defer file.Close()
+	r, err := openCapture(file)
+	if err != nil {
+		return rep, nil, fmt.Errorf("%s: %w", path, err)
+	}
+	if r.LinkType() != layers.LinkTypeEthernet {
+		return rep, nil, fmt.Errorf("%s: link type %v, want Ethernet", path, r.LinkType())
+	}
+	var w *pcapgo.Writer
+	if filtered != nil {
+		w = pcapgo.NewWriter(filtered)
+		if err := w.WriteFileHeader(max(65535, uint32(maxFrame)), layers.LinkTypeEthernet); err != nil {
+			return rep, nil, err
+		}
+	}
+	seen := make(map[flowcache.FlowKey]struct{})
+	for {
+		data, ci, err := r.ZeroCopyReadPacketData()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return rep, nil, fmt.Errorf("%s: frame %d: %w", path, rep.Frames+1, err)
+		}
+		rep.Frames++
+		if maxFrame > 0 && len(data) > maxFrame {
+			rep.Oversize++
+			continue
+		}
+		if maxFrame > 0 && len(data) < ethHeaderLen {
+			rep.Runts++
+			continue
+		}
+		rep.Kept++
+		if w != nil {
+			if err := w.WritePacket(ci, data); err != nil {
+				return rep, nil, err
+			}
+		}
+		k, err := flowcache.ParseFrame(data)
+		switch {
+		case errors.Is(err, flowcache.ErrNotIP):
+			rep.NotIP++
+		case err != nil:
+			rep.Malformed++
+		default:
+			rep.IPFrames++
+			seen[k] = struct{}{}
+		}
+	}
+	rep.Flows = len(seen)
+	return rep, slices.Collect(maps.Keys(seen)), nil
+}
+
+const ethHeaderLen = 14
+
+// captureReader is what pcapgo's Reader and NgReader have in common.
+type captureReader interface {
+	ZeroCopyReadPacketData() ([]byte, gopacket.CaptureInfo, error)
+	LinkType() layers.LinkType
+}
+
+// openCapture reads pcapng when the file starts with a Section Header
+// Block (0a 0d 0d 0a), classic pcap otherwise.
+func openCapture(f io.Reader) (captureReader, error) {
+	br := bufio.NewReaderSize(f, 1<<20)
+	magic, err := br.Peek(4)
+	if err != nil {
+		return nil, err
+	}
+	if bytes.Equal(magic, []byte{0x0a, 0x0d, 0x0d, 0x0a}) {
+		return pcapgo.NewNgReader(br, pcapgo.DefaultNgReaderOptions)
+	}
+	return pcapgo.NewReader(br)
+}

@@ -1,0 +1,432 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"math"
+	"net"
+	"os"
+	"os/signal"
+	"runtime"
+	"runtime/metrics"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/flowcache/flowcache/flowcache"
+	"github.com/flowcache/flowcache/reclaim"
+	"golang.org/x/sys/unix"
+)
+
+// forwarder is the running program: the table, its reclaimer, the workers
+// and what the once-a-second monitor has seen.
+type forwarder struct {
+	o       options
+	table   *flowcache.Table[Flow]
+	workers []*worker
+	rx, tx  []int // sockets, one of each per worker
+	peak    atomic.Int64
+	start   time.Time
+
+	// Monitor state, touched only by the goroutine running run.
+	lastIn                 uint64
+	lastAt                 time.Time
+	pps, peakPPS           float64
+	tableBefore, tablePeak int64
+	heapBefore, heapPeak   uint64
+	drops                  uint64
+	tableAfter             int64
+	heapAfter              uint64
+	stopped                bool
+}
+
+func runForwarder(o options) error {
+	if o.in == "" || o.out == "" || o.nextHop == "" {
+		return errors.New("-in, -out and -next-hop are required (or -keys-from, or -sink)")
+	}
+	policy, err := parsePolicy(o.fullPolicy)
+	if err != nil {
+		return err
+	}
+	in, err := net.InterfaceByName(o.in)
+	if err != nil {
+		return err
+	}
+	out, err := net.InterfaceByName(o.out)
+	if err != nil {
+		return err
+	}
+	hop, err := net.ParseMAC(o.nextHop)
+	if err != nil || len(hop) != 6 {
+		return fmt.Errorf("-next-hop %q: not an Ethernet MAC", o.nextHop)
+	}
+	if len(out.HardwareAddr) != 6 {
+		return fmt.Errorf("%s has no Ethernet MAC", out.Name)
+	}
+	if o.workers < 1 || o.batch < 1 {
+		return errors.New("-workers and -batch must be at least 1")
+	}
+
+	// One domain for this table: its Reclaimer runs the expiry pass
+	// every second, and the workers' Quiescent calls end its grace
+	// periods.
+	domain := reclaim.NewDomain()
+	table, err := flowcache.New(flowcache.Config[Flow]{
+		Name:   in.Name,
+		Limit:  o.limit,
+		TTL:    o.ttl,
+		Domain: domain,
+	})
+	if err != nil {
+		return err
+	}
+	defer table.Close()
+	reclaimer := reclaim.NewReclaimer(domain, time.Second)
+	reclaimer.Start()
+	defer reclaimer.Close()
+
+	f := &forwarder{o: o, table: table}
+	defer f.closeSockets()
+	fanout := uint16(os.Getpid()%0xffff + 1) // a group id of this process's own, never 0
+	for range o.workers {
+		rx, err := openRx(in.Index, fanout, o.rcvbuf)
+		if err != nil {
+			return fmt.Errorf("%s: %w", in.Name, err)
+		}
+		f.rx = append(f.rx, rx)
+		tx, err := openTx(out.Index)
+		if err != nil {
+			return fmt.Errorf("%s: %w", out.Name, err)
+		}
+		f.tx = append(f.tx, tx)
+
+		w := newWorker(table, o.batch)
+		w.reader = domain.Register()
+		w.policy = policy
+		w.dstMAC = [6]byte(hop)
+		w.srcMAC = [6]byte(out.HardwareAddr)
+		w.send = func(frame []byte) error { _, err := unix.Write(tx, frame); return err }
+		w.peak = &f.peak
+		if o.flowsFile != "" {
+			w.seen = make(map[flowcache.FlowKey]struct{})
+		}
+		f.workers = append(f.workers, w)
+	}
+
+	ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer cancel()
+	usr1 := make(chan os.Signal, 1)
+	signal.Notify(usr1, syscall.SIGUSR1)
+	defer signal.Stop(usr1)
+
+	f.before()
+	fmt.Fprintf(os.Stderr, "forwarder: %s -> %s (next hop %s), %d workers, limit %d, ttl %v, full policy %s\n",
+		in.Name, out.Name, hop, o.workers, o.limit, o.ttl, o.fullPolicy)
+
+	var wg sync.WaitGroup
+	errs := make(chan error, len(f.workers))
+	bufSize := frameBufSize(in)
+	for i, w := range f.workers {
+		wg.Go(func() {
+			if err := w.run(ctx.Done(), f.rx[i], bufSize, o.batch); err != nil {
+				errs <- err
+				cancel()
+			}
+		})
+	}
+
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+loop:
+	for {
+		select {
+		case <-tick.C:
+			f.sample()
+			if o.stats {
+				fmt.Fprintln(os.Stderr, f.statsLine())
+			}
+			if o.statusFile != "" {
+				if err := writeJSONFile(o.statusFile, f.report()); err != nil {
+					fmt.Fprintln(os.Stderr, "forwarder: status:", err)
+				}
+			}
+		case <-usr1:
+			if err := f.dump(); err != nil {
+				fmt.Fprintln(os.Stderr, "forwarder: dump:", err)
+			}
+		case <-ctx.Done():
+			break loop
+		}
+	}
+	wg.Wait()
+	close(errs)
+	f.after()
+
+	rep := f.report()
+	if o.summaryFile != "" {
+		err = writeJSONFile(o.summaryFile, rep)
+	} else {
+		err = json.NewEncoder(os.Stdout).Encode(rep)
+	}
+	if err != nil {
+		return err
+	}
+	if o.flowsFile != "" {
+		seen := make(map[flowcache.FlowKey]struct{})
+		for _, w := range f.workers {
+			maps.Copy(seen, w.seen)
+		}
+		if err := writeKeys(o.flowsFile, slices.Collect(maps.Keys(seen))); err != nil {
+			return err
+		}
+	}
+	var werrs []error
+	for err := range errs {
+		werrs = append(werrs, err)
+	}
+	return errors.Join(werrs...)
+}
+
+// run is one worker's loop: read what is there (up to a batch), handle
+// it, declare a quiescent state; wait on the socket when it is empty. On
+// stop it drains the socket first, so nothing that had arrived is lost.
+func (w *worker) run(stop <-chan struct{}, fd, bufSize, batch int) error {
+	defer w.reader.Unregister()
+	bufs := make([][]byte, batch)
+	for i := range bufs {
+		bufs[i] = make([]byte, bufSize)
+	}
+	frames := make([][]byte, 0, batch)
+	for {
+		var oversize int
+		var err error
+		frames, oversize, err = readBatch(fd, bufs, frames)
+		if err != nil {
+			return err
+		}
+		w.c.in.Add(uint64(len(frames) + oversize))
+		w.c.oversize.Add(uint64(oversize))
+		if len(frames) > 0 {
+			w.handle(frames)
+			// No entry from this batch is held past here.
+			w.reader.Quiescent()
+			continue
+		}
+		select {
+		case <-stop:
+			return nil
+		default:
+		}
+		if err := waitReadable(fd, 100); err != nil {
+			return err
+		}
+	}
+}
+
+func (f *forwarder) closeSockets() {
+	for _, fd := range slices.Concat(f.rx, f.tx) {
+		unix.Close(fd)
+	}
+}
+
+// heapBytes is the Go heap in use: live objects and garbage not yet swept
+// (runtime.MemStats.HeapAlloc), read without stopping the world.
+func heapBytes() uint64 {
+	s := []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}}
+	metrics.Read(s)
+	return s[0].Value.Uint64()
+}
+
+// before records the memory held before any traffic.
+func (f *forwarder) before() {
+	runtime.GC()
+	f.start, f.lastAt = time.Now(), time.Now()
+	f.tableBefore = f.table.Stats().Bytes
+	f.heapBefore = heapBytes()
+	f.tablePeak, f.heapPeak = f.tableBefore, f.heapBefore
+}
+
+// sample updates packets/s and the memory peaks; once a second.
+func (f *forwarder) sample() {
+	now := time.Now()
+	in := f.sum(func(c *counters) *atomic.Uint64 { return &c.in })
+	if dt := now.Sub(f.lastAt).Seconds(); dt > 0 {
+		f.pps = math.Round(float64(in-f.lastIn) / dt)
+		f.peakPPS = max(f.peakPPS, f.pps)
+	}
+	f.lastIn, f.lastAt = in, now
+	f.tablePeak = max(f.tablePeak, f.table.Stats().Bytes)
+	f.heapPeak = max(f.heapPeak, heapBytes())
+	for _, fd := range f.rx {
+		f.drops += socketDrops(fd) // the kernel resets the count on each read
+	}
+}
+
+// after records the memory still held at exit, after a collection.
+func (f *forwarder) after() {
+	f.sample()
+	runtime.GC()
+	f.tableAfter = f.table.Stats().Bytes
+	f.heapAfter = heapBytes()
+	f.stopped = true
+}
+
+func (f *forwarder) sum(field func(*counters) *atomic.Uint64) uint64 {
+	var n uint64
+	for _, w := range f.workers {
+		n += field(&w.c).Load()
+	}
+	return n
+}
+
+// report is the forwarder's counters: the -status file, and the summary
+// printed on exit.
+type report struct {
+	In      string  `json:"in"`
+	Out     string  `json:"out"`
+	Workers int     `json:"workers"`
+	Seconds float64 `json:"seconds"`
+
+	PacketsIn     uint64  `json:"packets_in"`
+	PacketsOut    uint64  `json:"packets_out"`
+	NotIP         uint64  `json:"not_ip"`
+	Malformed     uint64  `json:"malformed"`
+	Oversize      uint64  `json:"oversize"`
+	DroppedFull   uint64  `json:"dropped_full"`
+	ForwardedFull uint64  `json:"forwarded_full"`
+	SendErrors    uint64  `json:"send_errors"`
+	SocketDrops   uint64  `json:"socket_drops"`
+	PPS           float64 `json:"pps"`
+	PeakPPS       float64 `json:"peak_pps"`
+
+	Live           int    `json:"live"`
+	Limit          int    `json:"limit"`
+	PeakLive       int64  `json:"peak_live"`
+	FlowsInserted  uint64 `json:"flows_inserted"`
+	FullRejections uint64 `json:"full_rejections"`
+	Hits           uint64 `json:"hits"`
+	Misses         uint64 `json:"misses"`
+	Expired        uint64 `json:"expired"`
+	Grows          uint64 `json:"grows"`
+	Shrinks        uint64 `json:"shrinks"`
+
+	TableBytes       int64  `json:"table_bytes"`
+	TableBytesBefore int64  `json:"table_bytes_before"`
+	TableBytesPeak   int64  `json:"table_bytes_peak"`
+	TableBytesAfter  int64  `json:"table_bytes_after,omitempty"`
+	HeapBytes        uint64 `json:"heap_bytes"`
+	HeapBefore       uint64 `json:"heap_before"`
+	HeapPeak         uint64 `json:"heap_peak"`
+	HeapAfter        uint64 `json:"heap_after,omitempty"`
+}
+
+func (f *forwarder) report() report {
+	st := f.table.Stats()
+	c := func(field func(*counters) *atomic.Uint64) uint64 { return f.sum(field) }
+	r := report{
+		In: f.o.in, Out: f.o.out, Workers: len(f.workers),
+		Seconds:          time.Since(f.start).Seconds(),
+		PacketsIn:        c(func(c *counters) *atomic.Uint64 { return &c.in }),
+		PacketsOut:       c(func(c *counters) *atomic.Uint64 { return &c.out }),
+		NotIP:            c(func(c *counters) *atomic.Uint64 { return &c.notIP }),
+		Malformed:        c(func(c *counters) *atomic.Uint64 { return &c.malformed }),
+		Oversize:         c(func(c *counters) *atomic.Uint64 { return &c.oversize }),
+		DroppedFull:      c(func(c *counters) *atomic.Uint64 { return &c.droppedFull }),
+		ForwardedFull:    c(func(c *counters) *atomic.Uint64 { return &c.forwardedFull }),
+		SendErrors:       c(func(c *counters) *atomic.Uint64 { return &c.sendErrors }),
+		SocketDrops:      f.drops,
+		PPS:              f.pps,
+		PeakPPS:          f.peakPPS,
+		Live:             st.Live,
+		Limit:            st.Limit,
+		PeakLive:         f.peak.Load(),
+		FlowsInserted:    st.Inserts,
+		FullRejections:   st.FullRejections,
+		Hits:             st.Hits,
+		Misses:           st.Misses,
+		Expired:          st.Expired,
+		Grows:            st.Grows,
+		Shrinks:          st.Shrinks,
+		TableBytes:       st.Bytes,
+		TableBytesBefore: f.tableBefore,
+		TableBytesPeak:   f.tablePeak,
+		HeapBytes:        heapBytes(),
+		HeapBefore:       f.heapBefore,
+		HeapPeak:         f.heapPeak,
+	}
+	if f.stopped {
+		r.TableBytesAfter, r.HeapAfter = f.tableAfter, f.heapAfter
+	}
+	return r
+}
+
+// statsLine is the -stats line.
+func (f *forwarder) statsLine() string {
+	r := f.report()
+	return fmt.Sprintf("live %d/%d  hits %d  misses %d  full %d  expired %d | table %s  heap %s | %.0f pkt/s in, %d in, %d out, %d not IP",
+		r.Live, r.Limit, r.Hits, r.Misses, r.FullRejections, r.Expired,
+		mib(r.TableBytes), mib(int64(r.HeapBytes)), r.PPS, r.PacketsIn, r.PacketsOut, r.NotIP)
+}
+
+func mib(b int64) string { return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20)) }
+
+// dump writes the table's Dump, sorted by key, one flow a line.
+func (f *forwarder) dump() error {
+	w := io.Writer(os.Stdout)
+	if f.o.dumpFile != "" {
+		file, err := os.Create(f.o.dumpFile)
+		if err != nil {
+			return err
+		}
+		defer file.Close()
+		w = file
+	}
+	bw := bufio.NewWriter(w)
+	rows := f.table.Dump()
+	fmt.Fprintf(bw, "# %s: %d flows\n", f.table.Name(), len(rows))
+	for _, r := range rows {
+		fmt.Fprintf(bw, "%s  %s  hits=%d  last=%s\n", r.Key, r.Value.Action, r.Hits, r.LastSeen.Format(time.RFC3339))
+	}
+	return bw.Flush()
+}
+
+// writeJSONFile replaces path with v as JSON, through a rename so that a
+// reader never sees half a file.
+func writeJSONFile(path string, v any) error {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, append(b, '\n'), 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
+// writeKeys writes keys sorted by FlowKey.Compare (the Dump order), one
+// String a line: the format the forwarder and -keys-from share, so that
+// the e2e test compares them with cmp.
+func writeKeys(path string, keys []flowcache.FlowKey) error {
+	slices.SortFunc(keys, flowcache.FlowKey.Compare)
+	file, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	bw := bufio.NewWriter(file)
+	for _, k := range keys {
+		fmt.Fprintln(bw, k)
+	}
+	if err := bw.Flush(); err != nil {
+		file.Close()
+		return err
+	}
+	return file.Close()
+}
