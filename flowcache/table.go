@@ -285,15 +285,22 @@ func (t *Table[V]) Insert(k FlowKey, v V) (*Entry[V], error) {
 	t.mustInit()
 	h := t.hash(&k)
 	s := t.shardOf(h)
-	e := t.newEntry(&k, v)
 	s.Lock()
 	if t.closed.Load() {
 		s.Unlock()
 		return nil, t.errClose
 	}
+	// A full table refuses a new key before allocating its entry, so a
+	// flood of new flows at the limit makes no garbage.
+	if t.live.Load() >= t.limit && s.FindLocked(h, skey(&k)) == nil {
+		s.Unlock()
+		t.full.Inc()
+		return nil, t.errFull
+	}
+	e := t.newEntry(&k, v)
 	if old := s.ReplaceLocked(h, &e.node); old != nil {
-		// Carry the slot's history over: the key is the same flow to
-		// the table's counters, but a new value.
+		// The same key: the new entry takes the old one's slot, and
+		// the old one leaves the table like a removed flow.
 		s.Unlock()
 		t.replaced.Inc()
 		t.retire(entryOf[V](old))

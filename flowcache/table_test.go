@@ -460,3 +460,24 @@ func TestStatsWhileWriting(t *testing.T) {
 		}
 	}
 }
+
+// A flood of new keys at the limit is refused without allocating.
+func TestFullInsertAllocatesNothing(t *testing.T) {
+	tb := newTable(t, Config[int]{Limit: 1})
+	tb.Insert(testKey(1), 1)
+	k := testKey(2)
+	if a := testing.AllocsPerRun(1000, func() {
+		if _, err := tb.Insert(k, 2); !errors.Is(err, ErrFull) {
+			t.Fatal(err)
+		}
+	}); a != 0 {
+		t.Fatalf("a refused Insert allocates %v times", a)
+	}
+	if a := testing.AllocsPerRun(1000, func() {
+		if _, _, err := tb.GetOrInsert(k, func() int { return 2 }); !errors.Is(err, ErrFull) {
+			t.Fatal(err)
+		}
+	}); a != 0 {
+		t.Fatalf("a refused GetOrInsert allocates %v times", a)
+	}
+}
