@@ -30,6 +30,11 @@ const expireStep = 1024
 // reads the slot stamps beside the tags and touches an entry only when its
 // stamp says it may have expired; with Expiry it must ask every flow. It
 // never refreshes a flow's last-seen time or hits.
+//
+// With Config.OnExpire set, the expired entries stay reachable from the
+// domain until their grace period is over and their callbacks have run:
+// on a Reclaimer's next tick, or in Synchronize when the program drives
+// passes itself. Without OnExpire they are garbage once the pass returns.
 func (t *Table[V]) Expire(now time.Time) ExpireResult {
 	t.mustInit()
 	ms := now.UnixMilli()
@@ -64,6 +69,13 @@ func (t *Table[V]) expireShard(s *shard.Shard, nowMs int64, ttl time.Duration, r
 		c := int64(t.stamp(nowMs))
 		lim := c + 1 - ttlMs>>stampShift
 		if lim <= 0 {
+			// No flow can have expired yet, but flows removed since
+			// the last pass may have drained the shard.
+			s.Lock()
+			start := time.Now()
+			t.shrinkLocked(s, res)
+			t.noteHold(time.Since(start))
+			s.Unlock()
 			return dead
 		}
 		cut = uint32(min(lim, 1<<32-1))
@@ -85,7 +97,7 @@ func (t *Table[V]) expireShard(s *shard.Shard, nowMs int64, ttl time.Duration, r
 		}
 		gen = s.Generation()
 		var buckets int
-		*slots, buckets = s.Stale(from, from+expireStep, cut, (*slots)[:0])
+		*slots, buckets = s.StaleStep(from, from+expireStep, cut, (*slots)[:0])
 		for _, sl := range *slots {
 			e := entryOf[V](sl.Node())
 			ls := e.lastSeen.Load()
@@ -110,13 +122,7 @@ func (t *Table[V]) expireShard(s *shard.Shard, nowMs int64, ttl time.Duration, r
 		}
 		last := from+expireStep >= buckets
 		if last {
-			// Memory comes back: a shard left at under a quarter of
-			// its slots is rebuilt at max(2 × len, 64) slots.
-			target := max(2*s.Len(), shard.MinSlots)
-			if s.Slots() > 2*target {
-				res.Released += s.ShrinkLocked(target)
-				res.Rebuilt++
-			}
+			t.shrinkLocked(s, res)
 		}
 		t.noteHold(time.Since(start))
 		s.Unlock()
@@ -125,6 +131,17 @@ func (t *Table[V]) expireShard(s *shard.Shard, nowMs int64, ttl time.Duration, r
 		}
 	}
 	return dead
+}
+
+// shrinkLocked gives memory back: a shard left at under a quarter of its
+// slots is rebuilt at max(2 × len, 64) slots, with a fresh seed. Readers
+// that loaded the old array finish on it; the collector frees it after.
+func (t *Table[V]) shrinkLocked(s *shard.Shard, res *ExpireResult) {
+	target := max(2*s.Len(), shard.MinSlots)
+	if s.Slots() > 2*target {
+		res.Released += s.ShrinkLocked(target)
+		res.Rebuilt++
+	}
 }
 
 func (t *Table[V]) noteHold(d time.Duration) {

@@ -408,12 +408,29 @@ func (t *Table[V]) retire(es ...*Entry[V]) {
 	if t.onExpire == nil || len(es) == 0 {
 		return
 	}
-	fn := t.onExpire
-	t.domain.Defer(func() {
-		for _, e := range es {
-			fn(e.Key(), &e.value)
+	// The closure holds the callback and the domain, not t, so a
+	// dropped table is not kept alive by its pending callbacks.
+	fn, d := t.onExpire, t.domain
+	d.Defer(func() { expireCallbacks(d, fn, es) })
+}
+
+// expireCallbacks calls fn for each entry, in order. If one call panics,
+// the entries after it are deferred again before the panic goes on to the
+// domain (which recovers and counts it), so one bad callback costs no
+// other flow its callback.
+func expireCallbacks[V any](d *reclaim.Domain, fn func(FlowKey, *V), es []*Entry[V]) {
+	i := 0
+	defer func() {
+		if i < len(es) {
+			rest := es[i:]
+			d.Defer(func() { expireCallbacks(d, fn, rest) })
 		}
-	})
+	}()
+	for i < len(es) {
+		e := es[i]
+		i++
+		fn(e.Key(), &e.value)
+	}
 }
 
 // Len is the number of live flows. It never exceeds Limit.

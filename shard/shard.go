@@ -597,27 +597,55 @@ func (p *Probe) walk(k *Key) (*Node, *bucket, int) {
 	return nil, nil, 0
 }
 
-// StaleStep is Stale written for the expiry pass's hot loop: per bucket it
-// compares all four stamps without a branch (an unsigned difference's top
-// bit is the comparison) and masks the result with the occupied lanes, so
-// the loop branches only on a bucket that holds a stale slot, which in a
-// pass that expires little is rare. Visiting occupied lanes one by one
-// instead costs a mispredicted branch on most buckets, since their
-// occupancy is random. Same contract as Stale.
+// StaleStep is Stale written for the expiry pass's hot loop. Per bucket
+// it compares all four stamps without a branch (an unsigned difference's
+// top bit is the comparison) and masks the result with the occupied
+// lanes, so it branches only on a bucket that holds a stale slot, which in
+// a pass that expires little is rare; visiting the occupied lanes one by
+// one costs a mispredicted branch on most buckets, whose occupancy is
+// random. Overflow buckets, which are separate allocations, are visited
+// after the main buckets of the step, from a list: their loads do not
+// depend on each other, so their cache misses overlap instead of stalling
+// the stream one at a time. Same contract as Stale; the order of the
+// slots differs.
 func (s *Shard) StaleStep(from, to int, cut uint32, dst []Slot) ([]Slot, int) {
 	a := s.arr.Load()
 	to = min(to, len(a.buckets))
 	c := uint64(cut)
+	var over [64]*bucket
+	n := 0
 	for bi := from; bi < to; bi++ {
-		for b := &a.buckets[bi]; b != nil; b = b.next.Load() {
-			lt := (uint64(b.stamps[0].Load())-c)>>63<<15 |
-				(uint64(b.stamps[1].Load())-c)>>63<<31 |
-				(uint64(b.stamps[2].Load())-c)>>63<<47 |
-				(uint64(b.stamps[3].Load())-c)>>63<<63
-			for m := lt &^ free(b.tags.Load()); m != 0; m &= m - 1 {
-				dst = append(dst, Slot{b, lane(m)})
+		b := &a.buckets[bi]
+		dst = b.stale(c, dst)
+		if nb := b.next.Load(); nb != nil {
+			if n == len(over) {
+				dst = staleChains(over[:n], c, dst)
+				n = 0
 			}
+			over[n] = nb
+			n++
 		}
 	}
-	return dst, len(a.buckets)
+	return staleChains(over[:n], c, dst), len(a.buckets)
+}
+
+// stale appends b's occupied slots whose stamp is below c.
+func (b *bucket) stale(c uint64, dst []Slot) []Slot {
+	lt := (uint64(b.stamps[0].Load())-c)>>63<<15 |
+		(uint64(b.stamps[1].Load())-c)>>63<<31 |
+		(uint64(b.stamps[2].Load())-c)>>63<<47 |
+		(uint64(b.stamps[3].Load())-c)>>63<<63
+	for m := lt &^ free(b.tags.Load()); m != 0; m &= m - 1 {
+		dst = append(dst, Slot{b, lane(m)})
+	}
+	return dst
+}
+
+func staleChains(chains []*bucket, c uint64, dst []Slot) []Slot {
+	for _, b := range chains {
+		for ; b != nil; b = b.next.Load() {
+			dst = b.stale(c, dst)
+		}
+	}
+	return dst
 }

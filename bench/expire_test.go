@@ -1,0 +1,93 @@
+package bench
+
+import (
+	"fmt"
+	"runtime"
+	"testing"
+	"time"
+
+	"github.com/flowcache/flowcache/flowcache"
+	"github.com/flowcache/flowcache/reclaim"
+)
+
+// base is the fake clock's origin in the pass benchmarks.
+var base = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+
+// BenchmarkExpirePass is the periodic pass over a table where nothing
+// expires: what a forwarder pays every second to keep its table clean.
+// Every flow was seen within the last seconds of a table that has run for
+// an hour, so a pass must look at every flow's last-seen time and decide
+// to keep it. impl=naive is that pass over a Go map of entry pointers: it
+// loads every entry to read its last-seen time.
+func BenchmarkExpirePass(b *testing.B) {
+	const ttl = 60 * time.Second
+	for _, flows := range []int{1_000_000, 4_000_000} {
+		if testing.Short() && flows > 1_000_000 {
+			continue
+		}
+		keys := Keys(flows, 1)
+		b.Run(fmt.Sprintf("impl=flowcache/flows=%d", flows), func(b *testing.B) {
+			t, err := flowcache.New(flowcache.Config[State]{
+				Limit: flows, TTL: ttl, Seed: 0x5eed, Domain: reclaim.NewDomain(),
+				Clock: func() time.Time { return base },
+			})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer t.Close()
+			start := base.Add(time.Hour)
+			t.Expire(start) // the coarse clock: an hour into the table's life
+			for _, k := range keys {
+				if _, err := t.Insert(k, State{Action: 1}); err != nil {
+					b.Fatal(err)
+				}
+			}
+			runtime.GC() // the fill's garbage is not the pass's to mark
+			i := 0
+			for b.Loop() {
+				// Passes one second apart, all within the TTL.
+				if res := t.Expire(start.Add(time.Duration(1+i%30) * time.Second)); res.Expired != 0 {
+					b.Fatalf("pass expired %d flows", res.Expired)
+				}
+				i++
+			}
+			reportPass(b, flows)
+			b.ReportMetric(float64(t.Stats().LongestHold.Nanoseconds())/1e3, "hold-µs")
+		})
+		b.Run(fmt.Sprintf("impl=naive/flows=%d", flows), func(b *testing.B) {
+			type entry struct {
+				lastSeen int64
+				value    State
+			}
+			m := make(map[flowcache.FlowKey]*entry, flows)
+			start := base.Add(time.Hour).UnixMilli()
+			for _, k := range keys {
+				m[k] = &entry{lastSeen: start, value: State{Action: 1}}
+			}
+			runtime.GC()
+			ttlMs := ttl.Milliseconds()
+			i := int64(0)
+			for b.Loop() {
+				now := start + (1+i%30)*1000
+				expired := 0
+				for k, e := range m {
+					if now-e.lastSeen >= ttlMs {
+						delete(m, k)
+						expired++
+					}
+				}
+				if expired != 0 {
+					b.Fatalf("pass expired %d flows", expired)
+				}
+				i++
+			}
+			reportPass(b, flows)
+		})
+	}
+}
+
+func reportPass(b *testing.B, flows int) {
+	ns := float64(b.Elapsed().Nanoseconds()) / float64(b.N)
+	b.ReportMetric(ns/float64(flows), "ns/flow")
+	b.ReportMetric(ns/1e6, "ms/pass")
+}
