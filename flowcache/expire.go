@@ -81,15 +81,27 @@ func (t *Table[V]) expireShard(s *shard.Shard, nowMs int64, ttl time.Duration, r
 		cut = uint32(min(lim, 1<<32-1))
 	}
 	entrySize := int64(unsafe.Sizeof(Entry[V]{}))
-	gen, restarts := uintptr(0), 0
+	gen, restarts := uint64(0), 0
+	// A panicking Config.Expiry must not leave the shard locked: unlock
+	// it and retire what this pass already removed before the panic goes
+	// on (the domain's watched pass recovers and counts it).
+	locked := false
+	defer func() {
+		if locked {
+			s.Unlock()
+			t.retire(append([]*Entry[V](nil), dead...)...)
+		}
+	}()
 	for from := 0; ; from += expireStep {
 		s.Lock()
+		locked = true
 		start := time.Now()
 		if g := s.Generation(); from > 0 && g != gen {
 			// An insert grew the shard between two steps: the slots
 			// moved, so scan the new array from its start (a bounded
 			// number of times; what is left waits for the next pass).
 			if restarts++; restarts > 2 {
+				locked = false
 				s.Unlock()
 				break
 			}
@@ -125,6 +137,7 @@ func (t *Table[V]) expireShard(s *shard.Shard, nowMs int64, ttl time.Duration, r
 			t.shrinkLocked(s, res)
 		}
 		t.noteHold(time.Since(start))
+		locked = false
 		s.Unlock()
 		if last {
 			break

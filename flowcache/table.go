@@ -104,6 +104,10 @@ const hitSample = 16
 // last unit before it could expire.
 const stampShift = 10
 
+// stampSlack is how far before New the stamps' origin lies: 2^40 ms, about
+// 35 years, which leaves 100 years of 32-bit stamps after it.
+const stampSlack = 1 << 40
+
 // shardSlot pads each shard to whole cache lines in the table's array.
 type shardSlot = shard.Shard
 
@@ -185,7 +189,10 @@ func New[V any](cfg Config[V]) (*Table[V], error) {
 	t.ttl.Store(ttl)
 	now := t.clock().UnixMilli()
 	t.now.Store(now)
-	t.baseMs = now
+	// The stamps' origin lies far in the past, so that a clock that
+	// steps back after New never goes below it (a stamp saturated at 0
+	// would not bound the flow's age, and the pass would skip it).
+	t.baseMs = now - stampSlack
 	t.errFull = fmt.Errorf("%w: table %q at its limit of %d flows", ErrFull, t.name, t.limit)
 	t.errClose = fmt.Errorf("%w: table %q", ErrClosed, t.name)
 
@@ -300,7 +307,13 @@ func (t *Table[V]) Insert(k FlowKey, v V) (*Entry[V], error) {
 	e := t.newEntry(&k, v)
 	if old := s.ReplaceLocked(h, &e.node); old != nil {
 		// The same key: the new entry takes the old one's slot, and
-		// the old one leaves the table like a removed flow.
+		// the old one leaves the table like a removed flow. The slot's
+		// stamp is the new entry's: the old one's may be later (the
+		// clock stepped back since), and a stamp later than the entry's
+		// last-seen time would make passes skip it when it expires.
+		if _, st := s.Lookup(h, skey(&k)); st != nil {
+			st.Store(t.stamp(e.lastSeen.Load()))
+		}
 		s.Unlock()
 		t.replaced.Inc()
 		t.retire(entryOf[V](old))
@@ -440,7 +453,7 @@ func (t *Table[V]) Len() int { t.mustInit(); return int(t.live.Load()) }
 func (t *Table[V]) Limit() int { t.mustInit(); return int(t.limit) }
 
 // Name is the table's name from its Config.
-func (t *Table[V]) Name() string { return t.name }
+func (t *Table[V]) Name() string { t.mustInit(); return t.name }
 
 // SetTTL changes the idle timeout; the next pass uses it. d <= 0 restores
 // the default (60 s).
@@ -453,7 +466,7 @@ func (t *Table[V]) SetTTL(d time.Duration) {
 }
 
 // TTL is the current idle timeout.
-func (t *Table[V]) TTL() time.Duration { return t.ttl.Load() }
+func (t *Table[V]) TTL() time.Duration { t.mustInit(); return t.ttl.Load() }
 
 // Range calls fn for every flow until fn returns false. Each shard is
 // read as one consistent snapshot (taken under its writer lock, which no

@@ -62,6 +62,7 @@ var _ [64 - unsafe.Sizeof(bucket{})]struct{}
 // owner stamps, which are advisory.
 type array struct {
 	seed     uint64 // this generation's shard seed
+	gen      uint64 // how many arrays the shard published before this one
 	mask     uint64 // len(buckets) - 1
 	buckets  []bucket
 	overflow atomic.Int64 // overflow buckets linked so far; atomic because Stats reads it without the mutex
@@ -385,6 +386,7 @@ func (s *Shard) rebuild(slots int) int {
 	}
 	// One store publishes the whole new generation: a reader loads
 	// either the old array or the complete new one.
+	a.gen = old.gen + 1
 	s.arr.Store(a)
 	return longest
 }
@@ -461,8 +463,10 @@ func (s *Shard) ScanRange(from, to int, fn func(Slot)) (buckets int) {
 	return len(a.buckets)
 }
 
-// Generation identifies the current array; it changes on every rebuild.
-func (s *Shard) Generation() uintptr { return uintptr(unsafe.Pointer(s.arr.Load())) }
+// Generation counts the arrays the shard has published: it changes on
+// every rebuild and clear. A count, not the array's address, because a
+// freed array's address can come back for a new one.
+func (s *Shard) Generation() uint64 { return s.arr.Load().gen }
 
 // Buckets is the bucket count of the current array.
 func (s *Shard) Buckets() int { return len(s.arr.Load().buckets) }
@@ -486,7 +490,9 @@ func (s *Shard) ClearLocked(dst []*Node) ([]*Node, int64) {
 	released := arrayBytes(s.arr.Load())
 	s.n = 0
 	s.live.Store(0)
-	s.arr.Store(newArray(MinSlots, s.seeds.Uint64()))
+	a := newArray(MinSlots, s.seeds.Uint64())
+	a.gen = s.arr.Load().gen + 1
+	s.arr.Store(a)
 	return dst, released
 }
 

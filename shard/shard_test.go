@@ -344,3 +344,16 @@ func BenchmarkLookup(b *testing.B) {
 		}
 	}
 }
+
+func TestGenerationCountsArrays(t *testing.T) {
+	s := newTest(t, 64)
+	s.Lock()
+	defer s.Unlock()
+	g0 := s.Generation()
+	s.Rebuild(64) // same size: the address could even come back, the count cannot
+	g1 := s.Generation()
+	s.ClearLocked(nil)
+	if g2 := s.Generation(); g1 != g0+1 || g2 != g1+1 {
+		t.Fatalf("generations %d, %d, %d; want consecutive", g0, g1, g2)
+	}
+}
