@@ -1,3 +1,28 @@
+// Package bench compares flowcache with the Go maps a forwarder would use
+// instead — xsync v3 MapOf, xsync v4 Map, sync.Map, 64 maps behind
+// RWMutexes, one map behind a Mutex — on a forwarder's workloads, all
+// through one interface (Map) with the same pointer-free value (State).
+//
+// The benchmarks (go test -bench . ./bench/) name their sub-benchmarks
+// impl=<name>/flows=<n>, so that benchstat can pivot on either:
+//
+//	BenchmarkGet          lookup hits at 10k, 1M, 4M flows, one goroutine
+//	BenchmarkGetParallel  the same from GOMAXPROCS goroutines (Mlookups/s)
+//	BenchmarkHotFlow      every goroutine looks up one flow
+//	BenchmarkChurn        90 % hits, 5 % new flows, 5 % removals at 1M flows
+//	BenchmarkFill         inserts into an empty table up to 10k / 1M (Minserts/s)
+//	BenchmarkGC           one forced runtime.GC with 4M flows resident (gc-ms)
+//
+// -short drops the 4M-flow cases (BenchmarkGC then runs at 1M). Each
+// sub-benchmark builds its table and drops it before the next, so at
+// most one large table is resident. To compare:
+//
+//	go test -run '^$' -bench 'Get$' -count 10 ./bench/ > new.txt
+//	benchstat -col /impl new.txt     # implementations side by side
+//	benchstat old.txt new.txt        # before and after a change
+//
+// bench/cmd/flowbench runs the same implementations under a simulated
+// forwarder's traffic.
 package bench
 
 import (
@@ -28,6 +53,9 @@ type Map interface {
 	Insert(k flowcache.FlowKey, v State) bool
 	Remove(k flowcache.FlowKey)
 	Len() int
+	// Range calls fn for every stored flow until fn returns false. fn
+	// must not call the Map (collect keys, then Remove them after).
+	Range(fn func(k flowcache.FlowKey, v *State) bool)
 }
 
 // Impl is one implementation under test: its name for sub-benchmark
@@ -84,6 +112,9 @@ func (f *Flowcache) Insert(k flowcache.FlowKey, v State) bool {
 }
 func (f *Flowcache) Remove(k flowcache.FlowKey) { f.T.Remove(k) }
 func (f *Flowcache) Len() int                   { return f.T.Len() }
+func (f *Flowcache) Range(fn func(flowcache.FlowKey, *State) bool) {
+	f.T.Range(func(e *flowcache.Entry[State]) bool { return fn(e.Key(), e.Value()) })
+}
 
 // The Go maps store *State, as a forwarder sharing state between cores
 // must: a value copy could not be updated in place.
@@ -97,8 +128,9 @@ func (m *mapOf) Insert(k flowcache.FlowKey, v State) bool {
 	m.m.Store(k, &v)
 	return true
 }
-func (m *mapOf) Remove(k flowcache.FlowKey) { m.m.Delete(k) }
-func (m *mapOf) Len() int                   { return m.m.Size() }
+func (m *mapOf) Remove(k flowcache.FlowKey)                    { m.m.Delete(k) }
+func (m *mapOf) Len() int                                      { return m.m.Size() }
+func (m *mapOf) Range(fn func(flowcache.FlowKey, *State) bool) { m.m.Range(fn) }
 
 type map4 struct {
 	m *xsync4.Map[flowcache.FlowKey, *State]
@@ -109,8 +141,9 @@ func (m *map4) Insert(k flowcache.FlowKey, v State) bool {
 	m.m.Store(k, &v)
 	return true
 }
-func (m *map4) Remove(k flowcache.FlowKey) { m.m.Delete(k) }
-func (m *map4) Len() int                   { return m.m.Size() }
+func (m *map4) Remove(k flowcache.FlowKey)                    { m.m.Delete(k) }
+func (m *map4) Len() int                                      { return m.m.Size() }
+func (m *map4) Range(fn func(flowcache.FlowKey, *State) bool) { m.m.Range(fn) }
 
 type syncMap struct{ m sync.Map }
 
@@ -130,6 +163,9 @@ func (m *syncMap) Len() int {
 	n := 0
 	m.m.Range(func(any, any) bool { n++; return true })
 	return n
+}
+func (m *syncMap) Range(fn func(flowcache.FlowKey, *State) bool) {
+	m.m.Range(func(k, v any) bool { return fn(k.(flowcache.FlowKey), v.(*State)) })
 }
 
 // sharded is the hand-rolled table many forwarders start with: 64 Go
@@ -190,6 +226,21 @@ func (s *sharded) Len() int {
 	return n
 }
 
+// Range read-locks one shard at a time.
+func (s *sharded) Range(fn func(flowcache.FlowKey, *State) bool) {
+	for i := range s.shards {
+		sh := &s.shards[i]
+		sh.mu.RLock()
+		for k, v := range sh.m {
+			if !fn(k, v) {
+				sh.mu.RUnlock()
+				return
+			}
+		}
+		sh.mu.RUnlock()
+	}
+}
+
 type lockedMap struct {
 	mu sync.Mutex
 	m  map[flowcache.FlowKey]*State
@@ -216,6 +267,18 @@ func (m *lockedMap) Len() int {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return len(m.m)
+}
+
+// Range holds the one mutex for the whole walk, as a map behind a mutex
+// must: every lookup waits for it.
+func (m *lockedMap) Range(fn func(flowcache.FlowKey, *State) bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for k, v := range m.m {
+		if !fn(k, v) {
+			return
+		}
+	}
 }
 
 // Keys returns n distinct flow keys, shuffled, from a fixed seed: a mix of

@@ -1,0 +1,202 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/flowcache/flowcache/bench"
+)
+
+// short is the size of a test run: small enough to finish in a couple of
+// seconds, under the race detector too. The simulated clock runs 100 s at
+// 50x, and the TTLs are short, so that the spike fills the table well
+// above the base load and drains before the end.
+func short() Config {
+	return Config{
+		Duration:   2 * time.Second,
+		Flows:      2_000,
+		SpikeFlows: 60_000,
+		Limit:      100_000,
+		Speed:      50,
+		TTL:        10 * time.Second,
+		SynTTL:     10 * time.Second,
+		Pass:       2 * time.Second,
+		Seed:       7,
+	}
+}
+
+// checkSane checks what any model run of cfg must report.
+func checkSane(t *testing.T, cfg Config, r *Report) {
+	t.Helper()
+	if r.Packets == 0 {
+		t.Fatalf("%s: no packets", r.Impl)
+	}
+	if r.FloodSent < cfg.SpikeFlows/4 {
+		// The spike is a window of simulated time, 0.4 s of real time
+		// here: a machine that gives the workers no CPU for most of it
+		// leaves no spike to drain.
+		t.Skipf("%s: the spike sent %d of %d flows: the machine starved the workers", r.Impl, r.FloodSent, cfg.SpikeFlows)
+	}
+	if h := r.HitRatio(); h < 0 || h > 1 || r.Hits > r.Packets {
+		t.Errorf("%s: hit ratio %v (%d hits of %d packets)", r.Impl, h, r.Hits, r.Packets)
+	}
+	if r.Inserted == 0 || r.Expired == 0 {
+		t.Errorf("%s: created %d flows, expired %d: want both > 0", r.Impl, r.Inserted, r.Expired)
+	}
+	if r.LivePeak > r.Limit || r.LiveEnd > r.LivePeak {
+		t.Errorf("%s: live %d at the end, peak %d, limit %d", r.Impl, r.LiveEnd, r.LivePeak, r.Limit)
+	}
+	if r.LatencySamples == 0 || r.P50 > r.P99 || r.P99 > r.P999 {
+		t.Errorf("%s: latency p50 %v p99 %v p999 %v from %d samples", r.Impl, r.P50, r.P99, r.P999, r.LatencySamples)
+	}
+	if r.HeapPeak == 0 || r.HeapAfter >= r.HeapPeak {
+		t.Errorf("%s: heap at the peak %d, after the drain %d: want after < peak", r.Impl, r.HeapPeak, r.HeapAfter)
+	}
+	if 2*r.LiveEnd >= r.LivePeak {
+		t.Errorf("%s: %d flows live at the end, %d at the peak: the spike did not drain", r.Impl, r.LiveEnd, r.LivePeak)
+	}
+}
+
+func TestRunModel(t *testing.T) {
+	cfg := short()
+	var buf bytes.Buffer
+	out := filepath.Join(t.TempDir(), "flowbench.png")
+	cfg.Progress = &buf
+	r, err := run(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkSane(t, cfg, r)
+	if r.Grows == 0 || r.Shrinks == 0 {
+		t.Errorf("rebuilds: grow %d, shrink %d: want the spike to grow the table and the drain to shrink it", r.Grows, r.Shrinks)
+	}
+	if !strings.Contains(buf.String(), "drain") {
+		t.Errorf("progress line never reached the drain: %q", buf.String())
+	}
+	var rep bytes.Buffer
+	r.Print(&rep)
+	for _, want := range []string{"Mpps", "hit ratio", "p99.9", "rebuilds", "after the drain"} {
+		if !strings.Contains(rep.String(), want) {
+			t.Errorf("report lacks %q:\n%s", want, rep.String())
+		}
+	}
+	if err := writePlot(out, r); err != nil {
+		t.Fatal(err)
+	}
+	png, err := os.ReadFile(out)
+	if err != nil || !bytes.HasPrefix(png, []byte("\x89PNG")) {
+		t.Fatalf("picture: %v, %d bytes", err, len(png))
+	}
+}
+
+func TestCompare(t *testing.T) {
+	cfg := short()
+	cfg.Duration = cfg.Duration / 2
+	var out bytes.Buffer
+	if err := runMain(&out, cfg, "", true); err != nil {
+		t.Fatal(err)
+	}
+	table := out.String()[strings.LastIndex(out.String(), "impl "):]
+	for _, im := range bench.Impls {
+		if !strings.Contains(table, im.Name+" ") {
+			t.Errorf("comparison table lacks %s:\n%s", im.Name, table)
+		}
+	}
+	if t.Failed() {
+		t.Log(out.String())
+	}
+}
+
+func TestComparePeerSane(t *testing.T) {
+	cfg := short()
+	cfg.Impl = "xsync3.MapOf"
+	r, err := run(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkSane(t, cfg, r)
+}
+
+// pcapDir is ../shared/data/pcap beside the module root (found by walking
+// up to go.mod): ../../../../shared/data/pcap from this package. It skips
+// the test when the captures are not there; they are not part of the
+// module.
+func pcapDir(t *testing.T) string {
+	t.Helper()
+	dir, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			break
+		}
+		if filepath.Dir(dir) == dir {
+			t.Skip("no go.mod above the package")
+		}
+		dir = filepath.Dir(dir)
+	}
+	pcaps := filepath.Join(dir, "..", "shared", "data", "pcap")
+	if _, err := os.Stat(pcaps); err != nil {
+		t.Skipf("captures not found: %v", err)
+	}
+	return pcaps
+}
+
+// TestReplay replays a pcapng and a pcap capture twice over: the table
+// must end holding exactly the distinct keys that ParseFrame gives (for
+// lab-misc-v4v6.pcapng, the 3,157 of the captures' README).
+func TestReplay(t *testing.T) {
+	dir := pcapDir(t)
+	for _, c := range []struct {
+		file     string
+		distinct int
+	}{
+		{"lab-misc-v4v6.pcapng", 3_157},
+		{"evidence04-portscan.pcap", 0}, // 0: whatever ParseFrame gives
+	} {
+		path := filepath.Join(dir, c.file)
+		if _, err := os.Stat(path); err != nil {
+			t.Skipf("%s: %v", c.file, err)
+		}
+		keys, info, err := loadCapture(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.distinct == 0 {
+			c.distinct = info.Distinct
+		}
+		if info.Distinct != c.distinct || len(keys) != info.Keyed || info.Distinct == 0 {
+			t.Fatalf("%s: %s; want %d distinct", c.file, info, c.distinct)
+		}
+		for _, impl := range []string{"flowcache", "sync.Map"} {
+			t.Run(impl+"/"+c.file, func(t *testing.T) {
+				r, err := run(Config{Impl: impl, Capture: path, Loops: 2, Seed: 1})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if r.Packets != uint64(2*len(keys)) {
+					t.Errorf("packets %d, want %d (two loops of %d)", r.Packets, 2*len(keys), len(keys))
+				}
+				if r.LiveEnd != c.distinct {
+					t.Errorf("%d flows in the table, want %d", r.LiveEnd, c.distinct)
+				}
+				if impl == "flowcache" && r.Inserted != uint64(c.distinct) {
+					t.Errorf("created %d flows, want %d", r.Inserted, c.distinct)
+				}
+				if r.HitRatio() < 0.5 {
+					t.Errorf("hit ratio %v: the second loop should hit", r.HitRatio())
+				}
+				var out bytes.Buffer
+				r.Print(&out)
+				if !strings.Contains(out.String(), "replay of") {
+					t.Errorf("report:\n%s", out.String())
+				}
+			})
+		}
+	}
+}

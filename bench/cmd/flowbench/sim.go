@@ -1,0 +1,586 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"runtime"
+	"runtime/metrics"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/flowcache/flowcache/bench"
+	"github.com/flowcache/flowcache/flowcache"
+	"github.com/flowcache/flowcache/reclaim"
+)
+
+// Config is one run of flowbench. The zero values of the optional fields
+// are filled in by withDefaults.
+type Config struct {
+	Impl       string        // "flowcache" (the real thing) or a peer's name from bench.Impls
+	Duration   time.Duration // wall time of a model run
+	Flows      int           // base flow population of the model
+	SpikeFlows int           // flows of the churn spike
+	Limit      int           // table limit (the peers are held to it too)
+	Seed       uint64
+	Speed      float64       // simulated seconds per real second
+	TTL        time.Duration // idle timeout of an established flow, simulated
+	SynTTL     time.Duration // idle timeout of a flow that saw only SYNs, simulated
+	Pass       time.Duration // expiry pass period, simulated
+	Batch      int           // packets per batch
+	Workers    int           // worker goroutines; 0: GOMAXPROCS
+	SampleEach int           // time one batch in SampleEach; 0: 64 (1 when replaying)
+	Capture    string        // replay this pcap/pcapng file instead of the model
+	Loops      int           // times to replay the capture
+	Progress   io.Writer     // progress line; nil: none
+}
+
+func (c Config) withDefaults() Config {
+	if c.Impl == "" {
+		c.Impl = "flowcache"
+	}
+	if c.Duration <= 0 {
+		c.Duration = 30 * time.Second
+	}
+	if c.Flows <= 0 {
+		c.Flows = 100_000
+	}
+	if c.Limit <= 0 {
+		c.Limit = 1_000_000
+	}
+	if c.SpikeFlows < 0 {
+		c.SpikeFlows = 0
+	}
+	if c.Speed <= 0 {
+		c.Speed = 10
+	}
+	if c.TTL <= 0 {
+		c.TTL = flowcache.DefaultTTL
+	}
+	if c.SynTTL <= 0 {
+		c.SynTTL = 20 * time.Second
+	}
+	if c.Pass <= 0 {
+		c.Pass = 5 * time.Second
+	}
+	if c.Batch <= 0 {
+		c.Batch = 32
+	}
+	if c.Workers <= 0 {
+		c.Workers = runtime.GOMAXPROCS(0)
+	}
+	if c.SampleEach <= 0 {
+		c.SampleEach = 64
+		if c.Capture != "" {
+			c.SampleEach = 1
+		}
+	}
+	if c.Loops <= 0 {
+		c.Loops = 1
+	}
+	return c
+}
+
+// The flow states the model creates: Action says which TTL applies.
+const (
+	actEstablished = 1
+	actSynOnly     = 2
+)
+
+func mkEstablished() bench.State { return bench.State{Action: actEstablished} }
+func mkSynOnly() bench.State     { return bench.State{Action: actSynOnly} }
+
+// workerStats are one worker's counters: written by it alone (atomically,
+// so that the reporter may read them while it runs), padded to their own
+// cache lines.
+type workerStats struct {
+	packets, hits, inserted, full atomic.Uint64
+	lat                           []uint32 // ns per key of the timed batches; read after the worker ends
+	_                             [64]byte
+}
+
+// sim is one run in progress.
+type sim struct {
+	cfg   Config
+	start time.Time // real
+	base  time.Time // simulated time at start
+	stop  atomic.Bool
+	ws    []workerStats
+
+	// flowcache
+	t      *flowcache.Table[bench.State]
+	domain *reclaim.Domain
+
+	// a peer: its own expiry pass and limit, see peerWorker
+	m        bench.Map
+	live     atomic.Int64
+	coarse   atomic.Int64 // the peers' coarse clock: simulated ms of the last pass
+	expired  atomic.Uint64
+	sweepers sync.WaitGroup
+}
+
+// simMs is the simulated time in ms since the start.
+func (s *sim) simMs() int64 {
+	return int64(float64(time.Since(s.start)) * s.cfg.Speed / float64(time.Millisecond))
+}
+
+func (s *sim) clock() time.Time { return s.base.Add(time.Duration(s.simMs()) * time.Millisecond) }
+
+// ttlOf is the model's TTL for a flow in state v.
+func (s *sim) ttlOf(v *bench.State) time.Duration {
+	if v.Action == actSynOnly {
+		return s.cfg.SynTTL
+	}
+	return s.cfg.TTL
+}
+
+// run runs one simulation (or replay) to its end and reports on it.
+func run(cfg Config) (*Report, error) {
+	cfg = cfg.withDefaults()
+	var src func(w int) source
+	var m *model
+	if cfg.Capture != "" {
+		keys, info, err := loadCapture(cfg.Capture)
+		if err != nil {
+			return nil, err
+		}
+		if len(keys) == 0 {
+			return nil, fmt.Errorf("%s: no IP packets (%s)", cfg.Capture, info)
+		}
+		rp := newReplay(keys, cfg.Loops)
+		src = func(int) source { return rp }
+		cfg.Speed = 1 // a replay runs on the real clock
+	} else {
+		m = &model{
+			flows:      cfg.Flows,
+			workers:    cfg.Workers,
+			spikeFrom:  int64(0.3 * cfg.Duration.Seconds() * cfg.Speed * 1000),
+			spikeTo:    int64(0.5 * cfg.Duration.Seconds() * cfg.Speed * 1000),
+			spikeFlows: cfg.SpikeFlows,
+			seed:       cfg.Seed,
+		}
+		srcs := make([]source, cfg.Workers)
+		for w := range srcs {
+			srcs[w] = m.source(w)
+		}
+		src = func(w int) source { return srcs[w] }
+	}
+
+	// The simulated clock starts now: the table reads it in New.
+	s := &sim{cfg: cfg, ws: make([]workerStats, cfg.Workers), base: time.Now().Truncate(time.Second), start: time.Now()}
+	passEvery := time.Duration(float64(cfg.Pass) / cfg.Speed)
+	var stopPasses func()
+	if cfg.Impl == "flowcache" {
+		s.domain = reclaim.NewDomain()
+		t, err := flowcache.New(flowcache.Config[bench.State]{
+			Name:   "flowbench",
+			Limit:  cfg.Limit,
+			TTL:    cfg.TTL,
+			Expiry: func(e *flowcache.Entry[bench.State]) time.Duration { return s.ttlOf(e.Value()) },
+			Seed:   cfg.Seed,
+			Clock:  s.clock,
+			Domain: s.domain,
+		})
+		if err != nil {
+			return nil, err
+		}
+		s.t = t
+		defer t.Close()
+	} else {
+		im, ok := bench.ImplNamed(cfg.Impl)
+		if !ok {
+			return nil, fmt.Errorf("no implementation %q (have %s)", cfg.Impl, implNames())
+		}
+		s.m = im.New(cfg.Limit)
+	}
+
+	rep := &Report{Impl: cfg.Impl, Workers: cfg.Workers, Batch: cfg.Batch, Limit: cfg.Limit, Capture: cfg.Capture}
+	if m != nil {
+		rep.Model = fmt.Sprintf("base %d flows (Zipf s=%.1f, Pareto lifetimes ≥%ds), spike %d SYN flows at %d-%d s; TTL %v, SYN TTL %v, pass every %v (simulated, %.0fx)",
+			cfg.Flows, zipfS, lifeMinMs/1000, cfg.SpikeFlows, m.spikeFrom/1000, m.spikeTo/1000, cfg.TTL, cfg.SynTTL, cfg.Pass, cfg.Speed)
+	}
+	runtime.GC()
+	rep.HeapStart = heapAfterGC()
+
+	if s.t != nil {
+		rec := reclaim.NewReclaimer(s.domain, passEvery)
+		rec.Start()
+		stopPasses = func() { rec.Close() }
+	} else {
+		stopPasses = s.startSweeper(passEvery)
+	}
+	var wg sync.WaitGroup
+	for w := range cfg.Workers {
+		wg.Go(func() {
+			if s.t != nil {
+				s.tableWorker(w, src(w))
+			} else {
+				s.peerWorker(w, src(w))
+			}
+		})
+	}
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+
+	s.report(rep, m, done)
+	stopPasses()
+
+	rep.Elapsed = time.Since(s.start)
+	rep.SimElapsed = time.Duration(float64(rep.Elapsed) * cfg.Speed)
+	var lat []uint32
+	for i := range s.ws {
+		w := &s.ws[i]
+		rep.Packets += w.packets.Load()
+		rep.Hits += w.hits.Load()
+		rep.Inserted += w.inserted.Load()
+		rep.Full += w.full.Load()
+		lat = append(lat, w.lat...)
+	}
+	rep.setLatency(lat)
+	if m != nil {
+		for w := range cfg.Workers {
+			rep.FloodSent += src(w).(*modelSource).floodDone
+		}
+	}
+	if s.t != nil {
+		st := s.t.Stats()
+		rep.LiveEnd, rep.Expired = st.Live, st.Expired
+		rep.Grows, rep.Shrinks, rep.Floods = st.Grows, st.Shrinks, st.Floods
+		rep.TableBytes = st.Bytes
+	} else {
+		rep.LiveEnd, rep.Expired = s.m.Len(), s.expired.Load()
+	}
+	rep.LivePeak = max(rep.LivePeak, rep.LiveEnd)
+	runtime.KeepAlive(s.t)
+	runtime.KeepAlive(s.m)
+	return rep, nil
+}
+
+// sampleEvery is the period of Report.Samples.
+const sampleEvery = 500 * time.Millisecond
+
+// report watches the run from the calling goroutine until done (or the
+// model's duration is up): the progress line, a sample of live flows and
+// heap every sampleEvery, and the heap after a forced GC just before the
+// spike, at its end (the peak) and after the drain.
+func (s *sim) report(rep *Report, m *model, done chan struct{}) {
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	var nextSample time.Duration
+	gcBefore, gcPeak := m == nil, m == nil
+	var lastPkts uint64
+	lastT := time.Duration(0)
+	var mpps float64
+	for finished := false; !finished; {
+		select {
+		case <-done:
+			finished = true
+		case <-tick.C:
+		}
+		el := time.Since(s.start)
+		if m != nil && el >= s.cfg.Duration {
+			finished = true
+		}
+		live := s.liveNow()
+		rep.LivePeak = max(rep.LivePeak, live)
+		sim := s.simMs()
+		if m != nil && !gcBefore && sim >= m.spikeFrom {
+			gcBefore = true
+			runtime.GC()
+			rep.HeapBefore = heapAfterGC()
+		}
+		if m != nil && !gcPeak && sim >= m.spikeTo {
+			gcPeak = true
+			runtime.GC()
+			rep.HeapPeak = heapAfterGC()
+			rep.LiveAtPeakGC = s.liveNow()
+		}
+		if el >= nextSample || finished {
+			var pk uint64
+			for i := range s.ws {
+				pk += s.ws[i].packets.Load()
+			}
+			if d := (el - lastT).Seconds(); d > 0 {
+				mpps = float64(pk-lastPkts) / d / 1e6
+			}
+			lastPkts, lastT = pk, el
+			smp := Sample{T: el.Seconds(), SimT: float64(sim) / 1000, Live: live, Heap: heapObjects(), Mpps: mpps}
+			if s.t != nil {
+				smp.Table = s.t.Stats().Bytes
+			}
+			rep.Samples = append(rep.Samples, smp)
+			nextSample += sampleEvery
+		}
+		if s.cfg.Progress != nil {
+			s.progress(el, sim, live, mpps, m)
+		}
+	}
+	s.stop.Store(true)
+	<-done
+	if s.cfg.Progress != nil {
+		fmt.Fprintln(s.cfg.Progress)
+	}
+	runtime.GC()
+	rep.HeapAfter = heapAfterGC()
+	if m == nil { // a replay has no spike: its peak is its end
+		rep.HeapBefore, rep.HeapPeak = rep.HeapStart, rep.HeapAfter
+	}
+}
+
+func (s *sim) progress(el time.Duration, sim int64, live int, mpps float64, m *model) {
+	const width = 30
+	frac, phase := 0.0, "replay"
+	if m != nil {
+		frac = min(el.Seconds()/s.cfg.Duration.Seconds(), 1)
+		switch {
+		case sim < m.spikeFrom:
+			phase = "base load"
+		case sim < m.spikeTo:
+			phase = "SYN spike"
+		default:
+			phase = "drain"
+		}
+	}
+	n := int(frac * width)
+	fmt.Fprintf(s.cfg.Progress, "\r%-17s [%s%s] %5.1fs  sim %4ds  %-9s live %9d  %6.2f Mpps ",
+		s.cfg.Impl, strings.Repeat("=", n), strings.Repeat(" ", width-n), el.Seconds(), sim/1000, phase, live, mpps)
+}
+
+func (s *sim) liveNow() int {
+	if s.t != nil {
+		return s.t.Len()
+	}
+	return int(s.live.Load())
+}
+
+// tableWorker is one core of the forwarder on flowcache: a batch of keys
+// from its source, one batch lookup, GetOrInsert for each miss, and a
+// quiescent point between batches.
+func (s *sim) tableWorker(w int, src source) {
+	r := s.domain.Register()
+	defer r.Unregister()
+	st := &s.ws[w]
+	n := s.cfg.Batch
+	keys := make([]flowcache.FlowKey, n)
+	syn := make([]bool, n)
+	out := make([]*flowcache.Entry[bench.State], n)
+	var packets, hits, inserted, full uint64
+	var action uint32
+	for b := 0; !s.stop.Load(); b++ {
+		k := keys[:src.next(keys, syn, s.simMs())]
+		if len(k) == 0 {
+			break
+		}
+		var t0 time.Time
+		timed := b%s.cfg.SampleEach == 0
+		if timed {
+			t0 = time.Now()
+		}
+		hits += uint64(s.t.GetBatch(k, out)) // one by one: lookupEach(s.t, k, out)
+		if timed {
+			st.lat = append(st.lat, uint32(time.Since(t0).Nanoseconds()/int64(len(k))))
+		}
+		for i, e := range out[:len(k)] {
+			if e != nil {
+				action |= e.Value().Action // the forwarding decision
+				continue
+			}
+			mk := mkEstablished
+			if syn[i] {
+				mk = mkSynOnly
+			}
+			_, ins, err := s.t.GetOrInsert(k[i], mk)
+			switch {
+			case errors.Is(err, flowcache.ErrFull):
+				full++ // dropped
+			case ins:
+				inserted++
+			default:
+				hits++ // another worker inserted it since our lookup
+			}
+		}
+		packets += uint64(len(k))
+		r.Quiescent()
+		if b%16 == 0 {
+			st.packets.Store(packets)
+		}
+	}
+	st.packets.Store(packets)
+	st.hits.Store(hits)
+	st.inserted.Store(inserted)
+	st.full.Store(full)
+	sinkAction.Store(action)
+}
+
+var sinkAction atomic.Uint32
+
+// lookupEach is GetBatch done one Get at a time, for comparison.
+func lookupEach(t *flowcache.Table[bench.State], keys []flowcache.FlowKey, out []*flowcache.Entry[bench.State]) int {
+	hits := 0
+	for i, k := range keys {
+		out[i], _ = t.Get(k)
+		if out[i] != nil {
+			hits++
+		}
+	}
+	return hits
+}
+
+// peerWorker is tableWorker over a bench.Map. A Go map has no expiry, so
+// flowbench adds what a forwarder would have to: each flow's last-seen
+// time, from a coarse clock that the sweeper advances once a pass and
+// written only when that clock has moved (as flowcache refreshes its
+// stamp), kept in State.Bytes; and the limit, kept with one shared
+// counter. The sweeper (startSweeper) removes idle flows with the same
+// TTLs. The lookup with its refresh is what is timed, as GetBatch is.
+// Without GetOrInsert, two workers that miss the same new flow both
+// insert it (the second replaces the first): the model never does that,
+// as each flow belongs to one worker, but a replay does, and then the
+// created count and the limit count such a flow twice; Len at the end is
+// exact.
+func (s *sim) peerWorker(w int, src source) {
+	st := &s.ws[w]
+	n := s.cfg.Batch
+	keys := make([]flowcache.FlowKey, n)
+	syn := make([]bool, n)
+	out := make([]*bench.State, n)
+	limit := int64(s.cfg.Limit)
+	var packets, hits, inserted, full uint64
+	var action uint32
+	for b := 0; !s.stop.Load(); b++ {
+		k := keys[:src.next(keys, syn, s.simMs())]
+		if len(k) == 0 {
+			break
+		}
+		now := uint64(s.coarse.Load())
+		var t0 time.Time
+		timed := b%s.cfg.SampleEach == 0
+		if timed {
+			t0 = time.Now()
+		}
+		for i := range k {
+			v, ok := s.m.Get(k[i])
+			if ok {
+				if atomic.LoadUint64(&v.Bytes) != now {
+					atomic.StoreUint64(&v.Bytes, now)
+				}
+				hits++
+			}
+			out[i] = v
+		}
+		if timed {
+			st.lat = append(st.lat, uint32(time.Since(t0).Nanoseconds()/int64(len(k))))
+		}
+		for i, v := range out[:len(k)] {
+			if v != nil {
+				action |= v.Action
+				continue
+			}
+			if !s.reserve(limit) {
+				full++
+				continue
+			}
+			act := uint32(actEstablished)
+			if syn[i] {
+				act = actSynOnly
+			}
+			s.m.Insert(k[i], bench.State{Action: act, Bytes: now})
+			inserted++
+		}
+		packets += uint64(len(k))
+		if b%16 == 0 {
+			st.packets.Store(packets)
+		}
+	}
+	st.packets.Store(packets)
+	st.hits.Store(hits)
+	st.inserted.Store(inserted)
+	st.full.Store(full)
+	sinkAction.Store(action)
+}
+
+// reserve takes one unit of a peer's limit, as flowcache's insert does.
+func (s *sim) reserve(limit int64) bool {
+	for {
+		n := s.live.Load()
+		if n >= limit {
+			return false
+		}
+		if s.live.CompareAndSwap(n, n+1) {
+			return true
+		}
+	}
+}
+
+// startSweeper starts the peers' expiry pass: every period it advances
+// the coarse clock, walks the map with Range and removes the flows idle
+// for their TTL (collected first, then removed: Range must not call the
+// map). It returns a function that stops it.
+func (s *sim) startSweeper(every time.Duration) (stop func()) {
+	quit := make(chan struct{})
+	s.sweepers.Go(func() {
+		t := time.NewTicker(every)
+		defer t.Stop()
+		var dead []flowcache.FlowKey
+		for {
+			select {
+			case <-quit:
+				return
+			case <-t.C:
+			}
+			now := s.simMs()
+			s.coarse.Store(now)
+			dead = dead[:0]
+			s.m.Range(func(k flowcache.FlowKey, v *bench.State) bool {
+				if now-int64(atomic.LoadUint64(&v.Bytes)) >= s.ttlOf(v).Milliseconds() {
+					dead = append(dead, k)
+				}
+				return true
+			})
+			for _, k := range dead {
+				s.m.Remove(k)
+			}
+			s.live.Add(-int64(len(dead)))
+			s.expired.Add(uint64(len(dead)))
+		}
+	})
+	return func() { close(quit); s.sweepers.Wait() }
+}
+
+func implNames() string {
+	var names []string
+	for _, im := range bench.Impls {
+		names = append(names, im.Name)
+	}
+	return strings.Join(names, ", ")
+}
+
+var heapMetric = []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}}
+
+// heapObjects is the heap's allocated objects now, garbage included
+// (HeapAlloc), read without stopping the world.
+func heapObjects() uint64 {
+	metrics.Read(heapMetric)
+	return heapMetric[0].Value.Uint64()
+}
+
+// heapAfterGC is HeapAlloc, to be called just after runtime.GC: the heap
+// the program holds.
+func heapAfterGC() uint64 {
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return ms.HeapAlloc
+}
+
+// percentile of sorted xs, q in [0, 1].
+func percentile(xs []uint32, q float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	return float64(xs[min(int(q*float64(len(xs))), len(xs)-1)])
+}
+
+func sortU32(xs []uint32) { slices.Sort(xs) }
