@@ -285,11 +285,10 @@ func (m *lockedMap) Range(fn func(flowcache.FlowKey, *State) bool) {
 // IPv4 TCP/UDP flows and some IPv6, as a forwarder's traffic has.
 func Keys(n int, seed uint64) []flowcache.FlowKey {
 	ks := make([]flowcache.FlowKey, n)
-	x := seed | 1
 	for i := range ks {
 		// A cheap bijection of i (multiply by an odd constant, xor-shift)
 		// keeps keys distinct and spread.
-		x = uint64(i)*0x9e3779b97f4a7c15 ^ seed
+		x := uint64(i)*0x9e3779b97f4a7c15 ^ seed
 		x ^= x >> 29
 		sport := uint16(1024 + i%60000)
 		proto := uint8(flowcache.ProtoTCP)

@@ -379,7 +379,7 @@ func (s *sim) tableWorker(w int, src source) {
 		if timed {
 			t0 = time.Now()
 		}
-		hits += uint64(s.t.GetBatch(k, out)) // one by one: lookupEach(s.t, k, out)
+		hits += uint64(s.t.GetBatch(k, out))
 		if timed {
 			st.lat = append(st.lat, uint32(time.Since(t0).Nanoseconds()/int64(len(k))))
 		}
@@ -416,18 +416,6 @@ func (s *sim) tableWorker(w int, src source) {
 }
 
 var sinkAction atomic.Uint32
-
-// lookupEach is GetBatch done one Get at a time, for comparison.
-func lookupEach(t *flowcache.Table[bench.State], keys []flowcache.FlowKey, out []*flowcache.Entry[bench.State]) int {
-	hits := 0
-	for i, k := range keys {
-		out[i], _ = t.Get(k)
-		if out[i] != nil {
-			hits++
-		}
-	}
-	return hits
-}
 
 // peerWorker is tableWorker over a bench.Map. A Go map has no expiry, so
 // flowbench adds what a forwarder would have to: each flow's last-seen
