@@ -49,17 +49,7 @@ func BenchmarkGetBatch(b *testing.B) {
 		}
 		b.Run(fmt.Sprintf("impl=xsync3.MapOf/batch=1/flows=%d", flows), func(b *testing.B) {
 			b.ReportAllocs()
-			i := 0
-			for b.Loop() {
-				v, ok := m.Get(probe[i])
-				if !ok {
-					b.Fatal("miss")
-				}
-				sink = v
-				if i++; i == len(probe) {
-					i = 0
-				}
-			}
+			lookupLoop(b, m, probe)
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N), "ns/key")
 		})
 	}
