@@ -15,9 +15,10 @@ const batchChunk = 32
 // nil on a miss, and it returns the number of hits. len(out) must be at
 // least len(keys). It is Get for a batch — no lock, no allocation, each
 // hit refreshed as Get refreshes it — arranged so that the cache misses of
-// different keys overlap: it hashes every key, then loads every bucket,
-// then every candidate entry, instead of paying two dependent misses per
-// key one key at a time (DPDK's rte_hash_lookup_bulk does the same).
+// different keys overlap: it hashes every key, then touches every bucket,
+// then every candidate entry, then compares, instead of paying two
+// dependent misses per key one key at a time (DPDK's
+// rte_hash_lookup_bulk does the same).
 func (t *Table[V]) GetBatch(keys []FlowKey, out []*Entry[V]) int {
 	t.mustInit()
 	out = out[:len(keys)] // a short out panics here, before any work
@@ -39,14 +40,19 @@ func (t *Table[V]) getChunk(keys []FlowKey, out []*Entry[V]) int {
 		h := t.hash(&keys[i])
 		probes[i] = t.shardOf(h).Locate(h)
 	}
-	for i := range probes { // bucket misses, overlapped
+	// Touch every bucket, then every candidate entry, each in a loop of
+	// its own with no branch on what it loads: the misses of the whole
+	// chunk are then in flight together, and Candidate and Resolve read
+	// cache. (Same-process probe at 1M flows: 103 ns per key without the
+	// touches, 85 with the entry touch, 71 with both.) The words read
+	// seed the sampling generator below, so the compiler keeps the loads.
+	var touched uint64
+	for i := range probes {
+		touched += probes[i].Tags()
+	}
+	for i := range probes {
 		cands[i], lanes[i] = probes[i].Candidate()
 	}
-	// Touch every candidate entry before comparing any: these loads do
-	// not wait on a compare's branch, so all their misses overlap, and the
-	// compares below then read cache (103 → 83 ns per key at 1M flows).
-	// The sum is used below, so the compiler keeps the loads.
-	var touched uint64
 	for _, n := range cands {
 		if n != nil {
 			touched += n.Key()[0]

@@ -655,3 +655,8 @@ func staleChains(chains []*bucket, c uint64, dst []Slot) []Slot {
 	}
 	return dst
 }
+
+// Tags loads the probe's first tag word: a batch calls it for every key
+// before Candidate, so the bucket misses overlap without waiting on
+// Candidate's branches.
+func (p *Probe) Tags() uint64 { return p.b.tags.Load() }
