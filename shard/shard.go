@@ -445,24 +445,6 @@ func (s *Shard) Scan(fn func(Slot)) {
 	}
 }
 
-// ScanRange is Scan over the buckets [from, to) of the current array, for
-// passes that hold the mutex for a bounded step at a time. It returns the
-// bucket count of the array, which a caller compares across steps: if it
-// changed, a rebuild happened in between and the pass restarts or stops.
-func (s *Shard) ScanRange(from, to int, fn func(Slot)) (buckets int) {
-	a := s.arr.Load()
-	to = min(to, len(a.buckets))
-	for bi := from; bi < to; bi++ {
-		for b := &a.buckets[bi]; b != nil; b = b.next.Load() {
-			t := b.tags.Load()
-			for f := ^free(t) & laneHigh; f != 0; f &= f - 1 {
-				fn(Slot{b, lane(f)})
-			}
-		}
-	}
-	return len(a.buckets)
-}
-
 // Generation counts the arrays the shard has published: it changes on
 // every rebuild and clear. A count, not the array's address, because a
 // freed array's address can come back for a new one.
@@ -516,29 +498,6 @@ func (s *Shard) LongestChain() int {
 func (s *Shard) BucketOf(h uint64) uint64 {
 	a := s.arr.Load()
 	return mix(h, a.seed) & a.mask
-}
-
-// Stale appends to dst every occupied slot in the buckets [from, to) of
-// the current array whose stamp is below cut, and returns dst and the
-// array's bucket count. It streams tag and stamp words and loads no node,
-// which is what lets an expiry pass cost little per flow. The caller holds
-// the mutex; it may remove the returned slots (RemoveSlot) before it
-// unlocks.
-func (s *Shard) Stale(from, to int, cut uint32, dst []Slot) ([]Slot, int) {
-	a := s.arr.Load()
-	to = min(to, len(a.buckets))
-	for bi := from; bi < to; bi++ {
-		for b := &a.buckets[bi]; b != nil; b = b.next.Load() {
-			t := b.tags.Load()
-			for f := ^free(t) & laneHigh; f != 0; f &= f - 1 {
-				i := lane(f)
-				if b.stamps[i].Load() < cut {
-					dst = append(dst, Slot{b, i})
-				}
-			}
-		}
-	}
-	return dst, len(a.buckets)
 }
 
 // Probe is one key's lookup split into steps, for batch lookups that want
@@ -603,8 +562,14 @@ func (p *Probe) walk(k *Key) (*Node, *bucket, int) {
 	return nil, nil, 0
 }
 
-// StaleStep is Stale written for the expiry pass's hot loop. Per bucket
-// it compares all four stamps without a branch (an unsigned difference's
+// StaleStep appends to dst every occupied slot in the buckets [from, to)
+// of the current array whose stamp is below cut (overflow buckets
+// included), and returns dst and the array's bucket count. It streams tag
+// and stamp words and loads no node, which is what lets an expiry pass
+// cost little per flow. The caller holds the mutex; it may remove the
+// returned slots (RemoveSlot) before it unlocks.
+//
+// It is written for the pass's hot loop. Per bucket it compares all four stamps without a branch (an unsigned difference's
 // top bit is the comparison) and masks the result with the occupied
 // lanes, so it branches only on a bucket that holds a stale slot, which in
 // a pass that expires little is rare; visiting the occupied lanes one by
@@ -612,8 +577,7 @@ func (p *Probe) walk(k *Key) (*Node, *bucket, int) {
 // random. Overflow buckets, which are separate allocations, are visited
 // after the main buckets of the step, from a list: their loads do not
 // depend on each other, so their cache misses overlap instead of stalling
-// the stream one at a time. Same contract as Stale; the order of the
-// slots differs.
+// the stream one at a time.
 func (s *Shard) StaleStep(from, to int, cut uint32, dst []Slot) ([]Slot, int) {
 	a := s.arr.Load()
 	to = min(to, len(a.buckets))

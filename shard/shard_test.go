@@ -293,7 +293,7 @@ func TestStaleStreamsStamps(t *testing.T) {
 	}
 	s.Lock()
 	defer s.Unlock()
-	got, buckets := s.Stale(0, 1<<30, 50, nil)
+	got, buckets := s.StaleStep(0, 1<<30, 50, nil)
 	if buckets != s.Buckets() || len(got) != 50 {
 		t.Fatalf("Stale below 50: %d slots, want 50", len(got))
 	}
