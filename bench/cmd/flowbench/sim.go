@@ -102,6 +102,16 @@ type workerStats struct {
 	_                             [64]byte
 }
 
+// finish publishes a worker's final counts, and keeps its last action
+// alive so the lookups that read it are not optimised away.
+func (st *workerStats) finish(packets, hits, inserted, full uint64, action uint32) {
+	st.packets.Store(packets)
+	st.hits.Store(hits)
+	st.inserted.Store(inserted)
+	st.full.Store(full)
+	sinkAction.Store(action)
+}
+
 // sim is one run in progress.
 type sim struct {
 	cfg   Config
@@ -408,11 +418,7 @@ func (s *sim) tableWorker(w int, src source) {
 			st.packets.Store(packets)
 		}
 	}
-	st.packets.Store(packets)
-	st.hits.Store(hits)
-	st.inserted.Store(inserted)
-	st.full.Store(full)
-	sinkAction.Store(action)
+	st.finish(packets, hits, inserted, full, action)
 }
 
 var sinkAction atomic.Uint32
@@ -483,11 +489,7 @@ func (s *sim) peerWorker(w int, src source) {
 			st.packets.Store(packets)
 		}
 	}
-	st.packets.Store(packets)
-	st.hits.Store(hits)
-	st.inserted.Store(inserted)
-	st.full.Store(full)
-	sinkAction.Store(action)
+	st.finish(packets, hits, inserted, full, action)
 }
 
 // reserve takes one unit of a peer's limit, as flowcache's insert does.
