@@ -21,12 +21,17 @@ type Stats struct {
 	Misses         uint64
 	Inserts        uint64 // new flows stored
 	Replaced       uint64 // inserts of a key already present
-	Removed        uint64 // flows removed by Remove or Clear
+	Removed        uint64 // flows removed by Remove (cause Removed)
+	Evicted        uint64 // flows evicted at the limit to make room (cause Evicted)
+	Expired        uint64 // flows removed by expiry passes (cause Expired)
+	Cleared        uint64 // flows removed by Clear or Close (cause Cleared)
 	FullRejections uint64 // inserts refused with ErrFull
-	Expired        uint64 // flows removed by expiry passes
+	Pairs          int    // live flows stored under two keys (InsertPair), counted in Live
 	Grows          uint64 // shard rebuilds to a larger size
 	Shrinks        uint64 // shard rebuilds to a smaller size after a pass
 	Floods         uint64 // shard rebuilds with a fresh seed because a chain passed its bound
+	Compactions    uint64 // storage rebuilds that moved a shard's entries densely
+	Moved          uint64 // entries moved by compactions
 	Passes         uint64 // expiry passes run
 	LastPass       time.Time
 	LongestHold    time.Duration // longest a pass has held one shard's mutex
