@@ -11,17 +11,19 @@ import (
 // misses), few enough that the per-chunk state stays on the stack.
 const batchChunk = 32
 
-// GetBatch looks up every key of keys: out[i] is the entry of keys[i], or
+// GetBatch looks up every key of keys: out[i] is the flow of keys[i], or
 // nil on a miss, and it returns the number of hits. len(out) must be at
-// least len(keys). It is Get for a batch — no lock, no allocation, each
-// hit refreshed as Get refreshes it — arranged so that the cache misses of
-// different keys overlap: it hashes every key, then touches every bucket,
-// then every candidate entry, then compares, instead of paying two
-// dependent misses per key one key at a time (DPDK's
-// rte_hash_lookup_bulk does the same).
+// least len(keys); a shorter out panics, whatever its capacity. It is Get
+// for a batch — no lock, no allocation, each hit refreshed and counted as
+// Get does — arranged so that the cache misses of different keys overlap:
+// it hashes every key, then touches every bucket, then every candidate
+// record, then compares, instead of paying two dependent misses per key
+// one key at a time (DPDK's rte_hash_lookup_bulk does the same).
 func (t *Table[V]) GetBatch(keys []FlowKey, out []*Entry[V]) int {
 	t.mustInit()
-	out = out[:len(keys)] // a short out panics here, before any work
+	if len(out) < len(keys) {
+		panic("flowcache: GetBatch: len(out) < len(keys)")
+	}
 	hits := 0
 	for len(keys) > 0 {
 		n := min(len(keys), batchChunk)
@@ -32,15 +34,16 @@ func (t *Table[V]) GetBatch(keys []FlowKey, out []*Entry[V]) int {
 }
 
 func (t *Table[V]) getChunk(keys []FlowKey, out []*Entry[V]) int {
-	var pa [batchChunk]shard.Probe
-	var ca [batchChunk]*shard.Node
+	var pa [batchChunk]shard.Probe[Entry[V]]
+	var ca [batchChunk]*Entry[V]
 	var la [batchChunk]int
-	probes, cands, lanes := pa[:len(keys)], ca[:len(keys)], la[:len(keys)]
+	var wa [batchChunk]uint64
+	probes, cands, lanes, words := pa[:len(keys)], ca[:len(keys)], la[:len(keys)], wa[:len(keys)]
 	for i := range keys {
 		h := t.hash(&keys[i])
 		probes[i] = t.shardOf(h).Locate(h)
 	}
-	// Touch every bucket, then every candidate entry, each in a loop of
+	// Touch every bucket, then every candidate record, each in a loop of
 	// its own with no branch on what it loads: the misses of the whole
 	// chunk are then in flight together, and Candidate and Resolve read
 	// cache. (Same-process probe at 1M flows: 103 ns per key without the
@@ -51,11 +54,11 @@ func (t *Table[V]) getChunk(keys []FlowKey, out []*Entry[V]) int {
 		touched += probes[i].Tags()
 	}
 	for i := range probes {
-		cands[i], lanes[i] = probes[i].Candidate()
+		cands[i], lanes[i], words[i] = probes[i].Candidate()
 	}
-	for _, n := range cands {
-		if n != nil {
-			touched += n.Key()[0]
+	for _, c := range cands {
+		if c != nil {
+			touched += c.node.Key()[0]
 		}
 	}
 	now := t.now.Load()
@@ -64,34 +67,60 @@ func (t *Table[V]) getChunk(keys []FlowKey, out []*Entry[V]) int {
 	// samples, instead of a draw per hit. XOR with the touched words
 	// keeps it uniform.
 	x := (rand.Uint64() ^ touched) | 1
-	hits := 0
-	for i := range probes { // entry misses, overlapped
-		n, st := probes[i].Resolve(cands[i], lanes[i], skey(&keys[i]))
-		if n == nil {
-			out[i] = nil
+	hits, sampled := 0, 0
+	for i := range probes { // record misses, overlapped
+		e, slot, w := probes[i].Resolve(cands[i], lanes[i], words[i], skey(&keys[i]))
+		out[i] = e
+		if e == nil {
 			continue
 		}
-		e := entryOf[V](n)
-		out[i] = e
 		hits++
 		if e.lastSeen.Load() != now {
 			e.lastSeen.Store(now)
-			st.Store(stamp)
+			if shard.StampOf(w) != stamp {
+				slot.CompareAndSwap(w, shard.WithStamp(w, stamp))
+			}
 		}
 		x ^= x << 13
 		x ^= x >> 7
 		x ^= x << 17
-		if x%hitSample == 0 {
-			e.hits.Add(hitSample)
+		if sampleHit(e, x) {
+			sampled++
 		}
 	}
-	// Table-level hits: sampled per chunk like the entries' per hit, so
-	// a chunk costs at most one striped counter write.
-	if x^(x>>29)%hitSample == 0 {
-		t.hits.Add(int64(hits) * hitSample)
+	// Table-level counters: one striped write per chunk at most for each.
+	if sampled > 0 {
+		t.hits.Add(int64(sampled) * hitSample)
 	}
 	if misses := len(keys) - hits; misses > 0 {
 		t.misses.Add(int64(misses))
 	}
 	return hits
+}
+
+// GetOrInsertBatch is a forwarder's whole per-batch step: GetBatch, then,
+// for every key it missed, GetOrInsert's locked insert of make(i). out[i]
+// is the flow of keys[i], nil only where the insert was refused (the table
+// full with nothing to evict, or closed); it returns how many out[i] are
+// set. Each key counts as one lookup, a hit or a miss, so a forwarder that
+// calls it once per batch counts each packet once. make runs at most once
+// per missing key, with that key's shard locked: it must not call the
+// table. A key that appears twice in keys is inserted once.
+func (t *Table[V]) GetOrInsertBatch(keys []FlowKey, make func(i int) V, out []*Entry[V]) int {
+	set := t.GetBatch(keys, out)
+	if set == len(keys) {
+		return set
+	}
+	for i := range keys {
+		if out[i] != nil {
+			continue
+		}
+		ks := oneKey(&keys[i])
+		e, _, err := t.insertMissing(&ks, func() V { return make(i) })
+		if err == nil {
+			out[i] = e
+			set++
+		}
+	}
+	return set
 }

@@ -84,13 +84,15 @@ func ExampleTable_Dump() {
 }
 
 // A worker registers a Reader with the table's domain and calls Quiescent
-// between batches; OnExpire for a removed flow waits for that.
-func ExampleConfig_onExpire() {
+// between batches; OnRemove for a removed flow waits for that.
+func ExampleConfig_onRemove() {
 	d := reclaim.NewDomain()
 	t, _ := flowcache.New(flowcache.Config[Flow]{
-		Limit:    1000,
-		Domain:   d,
-		OnExpire: func(k flowcache.FlowKey, v *Flow) { fmt.Println("released", k) },
+		Limit:  1000,
+		Domain: d,
+		OnRemove: func(e *flowcache.Entry[Flow], why flowcache.Cause) {
+			fmt.Println("released", e.Key(), why)
+		},
 	})
 	defer t.Close()
 	worker := d.Register()
@@ -105,5 +107,5 @@ func ExampleConfig_onExpire() {
 	worker.Unregister()
 	// Output:
 	// removed; callback waits for the worker
-	// released TCP 10.0.0.1:7 -> 192.0.2.1:443
+	// released TCP 10.0.0.1:7 -> 192.0.2.1:443 removed
 }

@@ -12,6 +12,7 @@ import (
 	"unsafe"
 
 	"github.com/flowcache/flowcache/reclaim"
+	"github.com/flowcache/flowcache/shard"
 )
 
 // A flow expires exactly when now − LastSeen ≥ TTL, in milliseconds: one
@@ -57,9 +58,6 @@ func TestExpireExactlyAtTTL(t *testing.T) {
 				res := tb.Expire(at.Add(ttl))
 				if res.Expired != 1 || tb.Len() != 0 {
 					t.Fatalf("at age TTL: expired %d, len %d; want 1, 0", res.Expired, tb.Len())
-				}
-				if res.Released <= 0 {
-					t.Fatalf("Released = %d after expiring a flow", res.Released)
 				}
 			})
 		}
@@ -136,30 +134,60 @@ func TestExpireSaturatesWhenClockGoesBack(t *testing.T) {
 	}
 }
 
-// Config.Expiry gives each flow its own TTL, and the table's TTL is then
-// not used.
-func TestExpiryOverridesTTL(t *testing.T) {
+// Timeout classes: a flow of class c expires when idle for its class's
+// timeout, to the millisecond, whatever the other classes' timeouts.
+func TestClassTimeouts(t *testing.T) {
 	clk := newFakeClock()
-	type flow struct{ ttl time.Duration }
-	tb := newTable(t, Config[flow]{
-		Limit: 100, TTL: time.Hour, Clock: clk.Now,
-		Expiry: func(e *Entry[flow]) time.Duration { return e.Value().ttl },
-	})
-	t0 := clk.Now()
 	ttls := []time.Duration{time.Millisecond, 900 * time.Millisecond, 1024 * time.Millisecond, 5 * time.Second, 2 * time.Hour}
-	for i, d := range ttls {
-		tb.Insert(testKey(i), flow{d})
+	tb := newTable(t, Config[int]{Limit: 100, TTL: 3 * time.Hour, Clock: clk.Now, Timeouts: ttls})
+	t0 := clk.Now()
+	for i := range ttls {
+		e, _ := tb.Insert(testKey(i), i)
+		if !tb.SetClass(e, i+1) || e.Class() != i+1 {
+			t.Fatalf("SetClass(%d) did not take", i+1)
+		}
 	}
 	for i, d := range ttls {
 		if res := tb.Expire(t0.Add(d - time.Millisecond)); res.Expired != 0 {
-			t.Fatalf("flow %d (ttl %v) expired a millisecond early", i, d)
+			t.Fatalf("flow %d (class %d, %v) expired a millisecond early", i, i+1, d)
 		}
 		if res := tb.Expire(t0.Add(d)); res.Expired != 1 {
-			t.Fatalf("flow %d (ttl %v): expired %d at its TTL, want 1", i, d, res.Expired)
+			t.Fatalf("flow %d (class %d, %v): expired %d at its timeout, want 1", i, i+1, d, res.Expired)
 		}
 		if _, ok := tb.Get(testKey(i)); ok {
 			t.Fatalf("flow %d still there", i)
 		}
+	}
+}
+
+// SetTimeout retunes a class for every flow in it, lowered or raised, from
+// the next pass on; the other classes are untouched.
+func TestSetTimeoutNextPass(t *testing.T) {
+	clk := newFakeClock()
+	t0 := clk.Now()
+	tb := newTable(t, Config[int]{Limit: 100, TTL: time.Minute, Clock: clk.Now,
+		Timeouts: []time.Duration{10 * time.Second, time.Hour}})
+	for i := range 30 {
+		e, _ := tb.Insert(testKey(i), i)
+		tb.SetClass(e, i%3)
+	}
+	tb.SetTimeout(2, 20*time.Second) // an hour lowered to 20 s
+	tb.SetTimeout(1, 30*time.Second) // 10 s raised to 30 s
+	if res := tb.Expire(t0.Add(19 * time.Second)); res.Expired != 0 {
+		t.Fatalf("expired %d at 19 s", res.Expired)
+	}
+	if res := tb.Expire(t0.Add(20 * time.Second)); res.Expired != 10 {
+		t.Fatalf("class 2 at its lowered timeout: expired %d, want 10", res.Expired)
+	}
+	if res := tb.Expire(t0.Add(30 * time.Second)); res.Expired != 10 {
+		t.Fatalf("class 1 at its raised timeout: expired %d, want 10", res.Expired)
+	}
+	if res := tb.Expire(t0.Add(time.Minute)); res.Expired != 10 || tb.Len() != 0 {
+		t.Fatalf("class 0 at TTL: expired %d, len %d", res.Expired, tb.Len())
+	}
+	tb.SetTimeout(7, time.Second) // no such class: ignored
+	if tb.Timeout(7) != 0 || tb.Timeout(1) != 30*time.Second {
+		t.Fatalf("Timeout(7) = %v, Timeout(1) = %v", tb.Timeout(7), tb.Timeout(1))
 	}
 }
 
@@ -269,10 +297,10 @@ func TestExpireResultAndStats(t *testing.T) {
 	if res.Rebuilt != 4 {
 		t.Fatalf("Rebuilt = %d, want every one of 4 drained shards", res.Rebuilt)
 	}
-	if res.Released < 4900*int64(entrySize[int]()) {
-		t.Fatalf("Released = %d, less than the expired entries", res.Released)
-	}
 	st := tb.Stats()
+	if res.Released != before.Bytes-st.Bytes || res.Released <= 0 {
+		t.Fatalf("Released = %d, but the table went from %d to %d bytes", res.Released, before.Bytes, st.Bytes)
+	}
 	if st.Expired != 4900 || st.Passes != 2 || !st.LastPass.Equal(now) || st.LongestHold <= 0 || st.Live != 100 {
 		t.Fatalf("stats after pass: %+v", st)
 	}
@@ -302,16 +330,16 @@ func TestExpireHealsStampsAfterRebuild(t *testing.T) {
 	// The lookup's first half: find the entry and its stamp in the array
 	// published now.
 	h := tb.hash(&k)
-	n, st := tb.shardOf(h).Lookup(h, skey(&k))
+	e, slot, w := tb.shardOf(h).Lookup(h, skey(&k))
 	tb.RebuildAll() // a rebuild publishes a new array, copying stamps
 	// The lookup's second half: the refresh lands in the old array.
-	tb.touch(entryOf[int](n), st)
+	tb.touch(e, slot, w)
 	if res := tb.Expire(t0.Add(12 * time.Second)); res.Expired != 0 {
 		t.Fatal("a flow refreshed during a rebuild expired by its stale stamp")
 	}
-	_, nst := tb.shardOf(h).Lookup(h, skey(&k))
-	if nst.Load() != tb.stamp(t0.Add(8*time.Second).UnixMilli()) {
-		t.Fatalf("stamp %d not mended to %d", nst.Load(), tb.stamp(t0.Add(8*time.Second).UnixMilli()))
+	_, _, nw := tb.shardOf(h).Lookup(h, skey(&k))
+	if shard.StampOf(nw) != tb.stamp(t0.Add(8*time.Second).UnixMilli()) {
+		t.Fatalf("stamp %d not mended to %d", shard.StampOf(nw), tb.stamp(t0.Add(8*time.Second).UnixMilli()))
 	}
 	if res := tb.Expire(t0.Add(18 * time.Second)); res.Expired != 1 {
 		t.Fatal("the flow did not expire a TTL after its refresh")
@@ -533,9 +561,9 @@ func heapAlloc() uint64 {
 	return ms.HeapAlloc
 }
 
-// OnExpire runs exactly once for every flow that leaves the table, however
+// OnRemove runs exactly once for every flow that leaves the table, however
 // it leaves: expired, removed, replaced by an Insert, cleared, closed.
-func TestOnExpireExactlyOnce(t *testing.T) {
+func TestOnRemoveExactlyOnce(t *testing.T) {
 	type flow struct{ id int }
 	d := reclaim.NewDomain()
 	clk := newFakeClock()
@@ -543,7 +571,7 @@ func TestOnExpireExactlyOnce(t *testing.T) {
 	var calls sync32
 	tb, err := New(Config[flow]{
 		Limit: 3000, TTL: 5 * time.Second, Shards: 4, Clock: clk.Now, Domain: d,
-		OnExpire: func(k FlowKey, v *flow) { calls.add(v.id, k) },
+		OnRemove: func(e *Entry[flow], _ Cause) { k := e.Key(); v := e.Value(); calls.add(v.id, k) },
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -635,10 +663,10 @@ func (s *sync32) add(id int, k FlowKey) {
 }
 
 // Grace periods hold: registered workers look flows up, keep the entry
-// and check that its OnExpire has not run until they pass a quiescent
+// and check that its OnRemove has not run until they pass a quiescent
 // point; a writer removes, replaces and expires flows and drives grace
 // periods from an unregistered goroutine.
-func TestOnExpireWaitsForWorkers(t *testing.T) {
+func TestOnRemoveWaitsForWorkers(t *testing.T) {
 	type flow struct {
 		id       int
 		released *atomic.Bool
@@ -650,9 +678,10 @@ func TestOnExpireWaitsForWorkers(t *testing.T) {
 			var released atomic.Int64
 			tb := newTable(t, Config[flow]{
 				Limit: 4096, TTL: 2 * time.Second, Shards: 4, Clock: clk.Now, Domain: d,
-				OnExpire: func(_ FlowKey, v *flow) {
+				OnRemove: func(e *Entry[flow], _ Cause) {
+					v := e.Value()
 					if v.released.Swap(true) {
-						panic("OnExpire twice")
+						panic("OnRemove twice")
 					}
 					released.Add(1)
 				},
@@ -741,7 +770,7 @@ func TestOnExpireWaitsForWorkers(t *testing.T) {
 			}
 			d.Synchronize()
 			if n := bad.Load(); n != 0 {
-				t.Fatalf("a worker saw OnExpire run on an entry it held (%d times)", n)
+				t.Fatalf("a worker saw OnRemove run on an entry it held (%d times)", n)
 			}
 			if released.Load() == 0 || held.Load() == 0 {
 				t.Fatalf("nothing exercised: released %d, held %d", released.Load(), held.Load())

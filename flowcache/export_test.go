@@ -3,14 +3,27 @@ package flowcache
 import "github.com/flowcache/flowcache/shard"
 
 // ShardOf is the shard that stores k, for tests that hold its writer lock.
-func (t *Table[V]) ShardOf(k FlowKey) *shard.Shard { return t.shardOf(t.hash(&k)) }
+func (t *Table[V]) ShardOf(k FlowKey) *shard.Shard[Entry[V]] { return t.shardOf(t.hash(&k)) }
 
-// RebuildAll rebuilds every shard at its current size with a fresh seed.
+// RebuildAll rebuilds every shard's index at its current size with a
+// fresh seed; records stay where they are.
 func (t *Table[V]) RebuildAll() {
 	for i := range t.shards {
 		s := &t.shards[i]
 		s.Lock()
-		s.Rebuild(s.Slots())
+		s.RebuildLocked(s.Slots())
+		s.Unlock()
+	}
+}
+
+// CompactAll rebuilds every shard's index and storage at its current
+// size, moving every flow, as a pass does to a drained shard.
+func (t *Table[V]) CompactAll() {
+	for i := range t.shards {
+		s := &t.shards[i]
+		s.Lock()
+		m, _ := s.CompactLocked(s.Slots())
+		t.folds(s, m)
 		s.Unlock()
 	}
 }

@@ -50,9 +50,9 @@ func TestFloodKeepsChainsBounded(t *testing.T) {
 	for i := range tb.shards {
 		s := &tb.shards[i]
 		s.Lock()
-		c := s.LongestChain()
+		c := s.LongestChainLocked()
 		s.Unlock()
-		if c > shard.DefaultMaxChain {
+		if c > shard.MaxChain {
 			t.Errorf("shard %d: longest chain %d after the flood", i, c)
 		}
 	}

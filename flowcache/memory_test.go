@@ -23,7 +23,7 @@ func TestMemoryComesBackAfterDrain(t *testing.T) {
 	var gone atomic.Int64
 	tb, err := New(Config[[16]byte]{
 		Limit: flows, TTL: time.Minute, Clock: clk.Now, Domain: d,
-		OnExpire: func(FlowKey, *[16]byte) { gone.Add(1) },
+		OnRemove: func(e *Entry[[16]byte], _ Cause) { gone.Add(1) },
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -45,7 +45,7 @@ func TestMemoryComesBackAfterDrain(t *testing.T) {
 		}
 	}
 	res := tb.Expire(t0.Add(time.Minute))
-	d.Synchronize() // the grace period: OnExpire runs, the domain lets go
+	d.Synchronize() // the grace period: OnRemove runs, the domain lets go
 	after := heapAlloc() - base
 	st := tb.Stats()
 	t.Logf("peak %d B (%.1f B/flow), after %d B (%.1f B/live flow): %.2f %% of peak; pass %+v; slots %d → %d",

@@ -20,7 +20,7 @@ func TestReclaimerTickExpiresTables(t *testing.T) {
 	for i := range tbs {
 		tbs[i] = newTable(t, Config[int]{
 			Limit: 1000, TTL: 10 * time.Second, Clock: clk.Now, Domain: d,
-			OnExpire: func(FlowKey, *int) { gone[i].Add(1) },
+			OnRemove: func(e *Entry[int], _ Cause) { gone[i].Add(1) },
 		})
 		for j := range 100 {
 			tbs[i].Insert(testKey(j), j)
@@ -56,7 +56,7 @@ func TestReclaimerStartClose(t *testing.T) {
 	var gone atomic.Int64
 	tb := newTable(t, Config[int]{
 		Limit: 1000, TTL: time.Second, Clock: clk.Now, Domain: d,
-		OnExpire: func(FlowKey, *int) { gone.Add(1) },
+		OnRemove: func(e *Entry[int], _ Cause) { gone.Add(1) },
 	})
 	for j := range 100 {
 		tb.Insert(testKey(j), j)
@@ -135,7 +135,7 @@ func TestDroppedTableIsCollected(t *testing.T) {
 	defer r.Close()
 	var collected atomic.Bool
 	func() {
-		tb, err := New(Config[[64]byte]{Limit: 10_000, Domain: d, OnExpire: func(FlowKey, *[64]byte) {}})
+		tb, err := New(Config[[64]byte]{Limit: 10_000, Domain: d, OnRemove: func(e *Entry[[64]byte], _ Cause) {}})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -21,7 +21,8 @@ import (
 // Errors returned by Table methods and New. Each is wrapped with context
 // (the table's name, its limit, the field at fault); match with errors.Is.
 var (
-	// ErrFull: an insert found the table at its Limit. Nothing changed.
+	// ErrFull: an insert found the table at its Limit (and, with
+	// Config.Evict, no flow it could evict). Nothing changed.
 	ErrFull = errors.New("flowcache: table full")
 	// ErrClosed: the table was closed. Nothing changed.
 	ErrClosed = errors.New("flowcache: table closed")
@@ -51,127 +52,119 @@ const DefaultTTL = 60 * time.Second
 // MaxShards is the largest shard count New accepts.
 const MaxShards = 1 << 16
 
+// MaxClasses is the most timeout classes a table has: class 0 (TTL) and
+// up to MaxClasses-1 from Config.Timeouts.
+const MaxClasses = shard.Classes
+
 // Config configures a Table. Limit is required; every other field has a
 // safe default.
 type Config[V any] struct {
-	Name     string                          // the port; shows in Dump and Stats
-	Limit    int                             // most live flows; required, > 0
-	TTL      time.Duration                   // idle time after which a flow expires; 0 means 60 s
-	Expiry   func(e *Entry[V]) time.Duration // optional per-flow TTL (e.g. by TCP state); overrides TTL; runs in the pass with a shard locked, so it must not call the table
-	Shards   int                             // power of two; 0 picks from GOMAXPROCS
-	Seed     uint64                          // 0: random from crypto/rand
-	Clock    func() time.Time                // what the Reclaimer reads to pass to Expire; nil: time.Now
-	Domain   *reclaim.Domain                 // nil: reclaim.Default()
-	OnExpire func(k FlowKey, v *V)           // after a grace period, once for each expired, removed, replaced or cleared flow
+	Name   string           // the port; shows in Dump and Stats
+	Limit  int              // most live flows; required, > 0
+	TTL    time.Duration    // idle time after which a flow of class 0 expires; 0 means 60 s
+	Shards int              // power of two; 0 picks from GOMAXPROCS
+	Seed   uint64           // 0: random from crypto/rand
+	Clock  func() time.Time // what the Reclaimer reads to pass to Expire; nil: time.Now
+	Domain *reclaim.Domain  // nil: reclaim.Default()
+	// Timeouts are the idle timeouts of classes 1..len(Timeouts), at most
+	// 15, each > 0: a flow of class c expires when idle for Timeouts[c-1]
+	// (conntrack's per-state timeouts). SetClass moves a flow between
+	// classes; SetTimeout retunes a class live.
+	Timeouts []time.Duration
+	// Evict, when set, lets an insert at the limit make room: among the
+	// flows near the new key's bucket (at most 64 slots of its shard) the
+	// one idle longest that Evict approves leaves, with cause Evicted, in
+	// the same locked step. With none approved the insert fails with
+	// ErrFull. It runs with shards locked: it must not call the table.
+	Evict func(e *Entry[V]) bool
+	// OnRemove runs once for every flow that leaves the table, with the
+	// reason, after a grace period: no registered worker still holds the
+	// flow from before it left. It runs on the domain's Reclaimer tick or
+	// in Synchronize, one call at a time.
+	OnRemove func(e *Entry[V], why Cause)
 }
-
-// Entry is one flow. Its key never changes; its value is shared by every
-// worker that finds it. A replaced or removed entry stays valid for a
-// worker that still holds it (the garbage collector sees to that); its
-// OnExpire callback waits for a grace period.
-type Entry[V any] struct {
-	node     shard.Node   // the key; first, so a *shard.Node is a *Entry
-	lastSeen atomic.Int64 // ms since the Unix epoch, from the table's coarse clock
-	hits     atomic.Uint64
-	value    V
-}
-
-// Key is the flow's key.
-func (e *Entry[V]) Key() FlowKey { return *(*FlowKey)(unsafe.Pointer(e.node.Key())) }
-
-// Value is the flow's state, shared by every worker: mutate it only
-// through atomics or a lock of your own.
-func (e *Entry[V]) Value() *V { return &e.value }
-
-// Hits estimates how many lookups found this flow. It is sampled (see
-// hitSample), so it is an unbiased estimate whose relative error is about
-// sqrt(63/n) after n hits: ±8 % at 10 000 hits, ±0.8 % at a million.
-func (e *Entry[V]) Hits() uint64 { return e.hits.Load() }
-
-// LastSeen is when a lookup or insert last touched the flow, by the
-// table's coarse clock (exact to one Expire pass).
-func (e *Entry[V]) LastSeen() time.Time { return time.UnixMilli(e.lastSeen.Load()) }
-
-// hitSample: a hit is counted (as hitSample hits) on one lookup in
-// hitSample, chosen at random. Counting every hit with an atomic add would
-// make a flow that every core hits bounce one cache line on every packet
-// (DESIGN.md invariant 10); the sampled add still writes the line that
-// holds the key, so the rate matters: BenchmarkHotFlow (two goroutines on
-// one flow) measured 32 Mlookups/s at 1 in 16 and 46.5 at 1 in 64.
-const hitSample = 64
-
-// stampShift: slot stamps count 1024 ms units since the table's base time.
-// 32 bits of them last 139 years, and a pass touches an entry only in the
-// last unit before it could expire.
-const stampShift = 10
-
-// stampSlack is how far before New the stamps' origin lies: 2^40 ms, about
-// 35 years, which leaves 100 years of 32-bit stamps after it.
-const stampSlack = 1 << 40
-
-// shardSlot pads each shard to whole cache lines in the table's array.
-type shardSlot = shard.Shard
 
 // Table is a concurrent flow table: one per port. Lookups take no lock;
-// inserts and removals lock one shard. See the package documentation.
+// inserts and removals lock one shard (two for a pair). See the package
+// documentation.
 type Table[V any] struct {
-	seed     uint64 // table hash seed
-	shift    uint   // 64 - log2(len(shards)); the shard is hash >> shift
-	shards   []shardSlot
+	// Read by every lookup, written never (or, now, once per pass): kept
+	// apart from the words every insert writes.
+	shards []shard.Shard[Entry[V]]
+	seed   uint64 // table hash seed
+	shift  uint   // 64 - log2(len(shards)); the shard is hash >> shift
+	baseMs int64  // time origin of slot stamps
+	hits   *xsync.Counter
+	misses *xsync.Counter
+	now    atomic.Int64 // the coarse clock, ms since the Unix epoch: read by every hit, written by each pass
+	_      [cacheLine]byte
+
+	// Written by every insert and removal (reserve and release).
+	live atomic.Int64 // exact: reserved before an insert, released after a removal
+	_    [cacheLine - 8]byte
+
+	// Read by writers and passes.
 	limit    int64
-	live     atomic.Int64 // exact: reserved before an insert, released on removal
-	now      atomic.Int64 // the coarse clock, ms since the Unix epoch
-	baseMs   int64        // time origin of slot stamps
 	closed   atomic.Bool
 	name     string
-	ttl      uatomic.Duration
-	expiry   func(*Entry[V]) time.Duration
+	timeouts [MaxClasses]uatomic.Duration // class 0 is TTL
+	classes  int                          // 1 + len(Config.Timeouts)
 	clock    func() time.Time
 	domain   *reclaim.Domain
-	onExpire func(FlowKey, *V)
+	evict    func(*Entry[V]) bool
+	onRemove func(*Entry[V], Cause)
 	unwatch  func()
 	errFull  error
 	errClose error
+	faults   faults // tests only (export_test.go)
 
-	hits, misses, inserts, replaced, removed, full *xsync.Counter
-	expired, passes                                atomic.Uint64
-	longestHold                                    atomic.Int64 // ns
-	lastPass                                       uatomic.Time
-	released                                       atomic.Int64
+	// Counters, read by Stats.
+	inserts, replaced, removed, evicted, full *xsync.Counter
+	expired, cleared, passes                  atomic.Uint64
+	pairs                                     atomic.Int64
+	longestHold                               atomic.Int64 // ns
+	lastPass                                  uatomic.Time
+	released                                  atomic.Int64
+}
+
+// cacheLine pads the table's hot words apart: 128 rather than 64 because
+// x86's adjacent-line prefetcher pulls lines in pairs.
+const cacheLine = 128
+
+// faults turns off one step of the move protocol, so that tests can show
+// each step is needed. Production tables never set it.
+type faults struct {
+	noFreeze, noGrace, noFold bool
 }
 
 // New returns an empty table, or an error that matches ErrInvalidConfig.
 // The table registers its expiry pass with its domain, so a Reclaimer on
 // that domain expires it; Close unregisters it.
 func New[V any](cfg Config[V]) (*Table[V], error) {
-	if cfg.Limit <= 0 {
-		return nil, &ConfigError{"Limit", fmt.Sprintf("must be > 0, got %d", cfg.Limit)}
-	}
-	if cfg.TTL < 0 {
-		return nil, &ConfigError{"TTL", fmt.Sprintf("must be >= 0, got %v", cfg.TTL)}
+	if err := cfg.validate(); err != nil {
+		return nil, err
 	}
 	shards := cfg.Shards
-	switch {
-	case shards < 0 || shards > MaxShards || shards&(shards-1) != 0:
-		return nil, &ConfigError{"Shards", fmt.Sprintf("must be 0 or a power of two up to %d, got %d", MaxShards, cfg.Shards)}
-	case shards == 0:
+	if shards == 0 {
 		shards = defaultShards(cfg.Limit)
 	}
 	t := &Table[V]{
 		seed:     cfg.Seed,
 		shift:    uint(64 - bits.TrailingZeros(uint(shards))),
-		shards:   make([]shardSlot, shards),
+		shards:   make([]shard.Shard[Entry[V]], shards),
 		limit:    int64(cfg.Limit),
 		name:     cfg.Name,
-		expiry:   cfg.Expiry,
+		classes:  1 + len(cfg.Timeouts),
 		clock:    cfg.Clock,
 		domain:   cfg.Domain,
-		onExpire: cfg.OnExpire,
+		evict:    cfg.Evict,
+		onRemove: cfg.OnRemove,
 		hits:     xsync.NewCounter(),
 		misses:   xsync.NewCounter(),
 		inserts:  xsync.NewCounter(),
 		replaced: xsync.NewCounter(),
 		removed:  xsync.NewCounter(),
+		evicted:  xsync.NewCounter(),
 		full:     xsync.NewCounter(),
 	}
 	if t.seed == 0 {
@@ -187,7 +180,10 @@ func New[V any](cfg Config[V]) (*Table[V], error) {
 	if ttl == 0 {
 		ttl = DefaultTTL
 	}
-	t.ttl.Store(ttl)
+	t.timeouts[0].Store(ttl)
+	for i, d := range cfg.Timeouts {
+		t.timeouts[i+1].Store(d)
+	}
 	now := t.clock().UnixMilli()
 	t.now.Store(now)
 	// The stamps' origin lies far in the past, so that a clock that
@@ -200,22 +196,38 @@ func New[V any](cfg Config[V]) (*Table[V], error) {
 	// A fixed Seed makes every shard seed reproducible too; otherwise
 	// each rebuild draws from crypto/rand.
 	seeds := seed.NewSource(cfg.Seed)
-	perShard := cfg.Limit / shards
 	for i := range t.shards {
-		t.shards[i].Init(shard.Config{
-			Slots: min(perShard, shard.MinSlots),
-			Hash:  t.hashKey,
-			Seeds: seeds,
-		})
+		t.shards[i].Init(shard.Config{Hash: t.hashKey, Seeds: seeds}, t.move)
 	}
 	t.unwatch = reclaim.Watch(t.domain, t, func(t *Table[V]) { t.Expire(t.clock()) })
 	return t, nil
 }
 
+func (cfg *Config[V]) validate() error {
+	if cfg.Limit <= 0 {
+		return &ConfigError{"Limit", fmt.Sprintf("must be > 0, got %d", cfg.Limit)}
+	}
+	if cfg.TTL < 0 {
+		return &ConfigError{"TTL", fmt.Sprintf("must be >= 0, got %v", cfg.TTL)}
+	}
+	if s := cfg.Shards; s < 0 || s > MaxShards || s&(s-1) != 0 {
+		return &ConfigError{"Shards", fmt.Sprintf("must be 0 or a power of two up to %d, got %d", MaxShards, s)}
+	}
+	if len(cfg.Timeouts) > MaxClasses-1 {
+		return &ConfigError{"Timeouts", fmt.Sprintf("at most %d classes, got %d", MaxClasses-1, len(cfg.Timeouts))}
+	}
+	for i, d := range cfg.Timeouts {
+		if d <= 0 {
+			return &ConfigError{"Timeouts", fmt.Sprintf("class %d: must be > 0, got %v", i+1, d)}
+		}
+	}
+	return nil
+}
+
 // defaultShards gives each core several shards, so that writers on
 // different cores rarely share a mutex, but no more than leave each shard
-// about 256 flows at the limit: a shard's floor is 64 slots, and a small
-// table should not be mostly floor.
+// about 256 flows at the limit: a shard's floor is 64 slots and a chunk of
+// 256 records, and a small table should not be mostly floor.
 func defaultShards(limit int) int {
 	n := 4 * runtime.GOMAXPROCS(0)
 	n = 1 << bits.Len(uint(n-1))
@@ -225,6 +237,34 @@ func defaultShards(limit int) int {
 	return n
 }
 
+// hitSample: a hit is counted (as hitSample hits) on one lookup in
+// hitSample, chosen at random. Counting every hit with an atomic add would
+// make a flow that every core hits bounce one cache line on every packet
+// (invariant 10 in docs/DESIGN.md); the sampled add still writes the line
+// that holds the key, so the rate matters: BenchmarkHotFlow (two goroutines
+// on one flow) measured 32 Mlookups/s at 1 in 16 and 46.5 at 1 in 64.
+const hitSample = 64
+
+// sampleHit is the one place a lookup counts a hit, on every lookup path:
+// on one draw in hitSample it adds a sample to the flow's estimate and
+// reports it, and the caller adds hitSample to the table's estimate.
+func sampleHit[V any](e *Entry[V], draw uint64) bool {
+	if draw%hitSample != 0 {
+		return false
+	}
+	e.node.Aux.Add(1)
+	return true
+}
+
+// stampShift: slot stamps count 1024 ms units since the table's base time.
+// 32 bits of them last 139 years, and a pass touches an entry only in the
+// last unit before it could expire.
+const stampShift = 10
+
+// stampSlack is how far before New the stamps' origin lies: 2^40 ms, about
+// 35 years, which leaves 100 years of 32-bit stamps after it.
+const stampSlack = 1 << 40
+
 func (t *Table[V]) hashKey(k *shard.Key) uint64 {
 	return xxh3.HashSeed(unsafe.Slice((*byte)(unsafe.Pointer(k)), unsafe.Sizeof(*k)), t.seed)
 }
@@ -233,13 +273,14 @@ func (t *Table[V]) hash(k *FlowKey) uint64 {
 	return xxh3.HashSeed(k.bytes(), t.seed)
 }
 
-func (t *Table[V]) shardOf(h uint64) *shard.Shard {
+func (t *Table[V]) shardOf(h uint64) *shard.Shard[Entry[V]] {
 	return &t.shards[h>>t.shift]
 }
 
-func skey(k *FlowKey) *shard.Key { return (*shard.Key)(unsafe.Pointer(k.words())) }
-
-func entryOf[V any](n *shard.Node) *Entry[V] { return (*Entry[V])(unsafe.Pointer(n)) }
+// skey views a FlowKey as the shard's Key: both are 40 bytes, 8-aligned
+// (FlowKey's [0]uint64), with no pointers, so the shard may compare it a
+// word at a time.
+func skey(k *FlowKey) *shard.Key { return (*shard.Key)(unsafe.Pointer(k)) }
 
 // mustInit makes a zero Table fail loudly instead of acting as an empty
 // one that drops every insert.
@@ -254,200 +295,42 @@ func (t *Table[V]) stamp(ms int64) uint32 {
 	return uint32(max(ms-t.baseMs, 0) >> stampShift)
 }
 
-// Get returns the flow stored under k. It takes no lock, allocates
-// nothing, and does not read the clock: it refreshes the flow's last-seen
-// time from the table's coarse clock, and only when that has ticked since
-// the last refresh, so a flow that every core hits is written once a tick.
+// Get returns the flow stored under k, either of a pair's keys. It takes
+// no lock, allocates nothing, and does not read the clock: it refreshes
+// the flow's last-seen time from the table's coarse clock, and only when
+// that has ticked since the last refresh, so a flow that every core hits
+// is written once a tick.
 func (t *Table[V]) Get(k FlowKey) (*Entry[V], bool) {
 	t.mustInit()
 	h := t.hash(&k)
-	n, st := t.shardOf(h).Lookup(h, skey(&k))
-	if n == nil {
+	e, slot, w := t.shardOf(h).Lookup(h, skey(&k))
+	if e == nil {
 		t.misses.Inc()
 		return nil, false
 	}
-	e := entryOf[V](n)
-	t.touch(e, st)
+	t.touch(e, slot, w)
+	if sampleHit(e, uint64(rand.Uint32())) {
+		t.hits.Add(hitSample)
+	}
 	return e, true
 }
 
-// touch refreshes a hit entry: its last-seen time and slot stamp once per
-// tick, and the sampled hit counters.
-func (t *Table[V]) touch(e *Entry[V], st *shard.Stamp) {
+// touch refreshes a flow that a lookup found through the slot word w,
+// once per tick: its last-seen time, and the slot's stamp, with a
+// compare-and-swap against the word the lookup read. If the flow left
+// and another took the slot since, the swap fails, so the newcomer's
+// stamp never says it was seen later than it was (invariant 12).
+func (t *Table[V]) touch(e *Entry[V], slot *atomic.Uint64, w uint64) {
 	if now := t.now.Load(); e.lastSeen.Load() != now {
 		e.lastSeen.Store(now)
-		st.Store(t.stamp(now))
-	}
-	if rand.Uint32()%hitSample == 0 {
-		e.hits.Add(hitSample)
-		t.hits.Add(hitSample)
-	}
-}
-
-// Insert stores v under k and returns the new entry. A flow already
-// stored under k is replaced (as OPTE's add does): the new entry takes its
-// place for every later lookup, and the old one is retired like a removed
-// flow (its OnExpire runs after a grace period). At the limit it returns an
-// error matching ErrFull and changes nothing.
-func (t *Table[V]) Insert(k FlowKey, v V) (*Entry[V], error) {
-	t.mustInit()
-	h := t.hash(&k)
-	s := t.shardOf(h)
-	s.Lock()
-	if t.closed.Load() {
-		s.Unlock()
-		return nil, t.errClose
-	}
-	// A full table refuses a new key before allocating its entry, so a
-	// flood of new flows at the limit makes no garbage.
-	if t.live.Load() >= t.limit && s.FindLocked(h, skey(&k)) == nil {
-		s.Unlock()
-		t.full.Inc()
-		return nil, t.errFull
-	}
-	e := t.newEntry(&k, v)
-	if old := s.ReplaceLocked(h, &e.node); old != nil {
-		// The same key: the new entry takes the old one's slot, and
-		// the old one leaves the table like a removed flow. The slot's
-		// stamp is the new entry's: the old one's may be later (the
-		// clock stepped back since), and a stamp later than the entry's
-		// last-seen time would make passes skip it when it expires.
-		if _, st := s.Lookup(h, skey(&k)); st != nil {
-			st.Store(t.stamp(e.lastSeen.Load()))
-		}
-		s.Unlock()
-		t.replaced.Inc()
-		t.retire(entryOf[V](old))
-		return e, nil
-	}
-	if !t.reserve() {
-		s.Unlock()
-		t.full.Inc()
-		return nil, t.errFull
-	}
-	s.InsertLocked(h, &e.node, t.stamp(e.lastSeen.Load()))
-	s.Unlock()
-	t.inserts.Inc()
-	return e, nil
-}
-
-func (t *Table[V]) newEntry(k *FlowKey, v V) *Entry[V] {
-	e := &Entry[V]{value: v}
-	e.node.SetKey(skey(k))
-	e.lastSeen.Store(t.now.Load())
-	return e
-}
-
-// reserve takes one unit of the limit, or reports the table full. The
-// count is exact because every insert reserves before it stores and every
-// removal releases after it has removed.
-func (t *Table[V]) reserve() bool {
-	for {
-		n := t.live.Load()
-		if n >= t.limit {
-			return false
-		}
-		if t.live.CompareAndSwap(n, n+1) {
-			return true
+		if st := t.stamp(now); shard.StampOf(w) != st {
+			slot.CompareAndSwap(w, shard.WithStamp(w, st))
 		}
 	}
 }
 
-// GetOrInsert is the miss path of a forwarder: it returns the flow stored
-// under k, or inserts make() under k in one locked step. make runs at most
-// once, and only when k was missing; it runs with k's shard locked, so it
-// must not call the table. The bool is true when this call inserted.
-func (t *Table[V]) GetOrInsert(k FlowKey, make func() V) (*Entry[V], bool, error) {
-	if e, ok := t.Get(k); ok {
-		return e, false, nil
-	}
-	return t.insertMissing(&k, make)
-}
-
-func (t *Table[V]) insertMissing(k *FlowKey, make func() V) (e *Entry[V], inserted bool, err error) {
-	h := t.hash(k)
-	s := t.shardOf(h)
-	s.Lock()
-	defer s.Unlock()
-	if t.closed.Load() {
-		return nil, false, t.errClose
-	}
-	if n := s.FindLocked(h, skey(k)); n != nil {
-		// Another core inserted it between our lookup and the lock.
-		return entryOf[V](n), false, nil
-	}
-	if !t.reserve() {
-		t.full.Inc()
-		return nil, false, t.errFull
-	}
-	// If make panics the reservation goes back and the deferred Unlock
-	// runs: nothing changed.
-	ok := false
-	defer func() {
-		if !ok {
-			t.live.Add(-1)
-		}
-	}()
-	e = t.newEntry(k, make())
-	s.InsertLocked(h, &e.node, t.stamp(e.lastSeen.Load()))
-	ok = true
-	t.inserts.Inc()
-	return e, true, nil
-}
-
-// Remove removes the flow stored under k and reports whether there was
-// one. Its OnExpire runs after a grace period.
-func (t *Table[V]) Remove(k FlowKey) bool {
-	t.mustInit()
-	h := t.hash(&k)
-	s := t.shardOf(h)
-	s.Lock()
-	n := s.RemoveLocked(h, skey(&k))
-	s.Unlock()
-	if n == nil {
-		return false
-	}
-	// Release the limit only after the flow is gone, so Len never
-	// counts fewer flows than are stored.
-	t.live.Add(-1)
-	t.removed.Inc()
-	t.retire(entryOf[V](n))
-	return true
-}
-
-// retire hands flows that left the table to the domain, whose grace
-// period guarantees no registered worker still holds them when OnExpire
-// runs.
-func (t *Table[V]) retire(es ...*Entry[V]) {
-	if t.onExpire == nil || len(es) == 0 {
-		return
-	}
-	// The closure holds the callback and the domain, not t, so a
-	// dropped table is not kept alive by its pending callbacks.
-	fn, d := t.onExpire, t.domain
-	d.Defer(func() { expireCallbacks(d, fn, es) })
-}
-
-// expireCallbacks calls fn for each entry, in order. If one call panics,
-// the entries after it are deferred again before the panic goes on to the
-// domain (which recovers and counts it), so one bad callback costs no
-// other flow its callback.
-func expireCallbacks[V any](d *reclaim.Domain, fn func(FlowKey, *V), es []*Entry[V]) {
-	i := 0
-	defer func() {
-		if i < len(es) {
-			rest := es[i:]
-			d.Defer(func() { expireCallbacks(d, fn, rest) })
-		}
-	}()
-	for i < len(es) {
-		e := es[i]
-		i++
-		fn(e.Key(), &e.value)
-	}
-}
-
-// Len is the number of live flows. It never exceeds Limit.
+// Len is the number of live flows (a pair counts once). It never exceeds
+// Limit.
 func (t *Table[V]) Len() int { t.mustInit(); return int(t.live.Load()) }
 
 // Limit is the most live flows the table holds.
@@ -456,66 +339,41 @@ func (t *Table[V]) Limit() int { t.mustInit(); return int(t.limit) }
 // Name is the table's name from its Config.
 func (t *Table[V]) Name() string { t.mustInit(); return t.name }
 
-// SetTTL changes the idle timeout; the next pass uses it. d <= 0 restores
-// the default (60 s).
-func (t *Table[V]) SetTTL(d time.Duration) {
+// SetTTL changes the idle timeout of class 0: SetTimeout(0, d).
+func (t *Table[V]) SetTTL(d time.Duration) { t.SetTimeout(0, d) }
+
+// TTL is the current idle timeout of class 0.
+func (t *Table[V]) TTL() time.Duration { t.mustInit(); return t.timeouts[0].Load() }
+
+// SetTimeout changes a class's idle timeout, live, as conntrack's
+// per-state sysctls allow: the next pass expires exactly the flows of the
+// class idle for at least d, whether d is lower or higher than before.
+// For class 0 a d <= 0 restores the default (60 s); for the other classes
+// d <= 0 and a class the table does not have are ignored.
+func (t *Table[V]) SetTimeout(class int, d time.Duration) {
 	t.mustInit()
-	if d <= 0 {
+	switch {
+	case class == 0 && d <= 0:
 		d = DefaultTTL
+	case class < 0 || class >= t.classes || d <= 0:
+		return
 	}
-	t.ttl.Store(d)
+	t.timeouts[class].Store(d)
 }
 
-// TTL is the current idle timeout.
-func (t *Table[V]) TTL() time.Duration { t.mustInit(); return t.ttl.Load() }
-
-// Range calls fn for every flow until fn returns false. Each shard is
-// read as one consistent snapshot (taken under its writer lock, which no
-// lookup takes), and fn runs with no lock held: a flow present for the
-// whole walk is reported exactly once, and no flow twice. It does not
-// refresh any flow's last-seen time or hits.
-func (t *Table[V]) Range(fn func(*Entry[V]) bool) {
+// Timeout is a class's idle timeout, or 0 for a class the table does not
+// have.
+func (t *Table[V]) Timeout(class int) time.Duration {
 	t.mustInit()
-	var buf []*shard.Node
-	for i := range t.shards {
-		s := &t.shards[i]
-		s.Lock()
-		buf = s.Nodes(buf[:0])
-		s.Unlock()
-		for _, n := range buf {
-			if !fn(entryOf[V](n)) {
-				return
-			}
-		}
+	if class < 0 || class >= t.classes {
+		return 0
 	}
+	return t.timeouts[class].Load()
 }
 
-// Clear removes every flow; each one's OnExpire runs after a grace period.
-func (t *Table[V]) Clear() {
-	t.mustInit()
-	var buf []*shard.Node
-	for i := range t.shards {
-		s := &t.shards[i]
-		s.Lock()
-		var released int64
-		buf, released = s.ClearLocked(buf[:0])
-		t.live.Add(-int64(len(buf)))
-		s.Unlock()
-		t.released.Add(released)
-		t.removed.Add(int64(len(buf)))
-		if t.onExpire != nil && len(buf) > 0 {
-			es := make([]*Entry[V], len(buf))
-			for j, n := range buf {
-				es[j] = entryOf[V](n)
-			}
-			t.retire(es...)
-		}
-	}
-}
-
-// Close clears the table (every flow's OnExpire is deferred to the domain),
-// unregisters it from its domain's Reclaimer, and makes later inserts fail
-// with ErrClosed. It is idempotent.
+// Close clears the table (every flow's OnRemove is deferred to the domain
+// with cause Cleared), unregisters it from its domain's Reclaimer, and
+// makes later inserts fail with ErrClosed. It is idempotent.
 func (t *Table[V]) Close() error {
 	t.mustInit()
 	if t.closed.Swap(true) {

@@ -106,7 +106,8 @@ func TestInsertGetRemove(t *testing.T) {
 	var expired []FlowKey
 	var mu sync.Mutex
 	d := reclaim.NewDomain()
-	tb := newTable(t, Config[string]{Limit: 100, Domain: d, OnExpire: func(k FlowKey, v *string) {
+	tb := newTable(t, Config[string]{Limit: 100, Domain: d, OnRemove: func(e *Entry[string], _ Cause) {
+		k := e.Key()
 		mu.Lock()
 		expired = append(expired, k)
 		mu.Unlock()
@@ -145,7 +146,9 @@ func TestInsertGetRemove(t *testing.T) {
 		t.Fatalf("callbacks after grace period: %v, want the replaced and the removed flow", expired)
 	}
 	st := tb.Stats()
-	if st.Inserts != 1 || st.Replaced != 1 || st.Removed != 1 {
+	// Inserts counts every flow stored, the replacing one too, so Live is
+	// Inserts minus every flow that left.
+	if st.Inserts != 2 || st.Replaced != 1 || st.Removed != 1 || st.Live != 0 {
 		t.Fatalf("stats: %v", st)
 	}
 }
@@ -321,7 +324,7 @@ func TestGetDoesNotWaitForWriter(t *testing.T) {
 	k := testKey(17)
 	s := tb.ShardOf(k)
 	s.Lock()
-	s.Rebuild(4 * s.Slots())
+	s.CompactLocked(4 * s.Slots())
 	done := make(chan *Entry[int])
 	go func() {
 		e, _ := tb.Get(k)
@@ -397,7 +400,7 @@ func TestZeroTableFailsLoudly(t *testing.T) {
 func TestClosed(t *testing.T) {
 	d := reclaim.NewDomain()
 	var n atomic.Int64
-	tb, _ := New(Config[int]{Limit: 10, Domain: d, OnExpire: func(FlowKey, *int) { n.Add(1) }})
+	tb, _ := New(Config[int]{Limit: 10, Domain: d, OnRemove: func(e *Entry[int], _ Cause) { n.Add(1) }})
 	tb.Insert(testKey(1), 1)
 	tb.Insert(testKey(2), 2)
 	if err := tb.Close(); err != nil {

@@ -193,6 +193,9 @@ func (r *Reader) Unregister() {
 	d.mu.Unlock()
 }
 
+// Readers is how many readers are registered now. It takes no lock.
+func (d *Domain) Readers() int { return len(*d.readers.Load()) }
+
 // Defer arranges for fn to be called once a grace period has passed since
 // the call: after every reader registered now has called Quiescent (or
 // Unregister) after the advance of the epoch that follows this call. fn

@@ -1,0 +1,536 @@
+package flowcache
+
+import (
+	"math/rand/v2"
+	"slices"
+
+	"github.com/flowcache/flowcache/shard"
+)
+
+// A write locks every shard that holds a key it touches: the shards of
+// the keys it stores, and the shards of both keys of every flow it
+// replaces or removes (a pair's keys may lie in two shards). It finds that
+// set by looking the keys up without a lock, locks the set in shard order
+// (so two writers never wait on each other in a cycle), then checks under
+// the locks that no flow it touches has a key outside the set; if one
+// does (a writer changed the flow in between), it unlocks and tries again
+// with the larger set.
+
+// lockSet is a set of shard indexes, locked in increasing order.
+type lockSet struct {
+	idx [4]int
+	n   int
+}
+
+func (l *lockSet) has(i int) bool { return slices.Contains(l.idx[:l.n], i) }
+
+// add adds i and reports false when the set is full.
+func (l *lockSet) add(i int) bool {
+	if l.has(i) {
+		return true
+	}
+	if l.n == len(l.idx) {
+		return false
+	}
+	l.idx[l.n] = i
+	l.n++
+	slices.Sort(l.idx[:l.n])
+	return true
+}
+
+func (t *Table[V]) lockAll(l *lockSet) {
+	for _, i := range l.idx[:l.n] {
+		t.shards[i].Lock()
+	}
+}
+
+func (t *Table[V]) unlockAll(l *lockSet) {
+	for _, i := range l.idx[:l.n] {
+		t.shards[i].Unlock()
+	}
+}
+
+func (t *Table[V]) shardIndex(k *FlowKey) int { return int(t.hash(k) >> t.shift) }
+
+// keysOf adds the shards of both of e's keys to l.
+func (t *Table[V]) keysOf(e *Entry[V], l *lockSet) bool {
+	k := e.Key()
+	if !l.add(t.shardIndex(&k)) {
+		return false
+	}
+	if r, ok := e.Reply(); ok {
+		return l.add(t.shardIndex(&r))
+	}
+	return true
+}
+
+// keySet is the one or two keys a write stores or removes.
+type keySet struct {
+	k [2]FlowKey
+	n int
+}
+
+func oneKey(k *FlowKey) keySet { return keySet{k: [2]FlowKey{*k}, n: 1} }
+
+func twoKeys(k, reply *FlowKey) keySet { return keySet{k: [2]FlowKey{*k, *reply}, n: 2} }
+
+func (ks *keySet) keys() []FlowKey { return ks.k[:ks.n] }
+
+func (ks *keySet) has(k *FlowKey) bool {
+	for i := range ks.n {
+		if ks.k[i] == *k {
+			return true
+		}
+	}
+	return false
+}
+
+// reply is the second key, or nil for a one-key write.
+func (ks *keySet) reply() *FlowKey {
+	if ks.n < 2 {
+		return nil
+	}
+	return &ks.k[1]
+}
+
+// lockFor locks the shards of keys and of every flow stored under them,
+// into l. The caller unlocks it with unlockAll.
+func (t *Table[V]) lockFor(ks *keySet, l *lockSet) {
+	for {
+		*l = lockSet{}
+		keys := ks.keys()
+		for i := range keys {
+			l.add(t.shardIndex(&keys[i]))
+		}
+		for i := range keys {
+			if e := t.peek(&keys[i]); e != nil {
+				t.keysOf(e, l)
+			}
+		}
+		t.lockAll(l)
+		ok := true
+		for i := range keys {
+			if e := t.findLocked(&keys[i]); e != nil {
+				var need lockSet
+				t.keysOf(e, &need)
+				for _, j := range need.idx[:need.n] {
+					ok = ok && l.has(j)
+				}
+			}
+		}
+		if ok {
+			return
+		}
+		t.unlockAll(l)
+	}
+}
+
+// peek is a lookup that neither counts nor refreshes.
+func (t *Table[V]) peek(k *FlowKey) *Entry[V] {
+	h := t.hash(k)
+	e, _, _ := t.shardOf(h).Lookup(h, skey(k))
+	return e
+}
+
+// findLocked is the flow stored under k; k's shard is locked.
+func (t *Table[V]) findLocked(k *FlowKey) *Entry[V] {
+	h := t.hash(k)
+	if p, ok := t.shardOf(h).FindLocked(h, skey(k)); ok {
+		return p.Flow()
+	}
+	return nil
+}
+
+// unlink removes a live flow's keys from the index, gives back its records
+// and its unit of the limit, and counts it. Every shard of its keys is
+// locked. Its OnRemove is the caller's to defer (retire), after unlocking.
+func (t *Table[V]) unlink(e *Entry[V], why Cause) {
+	k := e.Key()
+	h := t.hash(&k)
+	home := t.shardOf(h)
+	if p, ok := home.FindLocked(h, skey(&k)); ok {
+		home.ClearLocked(p)
+	}
+	if r, ok := e.Reply(); ok {
+		t.clearKey(&r)
+		t.pairs.Add(-1)
+	}
+	home.KillLocked(e)
+	// Release the limit only after the flow is gone, so Len never counts
+	// fewer flows than are stored.
+	t.live.Add(-1)
+	t.count(why, 1)
+}
+
+// clearKey removes k's slot, giving back its foreign ref if it has one.
+func (t *Table[V]) clearKey(k *FlowKey) {
+	h := t.hash(k)
+	s := t.shardOf(h)
+	if p, ok := s.FindLocked(h, skey(k)); ok {
+		ref := p.Ref()
+		s.ClearLocked(p)
+		if shard.IsForeign(ref) {
+			s.ForeignReleaseLocked(ref)
+		}
+	}
+}
+
+// setKey points k's slot at ref, replacing the slot of a key already
+// present (so a reader finds the old flow or the new one, never neither)
+// or placing a new one.
+func (t *Table[V]) setKey(k *FlowKey, ref, stamp uint32, class uint8) {
+	h := t.hash(k)
+	s := t.shardOf(h)
+	if p, ok := s.FindLocked(h, skey(k)); ok {
+		old := p.Ref()
+		s.ReplaceLocked(p, ref, stamp, class)
+		if shard.IsForeign(old) {
+			s.ForeignReleaseLocked(old)
+		}
+		return
+	}
+	s.PlaceLocked(h, ref, stamp, class)
+}
+
+// store makes a new flow under k (and reply, for a pair) with value v, in
+// k's shard's storage, and publishes its keys. The shards of both keys are
+// locked; the caller has made room (a unit of the limit, or a replaced or
+// evicted flow) and removes the flows it replaces afterwards.
+func (t *Table[V]) store(k, reply *FlowKey, v V) *Entry[V] {
+	h := t.hash(k)
+	s := t.shardOf(h)
+	pair := reply != nil
+	e, ref, m := s.AllocLocked(pair)
+	if !m.Empty() {
+		t.folds(s, m)
+	}
+	e.node.SetKey(skey(k))
+	e.value = v
+	now := t.now.Load()
+	e.lastSeen.Store(now)
+	st := t.stamp(now)
+	// The records are complete before their keys are published: the
+	// slot stores below order these writes before any reader's loads.
+	if pair {
+		r := shard.Next(e)
+		r.node.SetKey(skey(reply))
+		rs := t.shardOf(t.hash(reply))
+		rref := shard.ReplyRef(ref)
+		if rs != s {
+			rref = rs.ForeignAllocLocked(r)
+			r.node.Aux.Store(rref)
+		}
+		t.setKey(k, ref, st, 0)
+		t.setKey(reply, rref, st, shard.ReplyClass)
+		t.pairs.Add(1)
+	} else {
+		t.setKey(k, ref, st, 0)
+	}
+	return e
+}
+
+// Insert stores v under k and returns the new flow. A flow already stored
+// under k (on its own or as either key of a pair) is replaced, as OPTE's
+// add does: the new flow takes k's slot for every later lookup, and the
+// old one leaves with cause Replaced (a pair leaves with both its keys).
+// At the limit it evicts a flow when Config.Evict approves one, and
+// otherwise returns an error matching ErrFull and changes nothing.
+func (t *Table[V]) Insert(k FlowKey, v V) (*Entry[V], error) {
+	t.mustInit()
+	ks := oneKey(&k)
+	return t.insert(&ks, v)
+}
+
+// InsertPair stores v as one flow under two keys: k, and reply, the key
+// of the other direction (k.Reverse() for a plain connection; behind a
+// NAT, the translated reverse tuple). Get of either key finds the flow;
+// it counts once in Len and against Limit; Remove of either key removes
+// both; it expires, is evicted and is called back once. Both keys go in
+// or neither does. Flows already stored under either key are replaced
+// (cause Replaced), whole. k == reply stores a one-key flow.
+func (t *Table[V]) InsertPair(k, reply FlowKey, v V) (*Entry[V], error) {
+	t.mustInit()
+	ks := twoKeys(&k, &reply)
+	if k == reply {
+		ks.n = 1
+	}
+	return t.insert(&ks, v)
+}
+
+func (t *Table[V]) insert(ks *keySet, v V) (*Entry[V], error) {
+	var ls lockSet
+	l := &ls
+	t.lockFor(ks, l)
+	if t.closed.Load() {
+		t.unlockAll(l)
+		return nil, t.errClose
+	}
+	k, reply := &ks.k[0], ks.reply()
+	var old [2]*Entry[V]
+	n := 0
+	keys := ks.keys()
+	for i := range keys {
+		if e := t.findLocked(&keys[i]); e != nil && (n == 0 || old[0] != e) {
+			old[n] = e
+			n++
+		}
+	}
+	var victim *Entry[V]
+	if n == 0 {
+		// A full table refuses (or evicts for) a new flow before
+		// allocating its record, so a flood at the limit makes no garbage.
+		if !t.reserve() {
+			var ok bool
+			if victim, ok = t.evictable(k, l); !ok {
+				t.unlockAll(l)
+				t.full.Inc()
+				return nil, t.errFull
+			}
+		}
+	}
+	var gs [3]gone[V]
+	ng := 0
+	if victim != nil {
+		// Its unit of the limit passes to the new flow.
+		t.unlink(victim, Evicted)
+		t.live.Add(1)
+		t.releaseVictim(victim, l)
+		gs[ng] = gone[V]{victim, Evicted}
+		ng++
+	}
+	e := t.store(k, reply, v)
+	for _, o := range old[:n] {
+		// store may have moved o (an evacuation to make room): unlink
+		// the flow's current record.
+		o = o.home()
+		t.unlinkReplaced(o, ks)
+		gs[ng] = gone[V]{o, Replaced}
+		ng++
+	}
+	if n > 0 {
+		// The replaced flows gave their units back in unlinkReplaced;
+		// the new one takes one of them.
+		t.live.Add(1)
+	}
+	t.inserts.Inc()
+	t.unlockAll(l)
+	t.retire(gs[:ng])
+	return e, nil
+}
+
+// unlinkReplaced removes a flow that an insert replaced: the slots of its
+// keys that the insert did not take over, its records and its unit of the
+// limit.
+func (t *Table[V]) unlinkReplaced(o *Entry[V], taken *keySet) {
+	k := o.Key()
+	if !taken.has(&k) {
+		t.clearKey(&k)
+	}
+	if r, ok := o.Reply(); ok {
+		if !taken.has(&r) {
+			t.clearKey(&r)
+		}
+		t.pairs.Add(-1)
+	}
+	t.shardOf(t.hash(&k)).KillLocked(o)
+	t.live.Add(-1)
+	t.count(Replaced, 1)
+}
+
+// reserve takes one unit of the limit, or reports the table full. The
+// count is exact because every insert reserves before it stores and every
+// removal releases after it has removed.
+func (t *Table[V]) reserve() bool {
+	for {
+		n := t.live.Load()
+		if n >= t.limit {
+			return false
+		}
+		if t.live.CompareAndSwap(n, n+1) {
+			return true
+		}
+	}
+}
+
+// evictScan is how many slots an insert at the limit looks at for a
+// victim: the new key's bucket and the buckets after it.
+const evictScan = 64
+
+// evictable finds the flow to evict for a new flow under k: among the
+// flows whose first key lies in the first evictScan slots from k's bucket,
+// the one idle longest that Config.Evict approves. It locks the shard of
+// the victim's reply key if the set l does not hold it (with TryLock, so
+// it never waits out of order; a flow whose shard is busy is passed over);
+// releaseVictim unlocks it.
+func (t *Table[V]) evictable(k *FlowKey, l *lockSet) (*Entry[V], bool) {
+	if t.evict == nil {
+		return nil, false
+	}
+	h := t.hash(k)
+	var buf [evictScan]shard.Pos[Entry[V]]
+	cands := t.shardOf(h).NearLocked(h, evictScan, buf[:0])
+	var best *Entry[V]
+	var bestSeen int64
+	for _, p := range cands {
+		e := p.Flow()
+		ls := e.lastSeen.Load()
+		if best != nil && ls >= bestSeen {
+			continue
+		}
+		if !t.evict(e) {
+			continue
+		}
+		best, bestSeen = e, ls
+	}
+	if best == nil {
+		return nil, false
+	}
+	if r, ok := best.Reply(); ok {
+		if i := t.shardIndex(&r); !l.has(i) && !t.shards[i].TryLock() {
+			return nil, false
+		}
+	}
+	return best, true
+}
+
+func (t *Table[V]) releaseVictim(v *Entry[V], l *lockSet) {
+	if r, ok := v.Reply(); ok {
+		if i := t.shardIndex(&r); !l.has(i) {
+			t.shards[i].Unlock()
+		}
+	}
+}
+
+// GetOrInsert is the miss path of a forwarder: it returns the flow stored
+// under k, or inserts make() under k in one locked step. make runs at most
+// once, and only when k was missing and the table has room; it runs with
+// k's shard locked, so it must not call the table. The bool is true when
+// this call inserted. It counts as one lookup: a hit or a miss.
+func (t *Table[V]) GetOrInsert(k FlowKey, make func() V) (*Entry[V], bool, error) {
+	if e, ok := t.Get(k); ok {
+		return e, false, nil
+	}
+	ks := oneKey(&k)
+	return t.insertMissing(&ks, make)
+}
+
+// GetOrInsertPair is GetOrInsert for a pair: it returns the flow stored
+// under k or under reply, or inserts make() under both keys in one locked
+// step, as InsertPair does. It counts as one lookup.
+func (t *Table[V]) GetOrInsertPair(k, reply FlowKey, make func() V) (*Entry[V], bool, error) {
+	t.mustInit()
+	for _, key := range [2]*FlowKey{&k, &reply} {
+		h := t.hash(key)
+		if e, slot, w := t.shardOf(h).Lookup(h, skey(key)); e != nil {
+			t.touch(e, slot, w)
+			if sampleHit(e, uint64(rand.Uint32())) {
+				t.hits.Add(hitSample)
+			}
+			return e, false, nil
+		}
+	}
+	t.misses.Inc()
+	ks := twoKeys(&k, &reply)
+	if k == reply {
+		ks.n = 1
+	}
+	return t.insertMissing(&ks, make)
+}
+
+func (t *Table[V]) insertMissing(ks *keySet, make func() V) (e *Entry[V], inserted bool, err error) {
+	var ls lockSet
+	l := &ls
+	t.lockFor(ks, l)
+	defer t.unlockAll(l)
+	if t.closed.Load() {
+		return nil, false, t.errClose
+	}
+	k, reply := &ks.k[0], ks.reply()
+	keys := ks.keys()
+	for i := range keys {
+		if e := t.findLocked(&keys[i]); e != nil {
+			// Another core inserted it between our lookup and the lock.
+			return e, false, nil
+		}
+	}
+	var victim *Entry[V]
+	if !t.reserve() {
+		var ok bool
+		if victim, ok = t.evictable(k, l); !ok {
+			t.full.Inc()
+			return nil, false, t.errFull
+		}
+	}
+	// If make panics, the reservation goes back (or the victim stays) and
+	// the deferred unlock runs: nothing changed.
+	done := false
+	defer func() {
+		if !done {
+			if victim != nil {
+				t.releaseVictim(victim, l)
+			} else {
+				t.live.Add(-1)
+			}
+		}
+	}()
+	v := make()
+	done = true
+	if victim != nil {
+		t.unlink(victim, Evicted)
+		t.live.Add(1)
+		t.releaseVictim(victim, l)
+		defer t.retireOne(victim, Evicted)
+	}
+	e = t.store(k, reply, v)
+	t.inserts.Inc()
+	return e, true, nil
+}
+
+// Remove removes the flow stored under k (either key of a pair: both go)
+// and reports whether there was one. Its OnRemove runs after a grace
+// period, with cause Removed.
+func (t *Table[V]) Remove(k FlowKey) bool {
+	t.mustInit()
+	ks := oneKey(&k)
+	var l lockSet
+	t.lockFor(&ks, &l)
+	e := t.findLocked(&k)
+	if e != nil {
+		t.unlink(e, Removed)
+	}
+	t.unlockAll(&l)
+	if e == nil {
+		return false
+	}
+	t.retireOne(e, Removed)
+	return true
+}
+
+// SetClass moves a live flow to timeout class c (0 is TTL, 1..n are
+// Config.Timeouts): from the next pass on, it expires when idle for that
+// class's timeout. It locks the flow's first key's shard. It reports false
+// when e is no longer in the table or the table has no class c.
+func (t *Table[V]) SetClass(e *Entry[V], c int) bool {
+	t.mustInit()
+	if c < 0 || c >= t.classes || e == nil {
+		return false
+	}
+	k := e.Key()
+	h := t.hash(&k)
+	s := t.shardOf(h)
+	s.Lock()
+	defer s.Unlock()
+	// Under the lock the flow cannot move, so its home is stable.
+	home := e.home()
+	p, ok := s.FindLocked(h, skey(&k))
+	if !ok || p.IsReply() || p.Flow() != home {
+		return false
+	}
+	p.SetClass(uint8(c))
+	for {
+		w := home.state.Load()
+		if home.state.CompareAndSwap(w, w&^classMask|uint64(c)<<classShift) {
+			return true
+		}
+	}
+}

@@ -1,0 +1,220 @@
+package shard
+
+// rebuild builds a new index with room for slots slots (rounded up to a
+// power of two and at least MinSlots, never fewer than the keys present)
+// and a fresh seed, places every key in it and publishes it with one
+// atomic store. The new index shares the current storage: records do not
+// move. Readers that loaded the old array go on reading it; it is never
+// written again. The caller holds the mutex. It returns the longest
+// overflow chain of the new array.
+func (s *Shard[E]) rebuild(slots int, _ *storage[E]) int {
+	old := s.arr.Load()
+	a := newArray(max(slots, s.n), s.seeds.Uint64(), old.store)
+	longest := 0
+	old.each(func(b *bucket, i int, w uint64) {
+		h := s.hash(&nodeOf(s.keyRec(old, refOf(w))).key)
+		longest = max(longest, place(a, h, w, b.class(i)))
+	})
+	s.publish(old, a)
+	return longest
+}
+
+// publish makes a the shard's array with one store: a reader loads either
+// the old array or the complete new one.
+func (s *Shard[E]) publish(old, a *array[E]) {
+	a.gen = old.gen + 1
+	s.arr.Store(a)
+}
+
+// each calls fn for every occupied slot of a, in bucket order, overflow
+// buckets after their bucket.
+func (a *array[E]) each(fn func(b *bucket, i int, w uint64)) {
+	for bi := range a.buckets {
+		for b := &a.buckets[bi]; b != nil; b = b.next.Load() {
+			t := b.tags.Load()
+			for f := ^free(t) & laneHigh; f != 0; f &= f - 1 {
+				i := lane(f)
+				fn(b, i, b.slots[i].Load())
+			}
+		}
+	}
+}
+
+// RebuildLocked rebuilds the index at the given slot capacity with a
+// fresh seed, records staying where they are. It returns the bytes of
+// index memory the old array held.
+func (s *Shard[E]) RebuildLocked(slots int) int64 {
+	released := indexBytes(s.arr.Load())
+	s.rebuild(slots, nil)
+	return released
+}
+
+// CompactLocked rebuilds the index at the given slot capacity and the
+// storage densely, in one step: every record that a slot names is copied
+// to a new storage, in slot order, and the new array is published with
+// one store. This is how a drained shard gives its memory back however its
+// surviving records lie: the old storage, dead records and all, is garbage
+// once the readers that hold it are done.
+//
+// For each record that moves, the shard first records the forward (so
+// Forward(src) is dst), then calls the owner's move function with dst zero
+// but for its key, kind and position: the owner copies what it keeps and
+// makes writes that land on src from now on reach dst. A pair's two
+// records move together. The caller holds the mutex; it folds what still
+// landed on the old copies, after a grace period, through the returned
+// Moved. It also returns the bytes released.
+func (s *Shard[E]) CompactLocked(slots int) (m Moved[E], released int64) {
+	old := s.arr.Load()
+	ost := old.store
+	released = indexBytes(old) + ost.bytes()
+	nst := newStorage[E]()
+	a := newArray(max(slots, s.n), s.seeds.Uint64(), nst)
+	remap := make([]uint32, ost.used) // new index + 1 of every moved flow record
+	moved := 0
+	relocate := func(i uint32) uint32 {
+		if r := remap[i]; r != 0 {
+			return r - 1
+		}
+		src := ost.rec(i)
+		ni, dst := nst.alloc(nodeOf(src).kind == Pair)
+		moved += s.relocate(dst, src)
+		remap[i] = ni + 1
+		return ni
+	}
+	old.each(func(b *bucket, i int, w uint64) {
+		ref := refOf(w)
+		switch {
+		case ref&refForeign != 0:
+			// Stored by another shard, which moves it itself.
+		case ref&refReply != 0:
+			ref = ReplyRef(relocate(ref&refIndex - 1))
+		default:
+			ref = relocate(ref)
+		}
+		h := s.hash(&nodeOf(s.keyRec(a, ref)).key)
+		place(a, h, word(ref, stampOf(w)), b.class(i))
+	})
+	for _, c := range *ost.dir.Load() {
+		if c := c.Load(); c != nil && c.fwd.Load() != nil {
+			m.chunks = append(m.chunks, c)
+		}
+	}
+	if len(a.buckets) < len(old.buckets) {
+		s.shrinks.Add(1)
+	}
+	s.compactions.Add(1)
+	s.moved.Add(uint64(moved))
+	s.publish(old, a)
+	return m, released - indexBytes(a) - nst.bytes()
+}
+
+// relocate moves a flow's record (and a pair's reply record) from src to
+// dst and returns how many records moved.
+func (s *Shard[E]) relocate(dst, src *E) int {
+	s.relocateOne(dst, src)
+	if nodeOf(src).kind == Pair {
+		s.relocateOne(Next(dst), Next(src))
+		return 2
+	}
+	return 1
+}
+
+func (s *Shard[E]) relocateOne(dst, src *E) {
+	nodeOf(dst).key = nodeOf(src).key
+	setForward(src, dst)
+	s.move(dst, src)
+}
+
+// EvacuateLocked evacuates up to n of the current storage's chunks that
+// have fallen to half live: their live records move to the tail, the slots
+// that name them are pointed at the new homes in place (one store of the
+// slot word each, so a reader finds the old copy or the new one), and the
+// chunk is dropped. It moves at most sparseAt records per chunk, so a
+// caller that evacuates one chunk per hold of the mutex holds it briefly.
+// The caller folds the returned Moved as it folds a compaction's.
+func (s *Shard[E]) EvacuateLocked(n int) Moved[E] { return s.evacuateLocked(n) }
+
+// Sparse is how many chunks wait for evacuation; the caller holds the
+// mutex.
+func (s *Shard[E]) SparseLocked() int { return len(s.arr.Load().store.sparse) }
+
+func (s *Shard[E]) evacuateLocked(n int) Moved[E] {
+	a := s.arr.Load()
+	st := a.store
+	var m Moved[E]
+	for len(m.chunks) < n && len(st.sparse) > 0 {
+		ci := st.sparse[len(st.sparse)-1]
+		st.sparse = st.sparse[:len(st.sparse)-1]
+		c := st.chunk(ci)
+		if c == nil || c.nlive > sparseAt || ci == st.tail() {
+			continue // dropped, or refilled by nothing: only the tail fills
+		}
+		s.evacuate(a, c)
+		m.chunks = append(m.chunks, c)
+	}
+	return m
+}
+
+func (s *Shard[E]) evacuate(a *array[E], c *chunk[E]) {
+	st := a.store
+	base := c.index << chunkBits
+	moved := 0
+	c.liveRecords(func(p uint32) {
+		src := &c.recs[p]
+		kind := nodeOf(src).kind
+		if kind == Reply {
+			return // moves with its pair's first record
+		}
+		ni, dst := st.alloc(kind == Pair)
+		moved += s.relocate(dst, src)
+		s.repoint(a, &nodeOf(src).key, base+p, ni)
+		if kind == Pair {
+			if rk := &nodeOf(Next(src)).key; s.holds(a, rk) {
+				s.repoint(a, rk, ReplyRef(base+p), ReplyRef(ni))
+			}
+			st.kill(Next(src))
+		}
+		st.kill(src) // the last one drops c
+	})
+	s.compactions.Add(1)
+	s.moved.Add(uint64(moved))
+}
+
+// holds reports whether key k's slot is in this shard, by finding it.
+func (s *Shard[E]) holds(a *array[E], k *Key) bool {
+	_, ok := s.findIn(a, s.hash(k), k)
+	return ok
+}
+
+// repoint points the slot of key k, which names ref old, at ref nu,
+// keeping its stamp: a compare-and-swap, since lookups refresh stamps
+// without the mutex.
+func (s *Shard[E]) repoint(a *array[E], k *Key, old, nu uint32) {
+	p, ok := s.findIn(a, s.hash(k), k)
+	if !ok || p.Ref() != old {
+		panic("shard: a live record's slot is missing")
+	}
+	for {
+		w := p.b.slots[p.i].Load()
+		if p.b.slots[p.i].CompareAndSwap(w, word(nu, stampOf(w))) {
+			return
+		}
+	}
+}
+
+// ResetLocked drops every key and record: the shard starts over with an
+// empty array of MinSlots slots, a fresh seed, an empty storage and an
+// every foreign entry given back. Readers that loaded the old array finish
+// on it (its foreign refs still find the records they named until the
+// entries are handed out again). It returns the bytes released. The caller
+// holds the mutex; Clear holds every shard's, so no pair is left whose
+// first record another shard still moves.
+func (s *Shard[E]) ResetLocked() int64 {
+	old := s.arr.Load()
+	released := indexBytes(old) + old.store.bytes()
+	s.n = 0
+	s.live.Store(0)
+	s.foreign.releaseAll()
+	s.publish(old, newArray(MinSlots, s.seeds.Uint64(), newStorage[E]()))
+	return released
+}

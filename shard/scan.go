@@ -1,0 +1,125 @@
+package shard
+
+// Classes: the owner keeps a class byte per slot (flowcache: the flow's
+// timeout class), which the expiry pass reads beside the stamps. A reply
+// key's slot carries ReplyClass: the pass never expires a flow through its
+// reply key, only through its first key's slot.
+const (
+	// Classes is how many classes StaleStepLocked takes a cut for.
+	Classes = 16
+	// ReplyClass is the class byte of a reply key's slot.
+	ReplyClass uint8 = Classes
+)
+
+// StaleStepLocked appends to dst every slot in the buckets [from, to) of the
+// current array (overflow buckets included) that holds a flow's first key
+// and whose stamp is below the cut of its class, cuts[class], and returns
+// dst and the array's bucket count. It streams tag, slot and class words
+// and loads no record, which is what lets an expiry pass cost little per
+// flow. The caller holds the mutex; it may clear the returned slots before
+// it unlocks.
+//
+// It is written for the pass's hot loop. Per bucket it compares all four
+// stamps with their class's cut without a branch (an unsigned difference's
+// top bit is the comparison) and masks the result with the occupied lanes,
+// so it branches only on a bucket that holds a stale slot, which in a pass
+// that expires little is rare. Overflow buckets, which are separate
+// allocations, are visited after the main buckets of the step, from a
+// list: their loads do not depend on each other, so their cache misses
+// overlap instead of stalling the stream one at a time.
+func (s *Shard[E]) StaleStepLocked(from, to int, cuts *[Classes]uint32, dst []Pos[E]) ([]Pos[E], int) {
+	a := s.arr.Load()
+	to = min(to, len(a.buckets))
+	// Classes past the owner's (the reply class) have cut 0: never stale.
+	var c [2 * Classes]uint64
+	for i, v := range cuts {
+		c[i] = uint64(v)
+	}
+	var over [64]*bucket
+	n := 0
+	for bi := from; bi < to; bi++ {
+		b := &a.buckets[bi]
+		dst = s.stale(a, b, &c, dst)
+		if nb := b.next.Load(); nb != nil {
+			if n == len(over) {
+				dst = s.staleChains(a, over[:n], &c, dst)
+				n = 0
+			}
+			over[n] = nb
+			n++
+		}
+	}
+	return s.staleChains(a, over[:n], &c, dst), len(a.buckets)
+}
+
+// stale appends b's occupied slots whose stamp is below their class's cut.
+func (s *Shard[E]) stale(a *array[E], b *bucket, c *[2 * Classes]uint64, dst []Pos[E]) []Pos[E] {
+	cl := b.classes.Load()
+	lt := (uint64(stampOf(b.slots[0].Load()))-c[cl&31])>>63<<15 |
+		(uint64(stampOf(b.slots[1].Load()))-c[cl>>8&31])>>63<<31 |
+		(uint64(stampOf(b.slots[2].Load()))-c[cl>>16&31])>>63<<47 |
+		(uint64(stampOf(b.slots[3].Load()))-c[cl>>24&31])>>63<<63
+	for m := lt &^ free(b.tags.Load()); m != 0; m &= m - 1 {
+		dst = append(dst, Pos[E]{s, a, b, lane(m)})
+	}
+	return dst
+}
+
+func (s *Shard[E]) staleChains(a *array[E], chains []*bucket, c *[2 * Classes]uint64, dst []Pos[E]) []Pos[E] {
+	for _, b := range chains {
+		for ; b != nil; b = b.next.Load() {
+			dst = s.stale(a, b, c, dst)
+		}
+	}
+	return dst
+}
+
+// Buckets is the bucket count of the current array.
+func (s *Shard[E]) Buckets() int { return len(s.arr.Load().buckets) }
+
+// NearLocked appends to dst the slots holding a flow's first key among the
+// first max slots from hash h's bucket on: its chain, then the buckets
+// after it, wrapping around. It is the eviction scan: bounded, and local
+// to where the new key goes. The caller holds the mutex.
+func (s *Shard[E]) NearLocked(h uint64, max int, dst []Pos[E]) []Pos[E] {
+	a := s.arr.Load()
+	bi := mix(h, a.seed) & a.mask
+	seen := 0
+	for range a.buckets {
+		for b := &a.buckets[bi]; b != nil && seen < max; b = b.next.Load() {
+			t := b.tags.Load()
+			for i := range slotsPerBucket {
+				if t>>(i*tagBits)&tagMask != 0 && b.class(i) != ReplyClass {
+					dst = append(dst, Pos[E]{s, a, b, i})
+				}
+			}
+			seen += slotsPerBucket
+		}
+		if seen >= max {
+			break
+		}
+		bi = (bi + 1) & a.mask
+	}
+	return dst
+}
+
+// FlowsLocked appends every flow of the shard (the record of each slot
+// that holds a flow's first key) to dst: a consistent snapshot, taken under
+// the mutex held by the caller.
+func (s *Shard[E]) FlowsLocked(dst []*E) []*E {
+	a := s.arr.Load()
+	a.each(func(b *bucket, i int, w uint64) {
+		if refOf(w)&(refReply|refForeign) == 0 {
+			dst = append(dst, a.store.rec(refOf(w)))
+		}
+	})
+	return dst
+}
+
+// SlotsLocked appends every occupied slot to dst, first keys and reply
+// keys alike; the caller holds the mutex.
+func (s *Shard[E]) SlotsLocked(dst []Pos[E]) []Pos[E] {
+	a := s.arr.Load()
+	a.each(func(b *bucket, i int, _ uint64) { dst = append(dst, Pos[E]{s, a, b, i}) })
+	return dst
+}
