@@ -69,8 +69,9 @@ func isICMP(p uint8) bool { return p == ProtoICMP || p == ProtoICMPv6 }
 // The grammar, with exactly one space between fields:
 //
 //	key   = proto " " end " -> " end [ " id " num ]
-//	proto = name | "proto-" num                    num: decimal, no leading zeros
-//	end   = ipv4 [ ":" port ] | ipv6 | "[" ipv6 "]" [ ":" port ]
+//	proto = name | "proto-" num
+//	end   = ipv4 [ ":" num ] | ipv6 | "[" ipv6 "]" [ ":" num ]
+//	num   = decimal digits, no sign, no leading zero: 0-255 after proto-, 0-65535 for a port or id
 //
 // The names are icmp (1), igmp (2), ipv4 (4), tcp (6), udp (17), dccp
 // (33), ipv6 (41), gre (47), esp (50), ah (51), icmpv6 (58), ospf (89),
@@ -97,13 +98,21 @@ func (k FlowKey) String() string {
 
 // MarshalText writes exactly String(), so encoding/json and other text
 // encoders carry the readable key (also as a JSON object key). It never
-// fails.
+// fails. json.Marshal escapes the arrow's ">" as \u003e, as it does every
+// <, > and & so that JSON can sit in HTML; every JSON decoder reads the
+// same text back, and a json.Encoder with SetEscapeHTML(false) writes the
+// ">" as it is.
 func (k FlowKey) MarshalText() ([]byte, error) {
 	return k.appendText(make([]byte, 0, 64)), nil
 }
 
 // UnmarshalText parses text in the form String writes (see String for the
-// grammar). On an error, which wraps ErrBadKeyText, *k is left unchanged.
+// grammar). An absent port is 0 and "id N" sets both ports to N. It
+// refuses a port on one address only; tcp, udp, dccp or sctp without
+// ports (so "2001:db8::1:80", an IPv6 address whose port lacks brackets,
+// is an error rather than port 0); an id for any protocol but icmp and
+// icmpv6, or beside ports; and an address with a zone, which no key
+// holds. On an error, which wraps ErrBadKeyText, *k is left unchanged.
 func (k *FlowKey) UnmarshalText(text []byte) error {
 	nk, err := parseKeyText(string(text))
 	if err != nil {
