@@ -45,7 +45,7 @@ func ExampleTable_Get() {
 	_, ok := t.Get(k.Reverse())
 	fmt.Println(ok)
 	// Output:
-	// TCP 10.0.0.1:40000 -> 192.0.2.1:443 forward 2
+	// tcp 10.0.0.1:40000 -> 192.0.2.1:443 forward 2
 	// false
 }
 
@@ -78,9 +78,9 @@ func ExampleTable_Dump() {
 		fmt.Println(row.Key, row.Value.Action)
 	}
 	// Output:
-	// TCP 10.0.0.1:2 -> 192.0.2.1:443 forward
-	// TCP 10.0.0.2:1 -> 192.0.2.1:443 drop
-	// UDP [fd00::1]:5 -> [fd00::2]:53 forward
+	// tcp 10.0.0.1:2 -> 192.0.2.1:443 forward
+	// tcp 10.0.0.2:1 -> 192.0.2.1:443 drop
+	// udp [fd00::1]:5 -> [fd00::2]:53 forward
 }
 
 // A worker registers a Reader with the table's domain and calls Quiescent
@@ -107,5 +107,5 @@ func ExampleConfig_onRemove() {
 	worker.Unregister()
 	// Output:
 	// removed; callback waits for the worker
-	// released TCP 10.0.0.1:7 -> 192.0.2.1:443 removed
+	// released tcp 10.0.0.1:7 -> 192.0.2.1:443 removed
 }

@@ -2,7 +2,6 @@ package flowcache
 
 import (
 	"cmp"
-	"fmt"
 	"net/netip"
 	"unsafe"
 )
@@ -132,31 +131,6 @@ func compareBytes(a, b []byte) int {
 		}
 	}
 	return 0
-}
-
-// String formats the key as "PROTO src:sport -> dst:dport", with IPv6
-// addresses in brackets, e.g. "TCP 10.0.0.1:1234 -> 10.0.0.2:80".
-func (k FlowKey) String() string {
-	return fmt.Sprintf("%s %s -> %s", protoName(k.proto),
-		netip.AddrPortFrom(k.Src(), k.srcPort), netip.AddrPortFrom(k.Dst(), k.dstPort))
-}
-
-func protoName(p uint8) string {
-	switch p {
-	case ProtoICMP:
-		return "ICMP"
-	case ProtoTCP:
-		return "TCP"
-	case ProtoUDP:
-		return "UDP"
-	case ProtoDCCP:
-		return "DCCP"
-	case ProtoICMPv6:
-		return "ICMPv6"
-	case ProtoSCTP:
-		return "SCTP"
-	}
-	return fmt.Sprintf("proto-%d", p)
 }
 
 // words views the key as five 64-bit words, for hashing and comparison a

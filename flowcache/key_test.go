@@ -178,30 +178,6 @@ func TestFlowKeyCompareOrder(t *testing.T) {
 	}
 }
 
-func TestFlowKeyString(t *testing.T) {
-	k := func(src, dst string, sport, dport uint16, proto uint8) FlowKey {
-		return NewFlowKey(netip.MustParseAddr(src), netip.MustParseAddr(dst), sport, dport, proto)
-	}
-	for _, tc := range []struct {
-		key  FlowKey
-		want string
-	}{
-		{k("10.0.0.1", "10.0.0.2", 1234, 80, ProtoTCP), "TCP 10.0.0.1:1234 -> 10.0.0.2:80"},
-		{k("2001:db8::1", "2001:db8::2", 53, 5353, ProtoUDP), "UDP [2001:db8::1]:53 -> [2001:db8::2]:5353"},
-		{k("192.0.2.1", "192.0.2.2", 7, 7, ProtoICMP), "ICMP 192.0.2.1:7 -> 192.0.2.2:7"},
-		{k("fe80::1", "ff02::1", 0, 0, ProtoICMPv6), "ICMPv6 [fe80::1]:0 -> [ff02::1]:0"},
-		{k("10.0.0.1", "10.0.0.2", 36412, 36412, ProtoSCTP), "SCTP 10.0.0.1:36412 -> 10.0.0.2:36412"},
-		{k("10.0.0.1", "10.0.0.2", 5004, 5005, ProtoDCCP), "DCCP 10.0.0.1:5004 -> 10.0.0.2:5005"},
-		{k("10.0.0.1", "10.0.0.2", 0, 0, 47), "proto-47 10.0.0.1:0 -> 10.0.0.2:0"},
-		{k("::ffff:10.0.0.1", "::ffff:10.0.0.2", 1, 2, ProtoTCP), "TCP 10.0.0.1:1 -> 10.0.0.2:2"},
-		{FlowKey{}, "proto-0 [::]:0 -> [::]:0"},
-	} {
-		if got := tc.key.String(); got != tc.want {
-			t.Errorf("String() = %q, want %q", got, tc.want)
-		}
-	}
-}
-
 // TestFlowKeyLayout pins what the table relies on to hash and compare
 // keys as memory: 40 bytes, 8-byte aligned, and padding that is always
 // zero, so equal keys are equal bytes.

@@ -269,8 +269,8 @@ func TestKeysFrom(t *testing.T) {
 					t.Fatal(err)
 				}
 				got, _ := os.ReadFile(out)
-				// TCP (6) sorts before UDP (17).
-				wantText := "TCP [fd66:6c6f:7763::10]:40000 -> [fd66:6c6f:7763::1]:443\nUDP 198.18.0.10:1000 -> 198.18.0.1:53\n"
+				// tcp (6) sorts before udp (17).
+				wantText := "tcp [fd66:6c6f:7763::10]:40000 -> [fd66:6c6f:7763::1]:443\nudp 198.18.0.10:1000 -> 198.18.0.1:53\n"
 				if string(got) != wantText {
 					t.Errorf("flows file %d:\n%s\nwant\n%s", i, got, wantText)
 				}

@@ -77,6 +77,11 @@ func TestRunModel(t *testing.T) {
 	if !strings.Contains(buf.String(), "drain") {
 		t.Errorf("progress line never reached the drain: %q", buf.String())
 	}
+	// A buffer is not a terminal: plain lines, one per 5 s of the run and
+	// the final state, so this 2 s run writes one (progress.go).
+	if out := buf.String(); strings.Contains(out, "\r") || strings.Count(out, "\n") != 1 {
+		t.Errorf("progress into a buffer: %q, want the one final line", out)
+	}
 	var rep bytes.Buffer
 	r.Print(&rep)
 	for _, want := range []string{"Mpps", "hit ratio", "p99.9", "rebuilds", "after the drain"} {

@@ -11,7 +11,10 @@
 // (Config.Expiry) — expire within the run: a steady base load of
 // heavy-tailed flows, then a SYN-flood spike that pushes the table toward
 // its limit, then the drain. It prints a report and draws live flows and
-// heap over time into a PNG.
+// heap over time into a PNG. While it runs it shows its progress on
+// stderr: a line redrawn ten times a second on a terminal, one plain line
+// every 5 s anywhere else (a log, a pipe, CI), so a log keeps a few
+// readable lines (progress.go).
 //
 //	flowbench                        # the built-in model, ~30 s
 //	flowbench -compare -duration 10s # the same traffic over every peer in bench.Impls

@@ -130,6 +130,8 @@ type sim struct {
 	coarse   atomic.Int64 // the peers' coarse clock: simulated ms of the last pass
 	expired  atomic.Uint64
 	sweepers sync.WaitGroup
+
+	prog *progress // the progress display, once the first tick draws it
 }
 
 // simMs is the simulated time in ms since the start.
@@ -330,33 +332,12 @@ func (s *sim) report(rep *Report, m *model, done chan struct{}) {
 	}
 	s.stop.Store(true)
 	<-done
-	if s.cfg.Progress != nil {
-		fmt.Fprintln(s.cfg.Progress)
-	}
+	s.progressDone()
 	runtime.GC()
 	rep.HeapAfter = heapAfterGC()
 	if m == nil { // a replay has no spike: its peak is its end
 		rep.HeapBefore, rep.HeapPeak = rep.HeapStart, rep.HeapAfter
 	}
-}
-
-func (s *sim) progress(el time.Duration, sim int64, live int, mpps float64, m *model) {
-	const width = 30
-	frac, phase := 0.0, "replay"
-	if m != nil {
-		frac = min(el.Seconds()/s.cfg.Duration.Seconds(), 1)
-		switch {
-		case sim < m.spikeFrom:
-			phase = "base load"
-		case sim < m.spikeTo:
-			phase = "SYN spike"
-		default:
-			phase = "drain"
-		}
-	}
-	n := int(frac * width)
-	fmt.Fprintf(s.cfg.Progress, "\r%-17s [%s%s] %5.1fs  sim %4ds  %-9s live %9d  %6.2f Mpps ",
-		s.cfg.Impl, strings.Repeat("=", n), strings.Repeat(" ", width-n), el.Seconds(), sim/1000, phase, live, mpps)
 }
 
 func (s *sim) liveNow() int {
