@@ -72,7 +72,7 @@ func expiringFlowcache(flows int, keys []flowcache.FlowKey) (Map, func()) {
 	t, err := flowcache.New(flowcache.Config[State]{
 		Limit: flows, TTL: time.Minute, Seed: 0x5eed, Domain: d,
 		Clock:    func() time.Time { return base },
-		OnExpire: func(flowcache.FlowKey, *State) {},
+		OnRemove: func(e *flowcache.Entry[State], _ flowcache.Cause) {},
 	})
 	if err != nil {
 		panic(err)

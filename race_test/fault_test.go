@@ -25,7 +25,7 @@ func waitFor(d time.Duration, cond func() bool) bool {
 	return cond()
 }
 
-// TestPanickingCallback defines what a panicking OnExpire does: the domain
+// TestPanickingCallback defines what a panicking OnRemove does: the domain
 // recovers it and counts it in DomainStats (Panics, LastPanic); the
 // Reclaimer goes on ticking; and every other flow's callback still runs,
 // including flows that left in the same pass (or the same Clear) as the
@@ -43,7 +43,9 @@ func TestPanickingCallback(t *testing.T) {
 		TTL:    time.Second,
 		Clock:  clock.Now,
 		Domain: dom,
-		OnExpire: func(k flowcache.FlowKey, v *int) {
+		OnRemove: func(e *flowcache.Entry[int], _ flowcache.Cause) {
+			k := e.Key()
+			v := e.Value()
 			if *v%50 == 7 {
 				panic(fmt.Sprintf("callback for flow %d", *v))
 			}
@@ -165,7 +167,7 @@ func TestCloseWhileWorkersRun(t *testing.T) {
 		TTL:      time.Second,
 		Clock:    clock.Now,
 		Domain:   dom,
-		OnExpire: func(flowcache.FlowKey, *int) { calls.Add(1) },
+		OnRemove: func(e *flowcache.Entry[int], _ flowcache.Cause) { calls.Add(1) },
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -274,7 +276,7 @@ func TestCloseWhileWorkersRun(t *testing.T) {
 func TestOpsAfterClose(t *testing.T) {
 	dom := reclaim.NewDomain()
 	var calls atomic.Int64
-	tb, err := flowcache.New(flowcache.Config[int]{Name: "port7", Limit: 16, Domain: dom, OnExpire: func(flowcache.FlowKey, *int) { calls.Add(1) }})
+	tb, err := flowcache.New(flowcache.Config[int]{Name: "port7", Limit: 16, Domain: dom, OnRemove: func(e *flowcache.Entry[int], _ flowcache.Cause) { calls.Add(1) }})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -97,7 +97,7 @@ type fataler interface {
 func runModel(t fataler, cfg mconf, ops []mop) {
 	clock := newFakeClock()
 	dom := reclaim.NewDomain()
-	got := map[int]int{} // OnExpire calls per entry id
+	got := map[int]int{} // OnRemove calls per entry id
 	fc := flowcache.Config[mval]{
 		Name:     "model",
 		Limit:    cfg.limit,
@@ -106,7 +106,7 @@ func runModel(t fataler, cfg mconf, ops []mop) {
 		Seed:     42,
 		Clock:    clock.Now,
 		Domain:   dom,
-		OnExpire: func(k flowcache.FlowKey, v *mval) { got[v.id]++ },
+		OnRemove: func(e *flowcache.Entry[mval], _ flowcache.Cause) { k := e.Key(); v := e.Value(); got[v.id]++ },
 	}
 	if cfg.expiry {
 		fc.Expiry = func(e *flowcache.Entry[mval]) time.Duration { return e.Value().ttl }

@@ -14,14 +14,14 @@ import (
 )
 
 // sval is a stress-test flow's value. The table stores a *sval, so the
-// OnExpire callback and the workers share one record per entry: its id
+// OnRemove callback and the workers share one record per entry: its id
 // identifies the entry (not the key), and cb counts its callbacks.
 type sval struct {
 	id     uint64
 	key    flowcache.FlowKey
 	pinned bool          // never removed; must be found by every lookup
 	ttl    time.Duration // what Config.Expiry returns for it
-	cb     atomic.Int32  // OnExpire calls for this entry
+	cb     atomic.Int32  // OnRemove calls for this entry
 }
 
 // stressConfig shapes one stress run.
@@ -44,7 +44,7 @@ type stressRun struct {
 	fail      failures
 	nextID    atomic.Uint64
 	stored    atomic.Int64 // entries that went into the table
-	callbacks atomic.Int64 // OnExpire calls
+	callbacks atomic.Int64 // OnRemove calls
 	closing   atomic.Bool  // set just before Close: pinned flows may leave now
 	fill      atomic.Bool  // phase: workers insert (true) or mostly look up (false)
 	ops       []atomic.Int64
@@ -64,7 +64,7 @@ type stressRun struct {
 // which no one removes and whose TTL never runs out, must be found by
 // every lookup. It also checks that Len never exceeds Limit, that an entry
 // a worker holds never has its callback run before the worker quiesces
-// (grace periods), that every entry gets exactly one OnExpire once it
+// (grace periods), that every entry gets exactly one OnRemove once it
 // leaves, and that the final contents equal the models.
 func TestStress(t *testing.T) {
 	runStress(t, stressConfig{workers: 8, perWorker: 640, pinned: 256, limit: 4096, shards: 8, ops: 1_600_000})
@@ -86,13 +86,15 @@ func runStress(t *testing.T, cfg stressConfig) {
 		Clock:  r.clock.Now,
 		Domain: r.dom,
 		Expiry: func(e *flowcache.Entry[*sval]) time.Duration { return (*e.Value()).ttl },
-		OnExpire: func(k flowcache.FlowKey, v **sval) {
+		OnRemove: func(e *flowcache.Entry[sval], _ flowcache.Cause) {
+			k := e.Key()
+			v := e.Value()
 			s := *v
 			if n := s.cb.Add(1); n != 1 {
-				r.fail.add("entry %d (%v) got OnExpire %d times", s.id, s.key, n)
+				r.fail.add("entry %d (%v) got OnRemove %d times", s.id, s.key, n)
 			}
 			if s.key != k {
-				r.fail.add("OnExpire for entry %d: key %v, want %v", s.id, k, s.key)
+				r.fail.add("OnRemove for entry %d: key %v, want %v", s.id, k, s.key)
 			}
 			if s.pinned && !r.closing.Load() {
 				r.fail.add("pinned entry %d (%v) left the table", s.id, s.key)
@@ -254,10 +256,10 @@ func runStress(t *testing.T, cfg stressConfig) {
 	if n := tb.Len(); n != 0 {
 		t.Errorf("Len() after Close = %d", n)
 	}
-	// No entry got two callbacks (checked in OnExpire), and as many
+	// No entry got two callbacks (checked in OnRemove), and as many
 	// callbacks ran as entries were stored: every one got exactly one.
 	if s, c := r.stored.Load(), r.callbacks.Load(); s != c {
-		t.Errorf("%d entries stored, %d OnExpire callbacks", s, c)
+		t.Errorf("%d entries stored, %d OnRemove callbacks", s, c)
 	}
 	r.fail.report(t)
 	ops := r.totalOps()
