@@ -7,10 +7,16 @@
 // rewrites the MACs (source: the out interface; destination: the next
 // hop) and sends the frame on the other interface:
 //
-//	-in ─ AF_PACKET fanout, hash by flow ─┬─ worker 0 ─┐  one per core; per batch:
-//	                                      └─ worker 1 ─┤  ParseFrame → GetBatch → on a miss GetOrInsert(decide)
-//	                                                   │  → rewrite MACs → write; then Quiescent
-//	                                                   └─ -out
+//	-in ─ PACKET_FANOUT, hash by flow ─┬─ ring 0 → worker 0 ─┐  one per core; per batch:
+//	      (TPACKET_V3 mmap rings)      └─ ring 1 → worker 1 ─┤  copy frames out of the ring → ParseFrame → GetBatch
+//	                                                         │  → on a miss GetOrInsert(decide) → rewrite MACs → write;
+//	                                                         │  then Quiescent
+//	                                                         └─ -out
+//
+// The rings (ring.go) are gopacket/afpacket's; -io=syscall reads one
+// frame per read(2) from plain AF_PACKET sockets instead (afpacket.go),
+// for comparison. Either way each frame is sent with one write(2): the
+// library has no transmit ring.
 //
 // A reclaim.Reclaimer expires idle flows (-ttl) once a second and gives
 // the memory of a drained table back. When the table is at its limit a
@@ -35,59 +41,12 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"runtime"
-	"time"
 )
-
-type options struct {
-	// forwarder
-	in, out     string
-	nextHop     string
-	workers     int
-	batch       int
-	limit       int
-	ttl         time.Duration
-	fullPolicy  string
-	stats       bool
-	statusFile  string
-	dumpFile    string
-	summaryFile string
-	flowsFile   string
-	rcvbuf      int
-
-	// -keys-from
-	keysFrom      string
-	maxFrame      int
-	writeFiltered string
-
-	// -sink
-	sink  string
-	watch string
-}
 
 func main() {
 	var o options
-	flag.StringVar(&o.in, "in", "", "interface to read frames from")
-	flag.StringVar(&o.out, "out", "", "interface to send frames on")
-	flag.StringVar(&o.nextHop, "next-hop", "", "destination MAC of forwarded frames (the next hop on -out)")
-	flag.IntVar(&o.workers, "workers", runtime.GOMAXPROCS(0), "worker goroutines, each with its own socket (one per core)")
-	flag.IntVar(&o.batch, "batch", 64, "frames read and looked up together")
-	flag.IntVar(&o.limit, "limit", 100_000, "most live flows in the table")
-	flag.DurationVar(&o.ttl, "ttl", 60*time.Second, "idle time after which a flow expires")
-	flag.StringVar(&o.fullPolicy, "full-policy", "drop", "new flows when the table is full: drop or forward (without state)")
-	flag.BoolVar(&o.stats, "stats", false, "print live flows, hits, misses, rejections, heap and packets/s once a second (stderr)")
-	flag.StringVar(&o.statusFile, "status", "", "rewrite this file once a second with the counters as JSON")
-	flag.StringVar(&o.dumpFile, "dump-file", "", "where SIGUSR1 writes the table's dump (default stdout)")
-	flag.StringVar(&o.summaryFile, "summary", "", "where the JSON summary goes on exit (default stdout)")
-	flag.StringVar(&o.flowsFile, "flows-file", "", "write every flow key ever inserted (forwarder) or found (-keys-from) here, sorted, one per line")
-	flag.IntVar(&o.rcvbuf, "rcvbuf", 64<<20, "receive buffer per socket, bytes")
-
-	flag.StringVar(&o.keysFrom, "keys-from", "", "key every frame of this pcap/pcapng capture, print a JSON report, and exit")
-	flag.IntVar(&o.maxFrame, "max-frame", 0, "with -keys-from: keep only frames an interface can send, 14 bytes to this many (0: keep all)")
-	flag.StringVar(&o.writeFiltered, "write-filtered", "", "with -keys-from: write the frames kept to this pcap file")
-
-	flag.StringVar(&o.sink, "sink", "", "count the frames arriving on this interface until SIGTERM (SIGUSR1 prints the counts so far)")
-	flag.StringVar(&o.watch, "watch", "", "with -sink: also count one flow's frames, given as proto,src,sport,dst,dport")
+	defineFlags(flag.CommandLine, &o)
+	flag.Usage = func() { printUsage(flag.CommandLine.Output(), flag.CommandLine) }
 	flag.Parse()
 
 	var err error

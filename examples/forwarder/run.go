@@ -31,7 +31,9 @@ type forwarder struct {
 	o       options
 	table   *flowcache.Table[Flow]
 	workers []*worker
-	rx, tx  []int // sockets, one of each per worker
+	rx      []receiver // one of each per worker
+	tx      []sender
+	busy    []busyTime // one per worker
 	peak    atomic.Int64
 	start   time.Time
 
@@ -41,6 +43,7 @@ type forwarder struct {
 	pps, peakPPS           float64
 	tableBefore, tablePeak int64
 	heapBefore, heapPeak   uint64
+	cpuBefore              float64
 	drops                  uint64
 	tableAfter             int64
 	heapAfter              uint64
@@ -73,6 +76,11 @@ func runForwarder(o options) error {
 	if o.workers < 1 || o.batch < 1 {
 		return errors.New("-workers and -batch must be at least 1")
 	}
+	if o.io == "ring" {
+		if err := checkRing(o.ring, in); err != nil {
+			return err
+		}
+	}
 
 	// One domain for this table: its Reclaimer runs the expiry pass
 	// every second, and the workers' Quiescent calls end its grace
@@ -92,27 +100,22 @@ func runForwarder(o options) error {
 	reclaimer.Start()
 	defer reclaimer.Close()
 
-	f := &forwarder{o: o, table: table}
-	defer f.closeSockets()
+	f := &forwarder{o: o, table: table, busy: make([]busyTime, o.workers)}
+	defer f.closeIO()
 	fanout := uint16(os.Getpid()%0xffff + 1) // a group id of this process's own, never 0
 	for range o.workers {
-		rx, err := openRx(in.Index, fanout, o.rcvbuf)
+		rx, tx, err := openIO(o, in, out, fanout)
 		if err != nil {
-			return fmt.Errorf("%s: %w", in.Name, err)
+			return err
 		}
-		f.rx = append(f.rx, rx)
-		tx, err := openTx(out.Index)
-		if err != nil {
-			return fmt.Errorf("%s: %w", out.Name, err)
-		}
-		f.tx = append(f.tx, tx)
+		f.rx, f.tx = append(f.rx, rx), append(f.tx, tx)
 
 		w := newWorker(table, o.batch)
 		w.reader = domain.Register()
 		w.policy = policy
 		w.dstMAC = [6]byte(hop)
 		w.srcMAC = [6]byte(out.HardwareAddr)
-		w.send = func(frame []byte) error { _, err := unix.Write(tx, frame); return err }
+		w.send = tx.send
 		w.peak = &f.peak
 		if o.flowsFile != "" {
 			w.seen = make(map[flowcache.FlowKey]struct{})
@@ -127,15 +130,14 @@ func runForwarder(o options) error {
 	defer signal.Stop(usr1)
 
 	f.before()
-	fmt.Fprintf(os.Stderr, "forwarder: %s -> %s (next hop %s), %d workers, limit %d, ttl %v, full policy %s\n",
-		in.Name, out.Name, hop, o.workers, o.limit, o.ttl, o.fullPolicy)
+	fmt.Fprintf(os.Stderr, "forwarder: %s -> %s (next hop %s), %d workers, -io=%s, limit %d, ttl %v, full policy %s\n",
+		in.Name, out.Name, hop, o.workers, o.io, o.limit, o.ttl, o.fullPolicy)
 
 	var wg sync.WaitGroup
 	errs := make(chan error, len(f.workers))
-	bufSize := frameBufSize(in)
 	for i, w := range f.workers {
 		wg.Go(func() {
-			if err := w.run(ctx.Done(), f.rx[i], bufSize, o.batch); err != nil {
+			if err := w.run(ctx.Done(), f.rx[i], &f.busy[i]); err != nil {
 				errs <- err
 				cancel()
 			}
@@ -195,28 +197,28 @@ loop:
 }
 
 // run is one worker's loop: read what is there (up to a batch), handle
-// it, declare a quiescent state; wait on the socket when it is empty. On
-// stop it drains the socket first, so nothing that had arrived is lost.
-func (w *worker) run(stop <-chan struct{}, fd, bufSize, batch int) error {
+// it, declare a quiescent state. The receiver waits when it has nothing;
+// the worker stops only then, so whatever had arrived is handled first.
+func (w *worker) run(stop <-chan struct{}, rx receiver, busy *busyTime) error {
 	defer w.reader.Unregister()
-	bufs := make([][]byte, batch)
-	for i := range bufs {
-		bufs[i] = make([]byte, bufSize)
-	}
-	frames := make([][]byte, 0, batch)
+	var frames [][]byte
 	for {
 		var oversize int
 		var err error
-		frames, oversize, err = readBatch(fd, bufs, frames)
+		frames, oversize, err = rx.read(frames)
 		if err != nil {
 			return err
 		}
-		w.c.in.Add(uint64(len(frames) + oversize))
-		w.c.oversize.Add(uint64(oversize))
+		if n := len(frames) + oversize; n > 0 {
+			busy.begin()
+			w.c.in.Add(uint64(n))
+			w.c.oversize.Add(uint64(oversize))
+		}
 		if len(frames) > 0 {
 			w.handle(frames)
 			// No entry from this batch is held past here.
 			w.reader.Quiescent()
+			busy.end()
 			continue
 		}
 		select {
@@ -224,15 +226,48 @@ func (w *worker) run(stop <-chan struct{}, fd, bufSize, batch int) error {
 			return nil
 		default:
 		}
-		if err := waitReadable(fd, 100); err != nil {
-			return err
-		}
 	}
 }
 
-func (f *forwarder) closeSockets() {
-	for _, fd := range slices.Concat(f.rx, f.tx) {
-		unix.Close(fd)
+// busyTime is when one worker read its first frame and finished its last
+// batch: the span over which the summary's active_pps is the forwarder's
+// rate, however long it idled before and after.
+type busyTime struct {
+	first, last atomic.Int64 // Unix ns; 0 until then
+	_           [48]byte     // off the next worker's cache line
+}
+
+func (b *busyTime) begin() {
+	if b.first.Load() == 0 {
+		b.first.Store(time.Now().UnixNano())
+	}
+}
+
+func (b *busyTime) end() { b.last.Store(time.Now().UnixNano()) }
+
+// activeSeconds is the span from the first frame any worker read to the
+// end of the last batch any worker handled.
+func (f *forwarder) activeSeconds() float64 {
+	var first, last int64
+	for i := range f.busy {
+		b := &f.busy[i]
+		if t := b.first.Load(); t != 0 && (first == 0 || t < first) {
+			first = t
+		}
+		last = max(last, b.last.Load())
+	}
+	if first == 0 || last <= first {
+		return 0
+	}
+	return float64(last-first) / 1e9
+}
+
+func (f *forwarder) closeIO() {
+	for _, rx := range f.rx {
+		rx.close()
+	}
+	for _, tx := range f.tx {
+		tx.close()
 	}
 }
 
@@ -251,6 +286,16 @@ func (f *forwarder) before() {
 	f.tableBefore = f.table.Stats().Bytes
 	f.heapBefore = heapBytes()
 	f.tablePeak, f.heapPeak = f.tableBefore, f.heapBefore
+	f.cpuBefore = cpuSeconds()
+}
+
+// cpuSeconds is the CPU time (user + system) this process has used.
+func cpuSeconds() float64 {
+	var ru unix.Rusage
+	if unix.Getrusage(unix.RUSAGE_SELF, &ru) != nil {
+		return 0
+	}
+	return float64(ru.Utime.Nano()+ru.Stime.Nano()) / 1e9
 }
 
 // sample updates packets/s and the memory peaks; once a second.
@@ -264,9 +309,11 @@ func (f *forwarder) sample() {
 	f.lastIn, f.lastAt = in, now
 	f.tablePeak = max(f.tablePeak, f.table.Stats().Bytes)
 	f.heapPeak = max(f.heapPeak, heapBytes())
-	for _, fd := range f.rx {
-		f.drops += socketDrops(fd) // the kernel resets the count on each read
+	var drops uint64
+	for _, rx := range f.rx {
+		drops += rx.drops()
 	}
+	f.drops = drops
 }
 
 // after records the memory still held at exit, after a collection.
@@ -291,8 +338,15 @@ func (f *forwarder) sum(field func(*counters) *atomic.Uint64) uint64 {
 type report struct {
 	In      string  `json:"in"`
 	Out     string  `json:"out"`
+	IO      string  `json:"io"`
 	Workers int     `json:"workers"`
 	Seconds float64 `json:"seconds"`
+	// From the first frame read to the end of the last batch, and the
+	// frames read over that span: the rate to compare -io modes by.
+	ActiveSeconds float64 `json:"active_seconds"`
+	ActivePPS     float64 `json:"active_pps"`
+	// Process CPU (user + system) since start, idle time included.
+	CPUSeconds float64 `json:"cpu_seconds"`
 
 	PacketsIn     uint64  `json:"packets_in"`
 	PacketsOut    uint64  `json:"packets_out"`
@@ -331,8 +385,10 @@ func (f *forwarder) report() report {
 	st := f.table.Stats()
 	c := func(field func(*counters) *atomic.Uint64) uint64 { return f.sum(field) }
 	r := report{
-		In: f.o.in, Out: f.o.out, Workers: len(f.workers),
+		In: f.o.in, Out: f.o.out, IO: f.o.io, Workers: len(f.workers),
 		Seconds:          time.Since(f.start).Seconds(),
+		ActiveSeconds:    f.activeSeconds(),
+		CPUSeconds:       cpuSeconds() - f.cpuBefore,
 		PacketsIn:        c(func(c *counters) *atomic.Uint64 { return &c.in }),
 		PacketsOut:       c(func(c *counters) *atomic.Uint64 { return &c.out }),
 		NotIP:            c(func(c *counters) *atomic.Uint64 { return &c.notIP }),
@@ -363,6 +419,9 @@ func (f *forwarder) report() report {
 	}
 	if f.stopped {
 		r.TableBytesAfter, r.HeapAfter = f.tableAfter, f.heapAfter
+	}
+	if r.ActiveSeconds > 0 {
+		r.ActivePPS = math.Round(float64(r.PacketsIn) / r.ActiveSeconds)
 	}
 	return r
 }
