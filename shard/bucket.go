@@ -8,11 +8,11 @@ import (
 
 // bucket is one cache line of the index; see doc.go for the picture.
 type bucket struct {
-	tags    atomic.Uint64                    // four 16-bit tags, 0 = free slot
-	slots   [slotsPerBucket]atomic.Uint64    // per slot: ref (low 32 bits) | stamp (high 32)
-	classes atomic.Uint32                    // per slot: the owner's class byte
-	_       uint32                           //
-	next    atomic.Pointer[bucket]           // overflow chain; never unlinked while published
+	tags    atomic.Uint64                        // four 16-bit tags, 0 = free slot
+	slots   [slotsPerBucket]atomic.Uint64        // per slot: ref (low 32 bits) | stamp (high 32)
+	classes atomic.Uint32                        // per slot: the owner's class byte
+	_       uint32                               //
+	next    atomic.Pointer[bucket]               // overflow chain; never unlinked while published
 	_       [64 - 8 - 8*slotsPerBucket - 16]byte // to one cache line
 }
 

@@ -367,7 +367,7 @@ func (s *Shard[E]) Len() int { return int(s.live.Load()) }
 // the caller holds the mutex.
 func (s *Shard[E]) StorageLocked() (live, chunks, dir int) {
 	st := s.arr.Load().store
-	return st.live, st.chunks, len(*st.dir.Load())
+	return st.live, int(st.chunks.Load()), len(*st.dir.Load())
 }
 
 // Slots is the slot capacity of the current array, overflow not counted.

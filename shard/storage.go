@@ -69,10 +69,10 @@ type chunk[E any] struct {
 	// record's position to its new home, for Forward.
 	fwd atomic.Pointer[[chunkLen]*E]
 	// Writer state, under the shard mutex.
-	index uint32                  // the chunk's place in its storage's directory
-	nlive uint32                  // records a slot names
-	live  [chunkLen / 64]uint64   // which ones
-	_     [64 - 8 - 8 - 32]byte   // records start on a new line
+	index uint32                // the chunk's place in its storage's directory
+	nlive uint32                // records a slot names
+	live  [chunkLen / 64]uint64 // which ones
+	_     [64 - 8 - 8 - 32]byte // records start on a new line
 	recs  [chunkLen]E
 }
 
@@ -89,10 +89,10 @@ type storage[E any] struct {
 	// when a chunk is dropped; growth publishes a new slice.
 	dir atomic.Pointer[[]atomic.Pointer[chunk[E]]]
 	// Writer state, under the shard mutex.
-	used   uint32   // records allocated: the tail's index
-	live   int      // records a slot names
-	chunks int      // chunks in the directory that are not dropped
-	sparse []uint32 // chunks that fell to sparseAt live or under, to evacuate
+	used   uint32       // records allocated: the tail's index
+	live   int          // records a slot names
+	chunks atomic.Int64 // chunks in the directory that are not dropped; Stats reads it without the mutex
+	sparse []uint32     // chunks that fell to sparseAt live or under, to evacuate
 }
 
 func newStorage[E any]() *storage[E] {
@@ -135,7 +135,7 @@ func (st *storage[E]) grow() {
 	}
 	c := &chunk[E]{index: uint32(len(dir))}
 	next[len(dir)].Store(c)
-	st.chunks++
+	st.chunks.Add(1)
 	if len(dir) > 0 {
 		// The old tail may have emptied while it was filling.
 		st.noteSparse(uint32(len(dir) - 1))
@@ -222,11 +222,11 @@ func (st *storage[E]) noteSparse(ci uint32) {
 // resolving a stale ref into it find nil and look again.
 func (st *storage[E]) drop(c *chunk[E]) {
 	(*st.dir.Load())[c.index].Store(nil)
-	st.chunks--
+	st.chunks.Add(-1)
 }
 
 func (st *storage[E]) bytes() int64 {
-	return int64(st.chunks)*int64(unsafe.Sizeof(chunk[E]{})) +
+	return st.chunks.Load()*int64(unsafe.Sizeof(chunk[E]{})) +
 		int64(cap(*st.dir.Load()))*int64(unsafe.Sizeof(atomic.Pointer[chunk[E]]{}))
 }
 
