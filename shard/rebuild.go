@@ -94,8 +94,9 @@ func (s *Shard[E]) CompactLocked(slots int) (m Moved[E], released int64) {
 		h := s.hash(&nodeOf(s.keyRec(a, ref)).key)
 		place(a, h, word(ref, stampOf(w)), b.class(i))
 	})
-	for _, c := range *ost.dir.Load() {
-		if c := c.Load(); c != nil && c.fwd.Load() != nil {
+	dir := *ost.dir.Load()
+	for i := range dir {
+		if c := dir[i].Load(); c != nil && c.fwd.Load() != nil {
 			m.chunks = append(m.chunks, c)
 		}
 	}
