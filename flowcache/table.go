@@ -71,6 +71,12 @@ type Config[V any] struct {
 	// (conntrack's per-state timeouts). SetClass moves a flow between
 	// classes; SetTimeout retunes a class live.
 	Timeouts []time.Duration
+	// Class, when set, gives a new flow's timeout class from its value (a
+	// flow that has seen only a SYN, say), so that it starts in the right
+	// class without a SetClass (and its shard lock) per new flow. It runs
+	// with the shard locked: it must not call the table. A class the table
+	// does not have means 0.
+	Class func(v *V) int
 	// Evict, when set, lets an insert at the limit make room: among the
 	// flows near the new key's bucket (at most 64 slots of its shard) the
 	// one idle longest that Evict approves leaves, with cause Evicted, in
@@ -112,6 +118,7 @@ type Table[V any] struct {
 	clock    func() time.Time
 	domain   *reclaim.Domain
 	evict    func(*Entry[V]) bool
+	classOf  func(*V) int
 	onRemove func(*Entry[V], Cause)
 	unwatch  func()
 	errFull  error
@@ -158,6 +165,7 @@ func New[V any](cfg Config[V]) (*Table[V], error) {
 		clock:    cfg.Clock,
 		domain:   cfg.Domain,
 		evict:    cfg.Evict,
+		classOf:  cfg.Class,
 		onRemove: cfg.OnRemove,
 		hits:     xsync.NewCounter(),
 		misses:   xsync.NewCounter(),

@@ -206,6 +206,13 @@ func (t *Table[V]) store(k, reply *FlowKey, v V) *Entry[V] {
 	}
 	e.node.SetKey(skey(k))
 	e.value = v
+	var class uint8
+	if t.classOf != nil {
+		if c := t.classOf(&e.value); c > 0 && c < t.classes {
+			class = uint8(c)
+			e.state.Store(uint64(c) << classShift)
+		}
+	}
 	now := t.now.Load()
 	e.lastSeen.Store(now)
 	st := t.stamp(now)
@@ -220,11 +227,11 @@ func (t *Table[V]) store(k, reply *FlowKey, v V) *Entry[V] {
 			rref = rs.ForeignAllocLocked(r)
 			r.node.Aux.Store(rref)
 		}
-		t.setKey(k, ref, st, 0)
+		t.setKey(k, ref, st, class)
 		t.setKey(reply, rref, st, shard.ReplyClass)
 		t.pairs.Add(1)
 	} else {
-		t.setKey(k, ref, st, 0)
+		t.setKey(k, ref, st, class)
 	}
 	return e
 }
