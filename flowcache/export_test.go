@@ -30,3 +30,11 @@ func (t *Table[V]) CompactAll() {
 
 // CoarseNow is the table's coarse clock in ms.
 func (t *Table[V]) CoarseNow() int64 { return t.now.Load() }
+
+// countLate is a Count whose check of the moved bit ran before a move
+// froze the record and whose adds land after: what a worker stalled
+// between the two does. Tests use it to force that interleaving.
+func countLate[V any](e *Entry[V], n int) {
+	e.packets.Add(1)
+	e.bytes.Add(uint64(n))
+}
