@@ -53,13 +53,21 @@ func (s *Shard[E]) StaleStepLocked(from, to int, cuts *[Classes]uint32, dst []Po
 }
 
 // stale appends b's occupied slots whose stamp is below their class's cut.
+// Written out by hand (the stamp is a slot word's high half; free is
+// match(tags, 0)) so that the common bucket, with nothing stale, is
+// straight-line code.
 func (s *Shard[E]) stale(a *array[E], b *bucket, c *[2 * Classes]uint64, dst []Pos[E]) []Pos[E] {
 	cl := b.classes.Load()
-	lt := (uint64(stampOf(b.slots[0].Load()))-c[cl&31])>>63<<15 |
-		(uint64(stampOf(b.slots[1].Load()))-c[cl>>8&31])>>63<<31 |
-		(uint64(stampOf(b.slots[2].Load()))-c[cl>>16&31])>>63<<47 |
-		(uint64(stampOf(b.slots[3].Load()))-c[cl>>24&31])>>63<<63
-	for m := lt &^ free(b.tags.Load()); m != 0; m &= m - 1 {
+	lt := (b.slots[0].Load()>>32-c[cl&31])>>63<<15 |
+		(b.slots[1].Load()>>32-c[cl>>8&31])>>63<<31 |
+		(b.slots[2].Load()>>32-c[cl>>16&31])>>63<<47 |
+		(b.slots[3].Load()>>32-c[cl>>24&31])>>63<<63
+	if lt == 0 {
+		return dst
+	}
+	t := b.tags.Load()
+	occupied := ((t & laneLow15) + laneLow15) | t
+	for m := lt & occupied; m != 0; m &= m - 1 {
 		dst = append(dst, Pos[E]{s, a, b, lane(m)})
 	}
 	return dst
