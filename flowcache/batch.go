@@ -2,6 +2,7 @@ package flowcache
 
 import (
 	"math/rand/v2"
+	"unsafe"
 
 	"github.com/flowcache/flowcache/shard"
 )
@@ -34,8 +35,8 @@ func (t *Table[V]) GetBatch(keys []FlowKey, out []*Entry[V]) int {
 }
 
 func (t *Table[V]) getChunk(keys []FlowKey, out []*Entry[V]) int {
-	var pa [batchChunk]shard.Probe[Entry[V]]
-	var ca [batchChunk]*Entry[V]
+	var pa [batchChunk]shard.Probe
+	var ca [batchChunk]unsafe.Pointer
 	var la [batchChunk]int
 	var wa [batchChunk]uint64
 	probes, cands, lanes, words := pa[:len(keys)], ca[:len(keys)], la[:len(keys)], wa[:len(keys)]
@@ -58,7 +59,7 @@ func (t *Table[V]) getChunk(keys []FlowKey, out []*Entry[V]) int {
 	}
 	for _, c := range cands {
 		if c != nil {
-			touched += c.node.Key()[0]
+			touched += (*shard.Node)(c).Key()[0]
 		}
 	}
 	now := t.now.Load()
@@ -69,7 +70,8 @@ func (t *Table[V]) getChunk(keys []FlowKey, out []*Entry[V]) int {
 	x := (rand.Uint64() ^ touched) | 1
 	hits, sampled := 0, 0
 	for i := range probes { // record misses, overlapped
-		e, slot, w := probes[i].Resolve(cands[i], lanes[i], words[i], skey(&keys[i]))
+		r, slot, w := probes[i].Resolve(cands[i], lanes[i], words[i], skey(&keys[i]))
+		e := (*Entry[V])(r)
 		out[i] = e
 		if e == nil {
 			continue

@@ -191,8 +191,8 @@ func (t *Table[V]) move(dst, src *Entry[V]) {
 // read the old array. It runs under the shard mutex, once a grace period
 // has passed since the compaction, so no worker still holds an old copy
 // and the forward chains are stable.
-func fold[V any](m shard.Moved[Entry[V]]) {
-	m.Each(func(old *Entry[V]) {
+func fold[V any](m shard.Moved) {
+	shard.EachMoved(m, func(old *Entry[V]) {
 		if old.node.Kind() == shard.Reply {
 			return
 		}

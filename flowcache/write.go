@@ -136,7 +136,7 @@ func (t *Table[V]) peek(k *FlowKey) *Entry[V] {
 func (t *Table[V]) findLocked(k *FlowKey) *Entry[V] {
 	h := t.hash(k)
 	if p, ok := t.shardOf(h).FindLocked(h, skey(k)); ok {
-		return p.Flow()
+		return shard.FlowAt[Entry[V]](p)
 	}
 	return nil
 }
@@ -374,12 +374,12 @@ func (t *Table[V]) evictable(k *FlowKey, l *lockSet) (*Entry[V], bool) {
 		return nil, false
 	}
 	h := t.hash(k)
-	var buf [evictScan]shard.Pos[Entry[V]]
+	var buf [evictScan]shard.Pos
 	cands := t.shardOf(h).NearLocked(h, evictScan, buf[:0])
 	var best *Entry[V]
 	var bestSeen int64
 	for _, p := range cands {
-		e := p.Flow()
+		e := shard.FlowAt[Entry[V]](p)
 		ls := e.lastSeen.Load()
 		if best != nil && ls >= bestSeen {
 			continue
@@ -530,7 +530,7 @@ func (t *Table[V]) SetClass(e *Entry[V], c int) bool {
 	// Under the lock the flow cannot move, so its home is stable.
 	home := e.home()
 	p, ok := s.FindLocked(h, skey(&k))
-	if !ok || p.IsReply() || p.Flow() != home {
+	if !ok || p.IsReply() || shard.FlowAt[Entry[V]](p) != home {
 		return false
 	}
 	p.SetClass(uint8(c))

@@ -27,7 +27,7 @@ const (
 // allocations, are visited after the main buckets of the step, from a
 // list: their loads do not depend on each other, so their cache misses
 // overlap instead of stalling the stream one at a time.
-func (s *Shard[E]) StaleStepLocked(from, to int, cuts *[Classes]uint32, dst []Pos[E]) ([]Pos[E], int) {
+func (s *core) StaleStepLocked(from, to int, cuts *[Classes]uint32, dst []Pos) ([]Pos, int) {
 	a := s.arr.Load()
 	to = min(to, len(a.buckets))
 	// Classes past the owner's (the reply class) have cut 0: never stale.
@@ -56,7 +56,7 @@ func (s *Shard[E]) StaleStepLocked(from, to int, cuts *[Classes]uint32, dst []Po
 // Written out by hand (the stamp is a slot word's high half; free is
 // match(tags, 0)) so that the common bucket, with nothing stale, is
 // straight-line code.
-func (s *Shard[E]) stale(a *array[E], b *bucket, c *[2 * Classes]uint64, dst []Pos[E]) []Pos[E] {
+func (s *core) stale(a *array, b *bucket, c *[2 * Classes]uint64, dst []Pos) []Pos {
 	cl := b.classes.Load()
 	lt := (b.slots[0].Load()>>32-c[cl&31])>>63<<15 |
 		(b.slots[1].Load()>>32-c[cl>>8&31])>>63<<31 |
@@ -68,12 +68,12 @@ func (s *Shard[E]) stale(a *array[E], b *bucket, c *[2 * Classes]uint64, dst []P
 	t := b.tags.Load()
 	occupied := ((t & laneLow15) + laneLow15) | t
 	for m := lt & occupied; m != 0; m &= m - 1 {
-		dst = append(dst, Pos[E]{s, a, b, lane(m)})
+		dst = append(dst, Pos{s, a, b, lane(m)})
 	}
 	return dst
 }
 
-func (s *Shard[E]) staleChains(a *array[E], chains []*bucket, c *[2 * Classes]uint64, dst []Pos[E]) []Pos[E] {
+func (s *core) staleChains(a *array, chains []*bucket, c *[2 * Classes]uint64, dst []Pos) []Pos {
 	for _, b := range chains {
 		for ; b != nil; b = b.next.Load() {
 			dst = s.stale(a, b, c, dst)
@@ -83,13 +83,13 @@ func (s *Shard[E]) staleChains(a *array[E], chains []*bucket, c *[2 * Classes]ui
 }
 
 // Buckets is the bucket count of the current array.
-func (s *Shard[E]) Buckets() int { return len(s.arr.Load().buckets) }
+func (s *core) Buckets() int { return len(s.arr.Load().buckets) }
 
 // NearLocked appends to dst the slots holding a flow's first key among the
 // first max slots from hash h's bucket on: its chain, then the buckets
 // after it, wrapping around. It is the eviction scan: bounded, and local
 // to where the new key goes. The caller holds the mutex.
-func (s *Shard[E]) NearLocked(h uint64, max int, dst []Pos[E]) []Pos[E] {
+func (s *core) NearLocked(h uint64, max int, dst []Pos) []Pos {
 	a := s.arr.Load()
 	bi := mix(h, a.seed) & a.mask
 	seen := 0
@@ -98,7 +98,7 @@ func (s *Shard[E]) NearLocked(h uint64, max int, dst []Pos[E]) []Pos[E] {
 			t := b.tags.Load()
 			for i := range slotsPerBucket {
 				if t>>(i*tagBits)&tagMask != 0 && b.class(i) != ReplyClass {
-					dst = append(dst, Pos[E]{s, a, b, i})
+					dst = append(dst, Pos{s, a, b, i})
 				}
 			}
 			seen += slotsPerBucket
@@ -118,7 +118,7 @@ func (s *Shard[E]) FlowsLocked(dst []*E) []*E {
 	a := s.arr.Load()
 	a.each(func(b *bucket, i int, w uint64) {
 		if refOf(w)&(refReply|refForeign) == 0 {
-			dst = append(dst, a.store.rec(refOf(w)))
+			dst = append(dst, (*E)(a.store.rec(refOf(w))))
 		}
 	})
 	return dst
@@ -126,8 +126,8 @@ func (s *Shard[E]) FlowsLocked(dst []*E) []*E {
 
 // SlotsLocked appends every occupied slot to dst, first keys and reply
 // keys alike; the caller holds the mutex.
-func (s *Shard[E]) SlotsLocked(dst []Pos[E]) []Pos[E] {
+func (s *core) SlotsLocked(dst []Pos) []Pos {
 	a := s.arr.Load()
-	a.each(func(b *bucket, i int, _ uint64) { dst = append(dst, Pos[E]{s, a, b, i}) })
+	a.each(func(b *bucket, i int, _ uint64) { dst = append(dst, Pos{s, a, b, i}) })
 	return dst
 }
