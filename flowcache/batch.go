@@ -59,11 +59,10 @@ func (t *Table[V]) getChunk(keys []FlowKey, out []*Entry[V]) int {
 	}
 	for _, c := range cands {
 		if c != nil {
-			touched += (*shard.Node)(c).Key()[0]
+			touched += *(*uint64)(c) // the key's first word: a record begins with its key
 		}
 	}
 	now := t.now.Load()
-	stamp := t.stamp(now)
 	// One random draw per chunk seeds a cheap generator for the hit
 	// samples, instead of a draw per hit. XOR with the touched words
 	// keeps it uniform.
@@ -78,10 +77,7 @@ func (t *Table[V]) getChunk(keys []FlowKey, out []*Entry[V]) int {
 		}
 		hits++
 		if e.lastSeen.Load() != now {
-			e.lastSeen.Store(now)
-			if shard.StampOf(w) != stamp {
-				slot.CompareAndSwap(w, shard.WithStamp(w, stamp))
-			}
+			t.refresh(e, slot, w, now)
 		}
 		x ^= x << 13
 		x ^= x >> 7

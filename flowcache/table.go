@@ -316,25 +316,43 @@ func (t *Table[V]) Get(k FlowKey) (*Entry[V], bool) {
 		t.misses.Inc()
 		return nil, false
 	}
-	t.touch(e, slot, w)
-	if sampleHit(e, uint64(rand.Uint32())) {
-		t.hits.Add(hitSample)
+	// The refresh and the hit sample, written out rather than called:
+	// the compiler does not inline calls inside a generic body that
+	// another package instantiates, and the common hit does neither.
+	if now := t.now.Load(); e.lastSeen.Load() != now {
+		t.refresh(e, slot, w, now)
+	}
+	if rand.Uint32()%hitSample == 0 {
+		t.sampled(e)
 	}
 	return e, true
 }
 
-// touch refreshes a flow that a lookup found through the slot word w,
-// once per tick: its last-seen time, and the slot's stamp, with a
-// compare-and-swap against the word the lookup read. If the flow left
-// and another took the slot since, the swap fails, so the newcomer's
-// stamp never says it was seen later than it was (invariant 12).
+// touch refreshes a flow that a lookup found through the slot word w, as
+// Get does.
 func (t *Table[V]) touch(e *Entry[V], slot *atomic.Uint64, w uint64) {
 	if now := t.now.Load(); e.lastSeen.Load() != now {
-		e.lastSeen.Store(now)
-		if st := t.stamp(now); shard.StampOf(w) != st {
-			slot.CompareAndSwap(w, shard.WithStamp(w, st))
-		}
+		t.refresh(e, slot, w, now)
 	}
+}
+
+// refresh writes a flow's last-seen time, once per tick, and its slot's
+// stamp, with a compare-and-swap against the word the lookup read. If the
+// flow left and another took the slot since, the swap fails, so the
+// newcomer's stamp never says it was seen later than it was (invariant
+// 12).
+func (t *Table[V]) refresh(e *Entry[V], slot *atomic.Uint64, w uint64, now int64) {
+	e.lastSeen.Store(now)
+	if st := t.stamp(now); shard.StampOf(w) != st {
+		slot.CompareAndSwap(w, shard.WithStamp(w, st))
+	}
+}
+
+// sampled counts a sampled hit: hitSample hits on the flow's estimate and
+// the table's.
+func (t *Table[V]) sampled(e *Entry[V]) {
+	e.node.Aux.Add(1)
+	t.hits.Add(hitSample)
 }
 
 // Len is the number of live flows (a pair counts once). It never exceeds

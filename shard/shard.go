@@ -198,14 +198,24 @@ retry:
 			for m := match(b.tags.Load(), tag); m != 0; m &= m - 1 {
 				i := lane(m)
 				w := b.slots[i].Load()
-				r := s.keyRec(a, refOf(w))
-				if r == nil {
-					// A ref into a dropped chunk: look again in the
-					// current array.
+				ref := refOf(w)
+				var r unsafe.Pointer
+				if ref&refForeign == 0 {
+					// keyRec's local path, written out: the directory
+					// is loaded after the slot word, so it covers the
+					// ref (a writer publishes a chunk before its refs).
+					c := (*a.store.dir.Load())[(ref&refIndex)>>chunkBits].Load()
+					if c == nil {
+						// A ref into a dropped chunk: look again in
+						// the current array.
+						continue retry
+					}
+					r = unsafe.Add(unsafe.Pointer(c), s.recs+uintptr(ref&(chunkLen-1))*s.size)
+				} else if r = s.foreign.get(ref & refIndex); r == nil {
 					continue retry
 				}
 				if (*Node)(r).key.Equal(k) {
-					return s.flow(r, refOf(w)), &b.slots[i], w
+					return s.flow(r, ref), &b.slots[i], w
 				}
 			}
 		}
