@@ -70,7 +70,7 @@ func (t *Table[V]) getChunk(keys []FlowKey, out []*Entry[V]) int {
 	hits, sampled := 0, 0
 	for i := range probes { // record misses, overlapped
 		r, slot, w := probes[i].Resolve(cands[i], lanes[i], words[i], skey(&keys[i]))
-		e := (*Entry[V])(r)
+		e := (*Entry[V])(r) // the shard stores Entry[V] records (Init)
 		out[i] = e
 		if e == nil {
 			continue

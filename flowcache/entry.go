@@ -45,7 +45,11 @@ const (
 
 // Key is the flow's first key: the one it was stored under by Insert, or
 // the first key given to InsertPair.
-func (e *Entry[V]) Key() FlowKey { return *(*FlowKey)(unsafe.Pointer(e.node.Key())) }
+func (e *Entry[V]) Key() FlowKey {
+	// The shard stores the FlowKey's 40 bytes as its Key (skey): the same
+	// bytes, viewed back.
+	return *(*FlowKey)(unsafe.Pointer(e.node.Key()))
+}
 
 // Value is the flow's value, fixed when the flow was stored. Read it; never
 // write through it: the table may copy the flow to compact its memory,

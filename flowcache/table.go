@@ -273,6 +273,8 @@ const stampShift = 10
 // 35 years, which leaves 100 years of 32-bit stamps after it.
 const stampSlack = 1 << 40
 
+// hashKey is hash for a key the shard holds: a shard.Key is a FlowKey's
+// 40 bytes (skey), so hashing its bytes gives the same hash.
 func (t *Table[V]) hashKey(k *shard.Key) uint64 {
 	return xxh3.HashSeed(unsafe.Slice((*byte)(unsafe.Pointer(k)), unsafe.Sizeof(*k)), t.seed)
 }
