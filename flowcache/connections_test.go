@@ -4,6 +4,7 @@ import (
 	"errors"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -368,5 +369,60 @@ func TestEvictFloodSparesAssured(t *testing.T) {
 	t.Logf("flood of %d at limit %d: admitted %d, refused %d, evicted %d", flood, limit, admitted, refused, st.Evicted)
 	if admitted < flood*9/10 || st.Evicted != uint64(admitted-(limit-established)) {
 		t.Fatalf("admitted %d of %d, evicted %d", admitted, flood, st.Evicted)
+	}
+}
+
+// The limit holds when every insert at the limit replaces or evicts:
+// the unit of the flow that leaves passes straight to the one that comes
+// in, so inserts into other shards never slip in between. Several
+// goroutines insert new keys (evicting), re-insert present keys
+// (replacing) and pairs over one-key flows, while one watches Len.
+func TestLimitExactUnderEvictionAndReplacement(t *testing.T) {
+	const limit = 2000
+	tb := newTable(t, Config[int]{Limit: limit, Shards: 8, Evict: func(*Entry[int]) bool { return true }})
+	var wg sync.WaitGroup
+	var over atomic.Int64
+	stop := make(chan struct{})
+	wg.Go(func() {
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if n := tb.Len(); n > limit {
+				over.Store(int64(n))
+			}
+		}
+	})
+	ops := 100_000
+	if raceEnabled || testing.Short() {
+		ops = 20_000
+	}
+	var workers sync.WaitGroup
+	for g := range 3 {
+		workers.Go(func() {
+			for i := range ops {
+				k := testKey(g<<20 | i%3000)
+				switch i % 3 {
+				case 0:
+					tb.GetOrInsert(k, func() int { return i })
+				case 1:
+					tb.Insert(k, i)
+				default:
+					tb.InsertPair(k, testKey(g<<20|(i+7)%3000), i)
+				}
+			}
+		})
+	}
+	workers.Wait()
+	close(stop)
+	wg.Wait()
+	if n := over.Load(); n != 0 || tb.Len() > limit {
+		t.Fatalf("Len reached %d (now %d), over the limit of %d", n, tb.Len(), limit)
+	}
+	st := tb.Stats()
+	if int64(st.Live) != int64(st.Inserts)-int64(st.Replaced+st.Evicted+st.Removed+st.Expired+st.Cleared) {
+		t.Fatalf("Live is not Inserts minus every cause: %v", st)
 	}
 }

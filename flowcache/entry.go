@@ -139,9 +139,6 @@ func (e *Entry[V]) home() *Entry[V] {
 	return e
 }
 
-// flowOf is the flow record behind a record that holds a key.
-func (e *Entry[V]) isPair() bool { return e.node.Kind() == shard.Pair }
-
 // move is the shard's move function during a compaction (CompactLocked):
 // dst is the new home of src, zero but for its key, kind and position, and
 // Forward(src) is already dst. The shard mutex is held, so no other writer
