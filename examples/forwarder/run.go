@@ -205,6 +205,12 @@ loop:
 // run is one worker's loop: read what is there (up to a batch), handle
 // it, declare a quiescent state. The receiver waits when it has nothing;
 // the worker stops only then, so whatever had arrived is handled first.
+//
+// An idle worker declares a quiescent state too, each time its receiver
+// comes back empty (every 1 ms on a ring, 100 ms on a socket): a worker
+// that reported only after batches would hold every grace period back
+// while no traffic comes, and with it every OnRemove and every piece of
+// table storage retired by the last passes (after a flood, tens of MiB).
 func (w *worker) run(stop <-chan struct{}, rx receiver, busy *busyTime) error {
 	defer w.reader.Unregister()
 	var frames [][]byte
@@ -227,6 +233,8 @@ func (w *worker) run(stop <-chan struct{}, rx receiver, busy *busyTime) error {
 			busy.end()
 			continue
 		}
+		// Idle: this worker holds no entry at all.
+		w.reader.Quiescent()
 		select {
 		case <-stop:
 			return nil
@@ -548,6 +556,7 @@ func writeDump(w io.Writer, name string, rows []flowcache.DumpRow[Flow], format 
 		return nil
 	case "json":
 		enc := json.NewEncoder(w)
+		enc.SetEscapeHTML(false) // "->", not "-\u003e": the dump is for people and jq, not HTML
 		for i := range rows {
 			if err := enc.Encode(&rows[i]); err != nil {
 				return err

@@ -274,7 +274,7 @@ func TestDumpFormats(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Keys are text, readable as they are.
-	if !strings.Contains(js.String(), `"Key":"udp 198.19.0.1:5000 -\u003e 198.18.0.1:5001"`) ||
+	if !strings.Contains(js.String(), `"Key":"udp 198.19.0.1:5000 -> 198.18.0.1:5001"`) ||
 		!strings.Contains(js.String(), `"Value":{"Action":"forward"}`) {
 		t.Errorf("JSON dump:\n%s", js.String())
 	}
@@ -355,5 +355,51 @@ func TestMetricsServer(t *testing.T) {
 	}
 	if _, _, err := serveMetrics("127.0.0.1:-1", table, domain); err == nil {
 		t.Error("a bad address: no error")
+	}
+}
+
+// idleRx is a receiver with nothing to read: it waits a little, as a ring
+// does, and returns no frames.
+type idleRx struct{}
+
+func (idleRx) read(frames [][]byte) ([][]byte, int, error) {
+	time.Sleep(time.Millisecond)
+	return frames[:0], 0, nil
+}
+func (idleRx) drops() uint64 { return 0 }
+func (idleRx) close()        {}
+
+// TestIdleWorkerIsQuiescent: a worker with no traffic still lets grace
+// periods end, so that what the table retired (storage compacted away,
+// OnRemove callbacks) is not held back until the next packet.
+func TestIdleWorkerIsQuiescent(t *testing.T) {
+	domain := reclaim.NewDomain()
+	table, err := flowcache.New(tableConfig("test", 10, time.Minute, DropWhenFull, domain))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer table.Close()
+	var sent [][]byte
+	w := testWorker(t, table, DropWhenFull, &sent)
+	w.reader = domain.Register()
+	stop := make(chan struct{})
+	done := make(chan error, 1)
+	go func() { done <- w.run(stop, idleRx{}, new(busyTime)) }()
+	defer func() {
+		close(stop)
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}()
+
+	synced := make(chan struct{})
+	go func() {
+		domain.Synchronize()
+		close(synced)
+	}()
+	select {
+	case <-synced:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Synchronize did not return in 10 s: the idle worker never reported a quiescent state")
 	}
 }
