@@ -21,6 +21,8 @@ type options struct {
 	stats       bool
 	statusFile  string
 	dumpFile    string
+	dumpFormat  string
+	metricsAddr string
 	summaryFile string
 	flowsFile   string
 
@@ -51,7 +53,7 @@ type flagGroup struct {
 var flagGroups = []flagGroup{
 	{"Forwarder (the default mode):", []string{
 		"in", "out", "next-hop", "workers", "batch", "limit", "ttl", "full-policy",
-		"stats", "status", "summary", "dump-file", "flows-file",
+		"stats", "status", "summary", "dump-file", "dump-format", "flows-file", "metrics",
 	}},
 	{"Ring I/O (how the forwarder reads and sends frames):", []string{
 		"io", "ring-block-size", "ring-frame-size", "ring-blocks", "ring-block-timeout", "rcvbuf",
@@ -67,9 +69,11 @@ var flagGroups = []flagGroup{
 const synopsis = `forwarder is a multicore L3/L4 forwarder built on flowcache. It reads
 Ethernet frames from -in (one TPACKET_V3 ring per worker, all in one
 PACKET_FANOUT hash group, so a flow stays on one worker), looks each batch
-of flows up in the table, inserts the decision for a new flow, rewrites the
-MACs and sends the frame on -out. SIGUSR1 writes the table's dump; SIGINT
-or SIGTERM stops it and prints a JSON summary. Two more modes serve the
+of flows up in the table and inserts the decision for each new flow in one
+step, counts each packet on its flow, rewrites the MACs and sends the frame
+on -out. SIGUSR1 writes the table's dump; -metrics serves Prometheus
+metrics; SIGINT or SIGTERM stops it and prints a JSON summary. Two more
+modes serve the
 end-to-end test (e2e.sh): -keys-from keys a capture the way the forwarder
 keys frames, and -sink counts the frames arriving on an interface.
 
@@ -88,11 +92,13 @@ func defineFlags(fs *flag.FlagSet, o *options) {
 	fs.IntVar(&o.batch, "batch", 64, "frames read and looked up together")
 	fs.IntVar(&o.limit, "limit", 100_000, "most live flows in the table")
 	fs.DurationVar(&o.ttl, "ttl", 60*time.Second, "idle time after which a flow expires")
-	fs.StringVar(&o.fullPolicy, "full-policy", "drop", "new flows when the table is full: drop or forward (without state)")
+	fs.StringVar(&o.fullPolicy, "full-policy", "drop", "new flows when the table is full: drop, forward (without state), or evict (the longest-idle flow near it that is not assured: no reply seen, at most 3 packets)")
 	fs.BoolVar(&o.stats, "stats", false, "print live flows, hits, misses, rejections, heap and packets/s once a second (stderr)")
 	fs.StringVar(&o.statusFile, "status", "", "rewrite this file once a second with the counters as JSON")
 	fs.StringVar(&o.summaryFile, "summary", "", "where the JSON summary goes on exit (default stdout)")
 	fs.StringVar(&o.dumpFile, "dump-file", "", "where SIGUSR1 writes the table's dump (default stdout)")
+	fs.StringVar(&o.dumpFormat, "dump-format", "text", "the dump's format: text (one flow a line) or json (one JSON object a line)")
+	fs.StringVar(&o.metricsAddr, "metrics", "", "serve Prometheus metrics on http://ADDR/metrics (e.g. 127.0.0.1:9100; default off)")
 	fs.StringVar(&o.flowsFile, "flows-file", "", "write every flow key ever inserted (forwarder) or found (-keys-from) here, sorted, one per line")
 
 	fs.StringVar(&o.io, "io", "ring", "ring: read TPACKET_V3 mmap rings; syscall: one read(2) per frame (for comparison)")

@@ -2,15 +2,16 @@
 // flowcache, and the end-to-end test of the library on real traffic.
 //
 // It reads Ethernet frames from one interface, keys each with
-// flowcache.ParseFrame, looks the flows up a batch at a time with
-// Table.GetBatch, inserts the decision for a new flow with GetOrInsert,
-// rewrites the MACs (source: the out interface; destination: the next
-// hop) and sends the frame on the other interface:
+// flowcache.ParseFrame, looks a batch of flows up and inserts the new
+// ones in one Table.GetOrInsertBatch, counts each packet on its flow
+// (Entry.Count), rewrites the MACs (source: the out interface;
+// destination: the next hop) and sends the frame on the other interface:
 //
 //	-in ─ PACKET_FANOUT, hash by flow ─┬─ ring 0 → worker 0 ─┐  one per core; per batch:
-//	      (TPACKET_V3 mmap rings)      └─ ring 1 → worker 1 ─┤  copy frames out of the ring → ParseFrame → GetBatch
-//	                                                         │  → on a miss GetOrInsert(decide) → rewrite MACs → write;
-//	                                                         │  then Quiescent
+//	      (TPACKET_V3 mmap rings)      └─ ring 1 → worker 1 ─┤  copy frames out of the ring → ParseFrame
+//	                                                         │  → GetOrInsertBatch(decide) → Count, assure
+//	                                                         │  → rewrite MACs → write; reverse keys of new
+//	                                                         │  flows → GetBatch; then Quiescent
 //	                                                         └─ -out
 //
 // The rings (ring.go) are gopacket/afpacket's; -io=syscall reads one
@@ -18,18 +19,26 @@
 // for comparison. Either way each frame is sent with one write(2): the
 // library has no transmit ring.
 //
-// A reclaim.Reclaimer expires idle flows (-ttl) once a second and gives
-// the memory of a drained table back. When the table is at its limit a
-// new flow's packet is dropped or forwarded without state, as
-// -full-policy says; flows already in the table are not affected.
+// A flow is "assured" (a bit in its state word, Entry.State) once a
+// packet was seen in its reply direction, or once it has carried more
+// than 3 packets (a one-way path). A reclaim.Reclaimer expires idle flows
+// (-ttl) once a second and gives the memory of a drained table back. When
+// the table is at its limit a new flow's packet is dropped or forwarded
+// without state, or (-full-policy=evict) the flow takes the place of the
+// longest-idle unassured flow near it, conntrack's early drop; assured
+// flows are never evicted.
 //
 // Usage (as root, or with CAP_NET_RAW):
 //
-//	forwarder -in veth0 -out veth1 -next-hop 02:00:00:00:00:02 [-limit 100000] [-ttl 60s] [-stats]
+//	forwarder -in veth0 -out veth1 -next-hop 02:00:00:00:00:02 [-limit 100000] [-ttl 60s]
+//	          [-full-policy drop|forward|evict] [-metrics 127.0.0.1:9100] [-stats]
 //
-// SIGUSR1 writes the table's Dump (sorted by key) to -dump-file or
-// stdout. SIGINT or SIGTERM stops it; it then prints a JSON summary
-// (packets, flows, peak live, rejections, heap before / peak / after).
+// SIGUSR1 writes the table's Dump (sorted by key; -dump-format text or
+// json) to -dump-file or stdout. -metrics serves Prometheus metrics (the
+// table's, its epoch domain's, the Go runtime's). SIGINT or SIGTERM stops
+// it; it then prints a JSON summary (packets, flows, peak live,
+// rejections, evictions, removals by cause, table bytes and heap before /
+// peak / after).
 //
 // Two more modes serve the end-to-end test (e2e.sh beside this file):
 //

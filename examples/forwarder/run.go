@@ -42,11 +42,11 @@ type forwarder struct {
 	lastAt                 time.Time
 	pps, peakPPS           float64
 	tableBefore, tablePeak int64
-	heapBefore, heapPeak   uint64
+	heapBefore, heapPeak   heapSample
 	cpuBefore              float64
 	drops                  uint64
 	tableAfter             int64
-	heapAfter              uint64
+	heapAfter              heapSample
 	stopped                bool
 }
 
@@ -81,21 +81,27 @@ func runForwarder(o options) error {
 			return err
 		}
 	}
+	if o.dumpFormat != "text" && o.dumpFormat != "json" {
+		return fmt.Errorf("-dump-format must be text or json, not %q", o.dumpFormat)
+	}
 
 	// One domain for this table: its Reclaimer runs the expiry pass
 	// every second, and the workers' Quiescent calls end its grace
 	// periods.
 	domain := reclaim.NewDomain()
-	table, err := flowcache.New(flowcache.Config[Flow]{
-		Name:   in.Name,
-		Limit:  o.limit,
-		TTL:    o.ttl,
-		Domain: domain,
-	})
+	table, err := flowcache.New(tableConfig(in.Name, o.limit, o.ttl, policy, domain))
 	if err != nil {
 		return err
 	}
 	defer table.Close()
+	if o.metricsAddr != "" {
+		srv, addr, err := serveMetrics(o.metricsAddr, table, domain)
+		if err != nil {
+			return fmt.Errorf("-metrics: %w", err)
+		}
+		defer srv.Close()
+		fmt.Fprintf(os.Stderr, "forwarder: metrics on http://%s/metrics\n", addr)
+	}
 	reclaimer := reclaim.NewReclaimer(domain, time.Second)
 	reclaimer.Start()
 	defer reclaimer.Close()
@@ -199,6 +205,12 @@ loop:
 // run is one worker's loop: read what is there (up to a batch), handle
 // it, declare a quiescent state. The receiver waits when it has nothing;
 // the worker stops only then, so whatever had arrived is handled first.
+//
+// An idle worker declares a quiescent state too, each time its receiver
+// comes back empty (every 1 ms on a ring, 100 ms on a socket): a worker
+// that reported only after batches would hold every grace period back
+// while no traffic comes, and with it every OnRemove and every piece of
+// table storage retired by the last passes (after a flood, tens of MiB).
 func (w *worker) run(stop <-chan struct{}, rx receiver, busy *busyTime) error {
 	defer w.reader.Unregister()
 	var frames [][]byte
@@ -221,6 +233,8 @@ func (w *worker) run(stop <-chan struct{}, rx receiver, busy *busyTime) error {
 			busy.end()
 			continue
 		}
+		// Idle: this worker holds no entry at all.
+		w.reader.Quiescent()
 		select {
 		case <-stop:
 			return nil
@@ -271,12 +285,31 @@ func (f *forwarder) closeIO() {
 	}
 }
 
-// heapBytes is the Go heap in use: live objects and garbage not yet swept
-// (runtime.MemStats.HeapAlloc), read without stopping the world.
-func heapBytes() uint64 {
-	s := []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}}
+// heapSample is the Go heap, read through runtime/metrics without
+// stopping the world:
+//
+//   - objects: the bytes of heap objects, live and not yet swept
+//     (runtime.MemStats.HeapAlloc);
+//   - inuse: the bytes of the heap's spans in use, objects and the free
+//     room in those spans (HeapInuse): what the process holds for its
+//     heap, short of what it returned or could return to the OS. A flood
+//     whose survivors are scattered over every span keeps this high
+//     while objects falls; the table's compaction is what brings it down.
+type heapSample struct {
+	objects, inuse uint64
+}
+
+func readHeap() heapSample {
+	s := []metrics.Sample{
+		{Name: "/memory/classes/heap/objects:bytes"},
+		{Name: "/memory/classes/heap/unused:bytes"},
+	}
 	metrics.Read(s)
-	return s[0].Value.Uint64()
+	return heapSample{objects: s[0].Value.Uint64(), inuse: s[0].Value.Uint64() + s[1].Value.Uint64()}
+}
+
+func maxHeap(a, b heapSample) heapSample {
+	return heapSample{objects: max(a.objects, b.objects), inuse: max(a.inuse, b.inuse)}
 }
 
 // before records the memory held before any traffic.
@@ -284,7 +317,7 @@ func (f *forwarder) before() {
 	runtime.GC()
 	f.start, f.lastAt = time.Now(), time.Now()
 	f.tableBefore = f.table.Stats().Bytes
-	f.heapBefore = heapBytes()
+	f.heapBefore = readHeap()
 	f.tablePeak, f.heapPeak = f.tableBefore, f.heapBefore
 	f.cpuBefore = cpuSeconds()
 }
@@ -308,7 +341,7 @@ func (f *forwarder) sample() {
 	}
 	f.lastIn, f.lastAt = in, now
 	f.tablePeak = max(f.tablePeak, f.table.Stats().Bytes)
-	f.heapPeak = max(f.heapPeak, heapBytes())
+	f.heapPeak = maxHeap(f.heapPeak, readHeap())
 	var drops uint64
 	for _, rx := range f.rx {
 		drops += rx.drops()
@@ -321,7 +354,7 @@ func (f *forwarder) after() {
 	f.sample()
 	runtime.GC()
 	f.tableAfter = f.table.Stats().Bytes
-	f.heapAfter = heapBytes()
+	f.heapAfter = readHeap()
 	f.stopped = true
 }
 
@@ -360,25 +393,47 @@ type report struct {
 	PPS           float64 `json:"pps"`
 	PeakPPS       float64 `json:"peak_pps"`
 
-	Live           int    `json:"live"`
-	Limit          int    `json:"limit"`
-	PeakLive       int64  `json:"peak_live"`
-	FlowsInserted  uint64 `json:"flows_inserted"`
-	FullRejections uint64 `json:"full_rejections"`
-	Hits           uint64 `json:"hits"`
-	Misses         uint64 `json:"misses"`
-	Expired        uint64 `json:"expired"`
-	Grows          uint64 `json:"grows"`
-	Shrinks        uint64 `json:"shrinks"`
+	FullPolicy     string   `json:"full_policy"`
+	Live           int      `json:"live"`
+	Limit          int      `json:"limit"`
+	PeakLive       int64    `json:"peak_live"`
+	FlowsInserted  uint64   `json:"flows_inserted"`
+	FullRejections uint64   `json:"full_rejections"`
+	Evictions      uint64   `json:"evictions"` // = removals.evicted, under its own name as in /metrics
+	Removals       removals `json:"removals"`
+	Hits           uint64   `json:"hits"`
+	Misses         uint64   `json:"misses"` // one per new flow's packet that missed, and one per reverse-key lookup
+	Expired        uint64   `json:"expired"`
+	Grows          uint64   `json:"grows"`
+	Shrinks        uint64   `json:"shrinks"`
+	Compactions    uint64   `json:"compactions"`
+	Moved          uint64   `json:"moved"`
 
-	TableBytes       int64  `json:"table_bytes"`
-	TableBytesBefore int64  `json:"table_bytes_before"`
-	TableBytesPeak   int64  `json:"table_bytes_peak"`
-	TableBytesAfter  int64  `json:"table_bytes_after,omitempty"`
-	HeapBytes        uint64 `json:"heap_bytes"`
-	HeapBefore       uint64 `json:"heap_before"`
-	HeapPeak         uint64 `json:"heap_peak"`
-	HeapAfter        uint64 `json:"heap_after,omitempty"`
+	TableBytes       int64 `json:"table_bytes"`
+	TableBytesBefore int64 `json:"table_bytes_before"`
+	TableBytesPeak   int64 `json:"table_bytes_peak"`
+	TableBytesAfter  int64 `json:"table_bytes_after,omitempty"`
+	// Heap: objects (heap_*) and spans in use (heap_inuse_*, HeapInuse),
+	// now, before any traffic, the most of the once-a-second samples,
+	// and at exit after a collection (see heapSample).
+	HeapBytes       uint64 `json:"heap_bytes"`
+	HeapBefore      uint64 `json:"heap_before"`
+	HeapPeak        uint64 `json:"heap_peak"`
+	HeapAfter       uint64 `json:"heap_after,omitempty"`
+	HeapInuseBytes  uint64 `json:"heap_inuse_bytes"`
+	HeapInuseBefore uint64 `json:"heap_inuse_before"`
+	HeapInusePeak   uint64 `json:"heap_inuse_peak"`
+	HeapInuseAfter  uint64 `json:"heap_inuse_after,omitempty"`
+}
+
+// removals is Stats' flows that left, by cause: the same numbers as the
+// metrics' flowcache_removals_total{cause}.
+type removals struct {
+	Expired  uint64 `json:"expired"`
+	Removed  uint64 `json:"removed"`
+	Replaced uint64 `json:"replaced"`
+	Evicted  uint64 `json:"evicted"`
+	Cleared  uint64 `json:"cleared"`
 }
 
 func (f *forwarder) report() report {
@@ -386,39 +441,48 @@ func (f *forwarder) report() report {
 	c := func(field func(*counters) *atomic.Uint64) uint64 { return f.sum(field) }
 	r := report{
 		In: f.o.in, Out: f.o.out, IO: f.o.io, Workers: len(f.workers),
-		Seconds:          time.Since(f.start).Seconds(),
-		ActiveSeconds:    f.activeSeconds(),
-		CPUSeconds:       cpuSeconds() - f.cpuBefore,
-		PacketsIn:        c(func(c *counters) *atomic.Uint64 { return &c.in }),
-		PacketsOut:       c(func(c *counters) *atomic.Uint64 { return &c.out }),
-		NotIP:            c(func(c *counters) *atomic.Uint64 { return &c.notIP }),
-		Malformed:        c(func(c *counters) *atomic.Uint64 { return &c.malformed }),
-		Oversize:         c(func(c *counters) *atomic.Uint64 { return &c.oversize }),
-		DroppedFull:      c(func(c *counters) *atomic.Uint64 { return &c.droppedFull }),
-		ForwardedFull:    c(func(c *counters) *atomic.Uint64 { return &c.forwardedFull }),
-		SendErrors:       c(func(c *counters) *atomic.Uint64 { return &c.sendErrors }),
-		SocketDrops:      f.drops,
-		PPS:              f.pps,
-		PeakPPS:          f.peakPPS,
-		Live:             st.Live,
-		Limit:            st.Limit,
-		PeakLive:         f.peak.Load(),
-		FlowsInserted:    st.Inserts,
-		FullRejections:   st.FullRejections,
+		Seconds:        time.Since(f.start).Seconds(),
+		ActiveSeconds:  f.activeSeconds(),
+		CPUSeconds:     cpuSeconds() - f.cpuBefore,
+		PacketsIn:      c(func(c *counters) *atomic.Uint64 { return &c.in }),
+		PacketsOut:     c(func(c *counters) *atomic.Uint64 { return &c.out }),
+		NotIP:          c(func(c *counters) *atomic.Uint64 { return &c.notIP }),
+		Malformed:      c(func(c *counters) *atomic.Uint64 { return &c.malformed }),
+		Oversize:       c(func(c *counters) *atomic.Uint64 { return &c.oversize }),
+		DroppedFull:    c(func(c *counters) *atomic.Uint64 { return &c.droppedFull }),
+		ForwardedFull:  c(func(c *counters) *atomic.Uint64 { return &c.forwardedFull }),
+		SendErrors:     c(func(c *counters) *atomic.Uint64 { return &c.sendErrors }),
+		SocketDrops:    f.drops,
+		PPS:            f.pps,
+		PeakPPS:        f.peakPPS,
+		FullPolicy:     f.o.fullPolicy,
+		Live:           st.Live,
+		Limit:          st.Limit,
+		PeakLive:       f.peak.Load(),
+		FlowsInserted:  st.Inserts,
+		FullRejections: st.FullRejections,
+		Evictions:      st.Evicted,
+		Removals: removals{
+			Expired: st.Expired, Removed: st.Removed, Replaced: st.Replaced,
+			Evicted: st.Evicted, Cleared: st.Cleared,
+		},
 		Hits:             st.Hits,
 		Misses:           st.Misses,
 		Expired:          st.Expired,
 		Grows:            st.Grows,
 		Shrinks:          st.Shrinks,
+		Compactions:      st.Compactions,
+		Moved:            st.Moved,
 		TableBytes:       st.Bytes,
 		TableBytesBefore: f.tableBefore,
 		TableBytesPeak:   f.tablePeak,
-		HeapBytes:        heapBytes(),
-		HeapBefore:       f.heapBefore,
-		HeapPeak:         f.heapPeak,
 	}
+	heap := readHeap()
+	r.HeapBytes, r.HeapBefore, r.HeapPeak = heap.objects, f.heapBefore.objects, f.heapPeak.objects
+	r.HeapInuseBytes, r.HeapInuseBefore, r.HeapInusePeak = heap.inuse, f.heapBefore.inuse, f.heapPeak.inuse
 	if f.stopped {
-		r.TableBytesAfter, r.HeapAfter = f.tableAfter, f.heapAfter
+		r.TableBytesAfter = f.tableAfter
+		r.HeapAfter, r.HeapInuseAfter = f.heapAfter.objects, f.heapAfter.inuse
 	}
 	if r.ActiveSeconds > 0 {
 		r.ActivePPS = math.Round(float64(r.PacketsIn) / r.ActiveSeconds)
@@ -429,31 +493,78 @@ func (f *forwarder) report() report {
 // statsLine is the -stats line.
 func (f *forwarder) statsLine() string {
 	r := f.report()
-	return fmt.Sprintf("live %d/%d  hits %d  misses %d  full %d  expired %d | table %s  heap %s | %.0f pkt/s in, %d in, %d out, %d not IP",
-		r.Live, r.Limit, r.Hits, r.Misses, r.FullRejections, r.Expired,
-		mib(r.TableBytes), mib(int64(r.HeapBytes)), r.PPS, r.PacketsIn, r.PacketsOut, r.NotIP)
+	return fmt.Sprintf("live %d/%d  hits %d  misses %d  full %d  evicted %d  expired %d | table %s  heap %s (in use %s) | %.0f pkt/s in, %d in, %d out, %d not IP",
+		r.Live, r.Limit, r.Hits, r.Misses, r.FullRejections, r.Evictions, r.Expired,
+		mib(r.TableBytes), mib(int64(r.HeapBytes)), mib(int64(r.HeapInuseBytes)), r.PPS, r.PacketsIn, r.PacketsOut, r.NotIP)
 }
 
 func mib(b int64) string { return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20)) }
 
-// dump writes the table's Dump, sorted by key, one flow a line.
+// dump writes the table's Dump, sorted by key, to -dump-file (replaced
+// whole, through a rename, so a reader never sees half a dump) or stdout,
+// in -dump-format.
 func (f *forwarder) dump() error {
-	w := io.Writer(os.Stdout)
-	if f.o.dumpFile != "" {
-		file, err := os.Create(f.o.dumpFile)
-		if err != nil {
+	rows := f.table.Dump()
+	if f.o.dumpFile == "" {
+		bw := bufio.NewWriter(os.Stdout)
+		if err := writeDump(bw, f.table.Name(), rows, f.o.dumpFormat); err != nil {
 			return err
 		}
-		defer file.Close()
-		w = file
+		return bw.Flush()
 	}
-	bw := bufio.NewWriter(w)
-	rows := f.table.Dump()
-	fmt.Fprintf(bw, "# %s: %d flows\n", f.table.Name(), len(rows))
-	for _, r := range rows {
-		fmt.Fprintf(bw, "%s  %s  hits=%d  last=%s\n", r.Key, r.Value.Action, r.Hits, r.LastSeen.Format(time.RFC3339))
+	tmp := f.o.dumpFile + ".tmp"
+	file, err := os.Create(tmp)
+	if err != nil {
+		return err
 	}
-	return bw.Flush()
+	bw := bufio.NewWriter(file)
+	err = writeDump(bw, f.table.Name(), rows, f.o.dumpFormat)
+	if err == nil {
+		err = bw.Flush()
+	}
+	if cerr := file.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	return os.Rename(tmp, f.o.dumpFile)
+}
+
+// writeDump writes rows in format:
+//
+//   - text: a "# NAME: N flows" line, then one flow a line,
+//     "KEY  ACTION  hits=H  packets=P  bytes=B  state=0xS  last=RFC3339";
+//   - json: one JSON object a line (JSON Lines), each a
+//     flowcache.DumpRow: {"Key": "udp 198.19.0.1:5000 -> 198.18.0.1:5001",
+//     "Reply": ..., "Paired": false, "Class": 0, "Value": {"Action":
+//     "forward"}, "Hits": ..., "LastSeen": ..., "Packets": ..., "Bytes":
+//     ..., "State": 1}. Keys are their text (FlowKey.MarshalText), which
+//     reads back with UnmarshalText; a line per flow streams a dump of a
+//     million flows and greps like the text one.
+func writeDump(w io.Writer, name string, rows []flowcache.DumpRow[Flow], format string) error {
+	switch format {
+	case "text":
+		fmt.Fprintf(w, "# %s: %d flows\n", name, len(rows))
+		for _, r := range rows {
+			_, err := fmt.Fprintf(w, "%s  %s  hits=%d  packets=%d  bytes=%d  state=%#x  last=%s\n",
+				r.Key, r.Value.Action, r.Hits, r.Packets, r.Bytes, r.State, r.LastSeen.Format(time.RFC3339))
+			if err != nil {
+				return err
+			}
+		}
+		return nil
+	case "json":
+		enc := json.NewEncoder(w)
+		enc.SetEscapeHTML(false) // "->", not "-\u003e": the dump is for people and jq, not HTML
+		for i := range rows {
+			if err := enc.Encode(&rows[i]); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	return fmt.Errorf("dump format %q: want text or json", format)
 }
 
 // writeJSONFile replaces path with v as JSON, through a rename so that a
