@@ -51,45 +51,15 @@ type forwarder struct {
 }
 
 func runForwarder(o options) error {
-	if o.in == "" || o.out == "" || o.nextHop == "" {
-		return errors.New("-in, -out and -next-hop are required (or -keys-from, or -sink)")
-	}
-	policy, err := parsePolicy(o.fullPolicy)
+	ifs, err := checkOptions(o)
 	if err != nil {
 		return err
 	}
-	in, err := net.InterfaceByName(o.in)
-	if err != nil {
-		return err
-	}
-	out, err := net.InterfaceByName(o.out)
-	if err != nil {
-		return err
-	}
-	hop, err := net.ParseMAC(o.nextHop)
-	if err != nil || len(hop) != 6 {
-		return fmt.Errorf("-next-hop %q: not an Ethernet MAC", o.nextHop)
-	}
-	if len(out.HardwareAddr) != 6 {
-		return fmt.Errorf("%s has no Ethernet MAC", out.Name)
-	}
-	if o.workers < 1 || o.batch < 1 {
-		return errors.New("-workers and -batch must be at least 1")
-	}
-	if o.io == "ring" {
-		if err := checkRing(o.ring, in); err != nil {
-			return err
-		}
-	}
-	if o.dumpFormat != "text" && o.dumpFormat != "json" {
-		return fmt.Errorf("-dump-format must be text or json, not %q", o.dumpFormat)
-	}
-
 	// One domain for this table: its Reclaimer runs the expiry pass
 	// every second, and the workers' Quiescent calls end its grace
 	// periods.
 	domain := reclaim.NewDomain()
-	table, err := flowcache.New(tableConfig(in.Name, o.limit, o.ttl, policy, domain))
+	table, err := flowcache.New(tableConfig(ifs.in.Name, o.limit, o.ttl, ifs.policy, domain))
 	if err != nil {
 		return err
 	}
@@ -108,37 +78,99 @@ func runForwarder(o options) error {
 
 	f := &forwarder{o: o, table: table, busy: make([]busyTime, o.workers)}
 	defer f.closeIO()
+	if err := f.openWorkers(ifs, domain); err != nil {
+		return err
+	}
+	ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer cancel()
+	f.before()
+	fmt.Fprintf(os.Stderr, "forwarder: %s -> %s (next hop %s), %d workers, -io=%s, limit %d, ttl %v, full policy %s\n",
+		ifs.in.Name, ifs.out.Name, ifs.hop, o.workers, o.io, o.limit, o.ttl, o.fullPolicy)
+	errs := f.startWorkers(ctx, cancel)
+	f.monitor(ctx)
+	werrs := errs()
+	f.after()
+	if err := f.writeResults(); err != nil {
+		return err
+	}
+	return errors.Join(werrs...)
+}
+
+// interfaces is what the forwarder's options name, checked.
+type interfaces struct {
+	in, out *net.Interface
+	hop     net.HardwareAddr
+	policy  FullPolicy
+}
+
+// checkOptions checks the forwarder's options and looks up what they
+// name, before anything is opened.
+func checkOptions(o options) (interfaces, error) {
+	var ifs interfaces
+	if o.in == "" || o.out == "" || o.nextHop == "" {
+		return ifs, errors.New("-in, -out and -next-hop are required (or -keys-from, or -sink)")
+	}
+	var err error
+	if ifs.policy, err = parsePolicy(o.fullPolicy); err != nil {
+		return ifs, err
+	}
+	if ifs.in, err = net.InterfaceByName(o.in); err != nil {
+		return ifs, err
+	}
+	if ifs.out, err = net.InterfaceByName(o.out); err != nil {
+		return ifs, err
+	}
+	ifs.hop, err = net.ParseMAC(o.nextHop)
+	if err != nil || len(ifs.hop) != 6 {
+		return ifs, fmt.Errorf("-next-hop %q: not an Ethernet MAC", o.nextHop)
+	}
+	if len(ifs.out.HardwareAddr) != 6 {
+		return ifs, fmt.Errorf("%s has no Ethernet MAC", ifs.out.Name)
+	}
+	if o.workers < 1 || o.batch < 1 {
+		return ifs, errors.New("-workers and -batch must be at least 1")
+	}
+	if o.io == "ring" {
+		if err := checkRing(o.ring, ifs.in); err != nil {
+			return ifs, err
+		}
+	}
+	if o.dumpFormat != "text" && o.dumpFormat != "json" {
+		return ifs, fmt.Errorf("-dump-format must be text or json, not %q", o.dumpFormat)
+	}
+	return ifs, nil
+}
+
+// openWorkers opens each worker's receive and send side (one fanout
+// group across them) and registers its Reader.
+func (f *forwarder) openWorkers(ifs interfaces, domain *reclaim.Domain) error {
 	fanout := uint16(os.Getpid()%0xffff + 1) // a group id of this process's own, never 0
-	for range o.workers {
-		rx, tx, err := openIO(o, in, out, fanout)
+	for range f.o.workers {
+		rx, tx, err := openIO(f.o, ifs.in, ifs.out, fanout)
 		if err != nil {
 			return err
 		}
 		f.rx, f.tx = append(f.rx, rx), append(f.tx, tx)
 
-		w := newWorker(table, o.batch)
+		w := newWorker(f.table, f.o.batch)
 		w.reader = domain.Register()
-		w.policy = policy
-		w.dstMAC = [6]byte(hop)
-		w.srcMAC = [6]byte(out.HardwareAddr)
+		w.policy = ifs.policy
+		w.dstMAC = [6]byte(ifs.hop)
+		w.srcMAC = [6]byte(ifs.out.HardwareAddr)
 		w.send = tx.send
 		w.peak = &f.peak
-		if o.flowsFile != "" {
+		if f.o.flowsFile != "" {
 			w.seen = make(map[flowcache.FlowKey]struct{})
 		}
 		f.workers = append(f.workers, w)
 	}
+	return nil
+}
 
-	ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer cancel()
-	usr1 := make(chan os.Signal, 1)
-	signal.Notify(usr1, syscall.SIGUSR1)
-	defer signal.Stop(usr1)
-
-	f.before()
-	fmt.Fprintf(os.Stderr, "forwarder: %s -> %s (next hop %s), %d workers, -io=%s, limit %d, ttl %v, full policy %s\n",
-		in.Name, out.Name, hop, o.workers, o.io, o.limit, o.ttl, o.fullPolicy)
-
+// startWorkers runs every worker until ctx is done (a worker's error
+// cancels the others); the returned function waits for them and gives
+// their errors.
+func (f *forwarder) startWorkers(ctx context.Context, cancel func()) func() []error {
 	var wg sync.WaitGroup
 	errs := make(chan error, len(f.workers))
 	for i, w := range f.workers {
@@ -149,19 +181,35 @@ func runForwarder(o options) error {
 			}
 		})
 	}
+	return func() []error {
+		wg.Wait()
+		close(errs)
+		var werrs []error
+		for err := range errs {
+			werrs = append(werrs, err)
+		}
+		return werrs
+	}
+}
 
+// monitor samples the counters once a second (printing them with -stats,
+// writing them with -status) and dumps the table on SIGUSR1, until ctx is
+// done.
+func (f *forwarder) monitor(ctx context.Context) {
+	usr1 := make(chan os.Signal, 1)
+	signal.Notify(usr1, syscall.SIGUSR1)
+	defer signal.Stop(usr1)
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
-loop:
 	for {
 		select {
 		case <-tick.C:
 			f.sample()
-			if o.stats {
+			if f.o.stats {
 				fmt.Fprintln(os.Stderr, f.statsLine())
 			}
-			if o.statusFile != "" {
-				if err := writeJSONFile(o.statusFile, f.report()); err != nil {
+			if f.o.statusFile != "" {
+				if err := writeJSONFile(f.o.statusFile, f.report()); err != nil {
 					fmt.Fprintln(os.Stderr, "forwarder: status:", err)
 				}
 			}
@@ -170,36 +218,29 @@ loop:
 				fmt.Fprintln(os.Stderr, "forwarder: dump:", err)
 			}
 		case <-ctx.Done():
-			break loop
+			return
 		}
 	}
-	wg.Wait()
-	close(errs)
-	f.after()
+}
 
+// writeResults writes the JSON summary (to -summary, or stdout) and, with
+// -flows-file, every flow key the workers inserted.
+func (f *forwarder) writeResults() error {
 	rep := f.report()
-	if o.summaryFile != "" {
-		err = writeJSONFile(o.summaryFile, rep)
+	var err error
+	if f.o.summaryFile != "" {
+		err = writeJSONFile(f.o.summaryFile, rep)
 	} else {
 		err = json.NewEncoder(os.Stdout).Encode(rep)
 	}
-	if err != nil {
+	if err != nil || f.o.flowsFile == "" {
 		return err
 	}
-	if o.flowsFile != "" {
-		seen := make(map[flowcache.FlowKey]struct{})
-		for _, w := range f.workers {
-			maps.Copy(seen, w.seen)
-		}
-		if err := writeKeys(o.flowsFile, slices.Collect(maps.Keys(seen))); err != nil {
-			return err
-		}
+	seen := make(map[flowcache.FlowKey]struct{})
+	for _, w := range f.workers {
+		maps.Copy(seen, w.seen)
 	}
-	var werrs []error
-	for err := range errs {
-		werrs = append(werrs, err)
-	}
-	return errors.Join(werrs...)
+	return writeKeys(f.o.flowsFile, slices.Collect(maps.Keys(seen)))
 }
 
 // run is one worker's loop: read what is there (up to a batch), handle
