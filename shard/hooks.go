@@ -15,7 +15,7 @@ func (s *core) LongestChainLocked() int {
 	longest := 0
 	for bi := range a.buckets {
 		d := 0
-		for b := a.buckets[bi].next.Load(); b != nil; b = b.next.Load() {
+		for b := a.next(&a.buckets[bi]); b != nil; b = a.next(b) {
 			d++
 		}
 		longest = max(longest, d)

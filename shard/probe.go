@@ -54,7 +54,7 @@ func (p *Probe) Resolve(rec unsafe.Pointer, i int, w uint64, k *Key) (unsafe.Poi
 	if rec != nil && (*Node)(rec).key.Equal(k) {
 		return p.s.flow(rec, refOf(w)), &p.b.slots[i], w
 	}
-	for b := p.b; b != nil; b = b.next.Load() {
+	for b := p.b; b != nil; b = p.a.next(b) {
 		for m := match(b.tags.Load(), p.tag); m != 0; m &= m - 1 {
 			i := lane(m)
 			w := b.slots[i].Load()

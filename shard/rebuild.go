@@ -32,7 +32,7 @@ func (s *core) publish(old, a *array) {
 // buckets after their bucket.
 func (a *array) each(fn func(b *bucket, i int, w uint64)) {
 	for bi := range a.buckets {
-		for b := &a.buckets[bi]; b != nil; b = b.next.Load() {
+		for b := &a.buckets[bi]; b != nil; b = a.next(b) {
 			t := b.tags.Load()
 			for f := ^free(t) & laneHigh; f != 0; f &= f - 1 {
 				i := lane(f)

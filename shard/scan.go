@@ -40,7 +40,7 @@ func (s *core) StaleStepLocked(from, to int, cuts *[Classes]uint32, dst []Pos) (
 	for bi := from; bi < to; bi++ {
 		b := &a.buckets[bi]
 		dst = s.stale(a, b, &c, dst)
-		if nb := b.next.Load(); nb != nil {
+		if nb := a.next(b); nb != nil {
 			if n == len(over) {
 				dst = s.staleChains(a, over[:n], &c, dst)
 				n = 0
@@ -75,7 +75,7 @@ func (s *core) stale(a *array, b *bucket, c *[2 * Classes]uint64, dst []Pos) []P
 
 func (s *core) staleChains(a *array, chains []*bucket, c *[2 * Classes]uint64, dst []Pos) []Pos {
 	for _, b := range chains {
-		for ; b != nil; b = b.next.Load() {
+		for ; b != nil; b = a.next(b) {
 			dst = s.stale(a, b, c, dst)
 		}
 	}
@@ -94,7 +94,7 @@ func (s *core) NearLocked(h uint64, max int, dst []Pos) []Pos {
 	bi := mix(h, a.seed) & a.mask
 	seen := 0
 	for range a.buckets {
-		for b := &a.buckets[bi]; b != nil && seen < max; b = b.next.Load() {
+		for b := &a.buckets[bi]; b != nil && seen < max; b = a.next(b) {
 			t := b.tags.Load()
 			for i := range slotsPerBucket {
 				if t>>(i*tagBits)&tagMask != 0 && b.class(i) != ReplyClass {

@@ -20,7 +20,52 @@ type array struct {
 	mask     uint64 // len(buckets) - 1
 	buckets  []bucket
 	store    *storage
-	overflow atomic.Int64 // overflow buckets linked so far; read by Stats without the mutex
+	overflow overflow
+}
+
+// overflow is an array's overflow buckets, allocated 64 at a time and
+// named by index (bucket.next), so that bucket memory holds no pointer:
+// the only pointers are the blocks' directory's.
+type overflow struct {
+	dir atomic.Pointer[[]*[overflowBlock]bucket] // replaced, never modified, under the mutex
+	n   atomic.Int64                             // buckets handed out; Stats reads it without the mutex
+}
+
+const overflowBlock = 64
+
+// next is the bucket after b in its chain, or nil.
+func (a *array) next(b *bucket) *bucket {
+	i := b.next.Load()
+	if i == 0 {
+		return nil
+	}
+	i--
+	return &(*a.overflow.dir.Load())[i/overflowBlock][i%overflowBlock]
+}
+
+// newOverflow hands out an empty overflow bucket and its chain link; the
+// caller holds the mutex (or owns the unpublished array) and fills the
+// bucket before it stores the link.
+func (a *array) newOverflow() (*bucket, uint32) {
+	i := a.overflow.n.Load()
+	if i >= 1<<32-1 {
+		panic("shard: overflow area full")
+	}
+	var dir []*[overflowBlock]bucket
+	if p := a.overflow.dir.Load(); p != nil {
+		dir = *p
+	}
+	if int(i/overflowBlock) >= len(dir) {
+		// Readers only follow links to buckets that exist, so a new
+		// directory with one more block can be published before use.
+		next := make([]*[overflowBlock]bucket, len(dir)+1)
+		copy(next, dir)
+		next[len(dir)] = new([overflowBlock]bucket)
+		a.overflow.dir.Store(&next)
+		dir = next
+	}
+	a.overflow.n.Add(1)
+	return &dir[i/overflowBlock][i%overflowBlock], uint32(i + 1)
 }
 
 // Hasher gives a key's table-level hash. The shard calls it only when it
@@ -193,7 +238,7 @@ retry:
 		a := s.arr.Load()
 		hh := mix(h, a.seed)
 		tag := tagOf(hh)
-		for b := &a.buckets[hh&a.mask]; b != nil; b = b.next.Load() {
+		for b := &a.buckets[hh&a.mask]; b != nil; b = a.next(b) {
 			// Tag first, then slot: writers publish a slot before its tag.
 			for m := match(b.tags.Load(), tag); m != 0; m &= m - 1 {
 				i := lane(m)
@@ -266,7 +311,7 @@ func (s *core) FindLocked(h uint64, k *Key) (Pos, bool) {
 func (s *core) findIn(a *array, h uint64, k *Key) (Pos, bool) {
 	hh := mix(h, a.seed)
 	tag := tagOf(hh)
-	for b := &a.buckets[hh&a.mask]; b != nil; b = b.next.Load() {
+	for b := &a.buckets[hh&a.mask]; b != nil; b = a.next(b) {
 		for m := match(b.tags.Load(), tag); m != 0; m &= m - 1 {
 			i := lane(m)
 			if (*Node)(s.keyRec(a, refOf(b.slots[i].Load()))).key.Equal(k) {
@@ -348,14 +393,13 @@ func place(a *array, h uint64, w uint64, class uint8) int {
 			b.fill(lane(f), tag, w, class)
 			return depth
 		}
-		next := b.next.Load()
+		next := a.next(b)
 		if next == nil {
-			nb := &bucket{}
+			nb, link := a.newOverflow()
 			nb.fill(0, tag, w, class)
 			// Fill the bucket before linking it: a reader that follows
 			// the link sees a complete bucket.
-			b.next.Store(nb)
-			a.overflow.Add(1)
+			b.next.Store(link)
 			return depth + 1
 		}
 		b = next
@@ -415,7 +459,11 @@ func (s *core) Bytes() int64 {
 }
 
 func indexBytes(a *array) int64 {
-	return (int64(len(a.buckets)) + a.overflow.Load()) * int64(unsafe.Sizeof(bucket{}))
+	over := int64(0)
+	if p := a.overflow.dir.Load(); p != nil {
+		over = int64(len(*p)) * overflowBlock
+	}
+	return (int64(len(a.buckets)) + over) * int64(unsafe.Sizeof(bucket{}))
 }
 
 // Counts is what a shard has done, for Stats.
