@@ -327,7 +327,8 @@ func (t *Table[V]) Get(k FlowKey) (*Entry[V], bool) {
 // once per tick: its last-seen time, and the slot's stamp, with a
 // compare-and-swap against the word the lookup read. If the flow left
 // and another took the slot since, the swap fails, so the newcomer's
-// stamp never says it was seen later than it was (invariant 12).
+// stamp never says it was seen later than it was (invariant 12 in
+// docs/DESIGN.md).
 func (t *Table[V]) touch(e *Entry[V], slot *atomic.Uint64, w uint64) {
 	if now := t.now.Load(); e.lastSeen.Load() != now {
 		e.lastSeen.Store(now)
