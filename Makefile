@@ -22,7 +22,7 @@ vet:
 race:
 	$(GO) test -race ./...
 
-# A short run of every benchmark; see README "Performance" for full runs.
+# A short run of every benchmark; docs/PERFORMANCE.md has full runs and benchstat.
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -short -benchtime 100ms ./...
 

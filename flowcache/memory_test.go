@@ -8,8 +8,9 @@ import (
 	"github.com/flowcache/flowcache/reclaim"
 )
 
-// Memory comes back (DESIGN.md invariant 4): a table filled to its limit
-// that drains to 1 % gives back what the expired flows held, in one pass
+// Memory comes back (invariants 4 and 14 in docs/DESIGN.md): a table
+// filled to its limit that drains to 1 %, its survivors scattered among
+// the expired flows, gives back what the expired flows held, in one pass
 // and one grace period, and goes on working.
 func TestMemoryComesBackAfterDrain(t *testing.T) {
 	flows := 1_000_000

@@ -7,9 +7,9 @@ import (
 	"github.com/flowcache/flowcache/reclaim"
 )
 
-// Moves lose nothing (invariant 13), and each step of the protocol is
-// needed: with any one of them removed, a forced interleaving loses a
-// count or a state transition.
+// Moves lose nothing (invariant 13 in docs/DESIGN.md), and each step of
+// the protocol is needed: with any one of them removed, a forced
+// interleaving loses a count or a state transition.
 //
 // A registered worker holds every flow's record, then a compaction moves
 // them all. Still before its next Quiescent, the worker (1) counts on its

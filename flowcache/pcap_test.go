@@ -5,11 +5,11 @@ package flowcache
 // ParseFrame and, independently, by gopacket's layer decoders, and the two
 // must agree. gopacket decodes the fields; the rules of the key (outer
 // header only, which ICMP types are echo, 0/0 for non-first fragments, at
-// most 8 extension headers and tags) are applied on top, from DESIGN.md,
-// in refDecoder below. The decoders are driven by hand rather than by
-// gopacket.NewPacket or a DecodingLayerParser because both of those walk
-// on into a tunnel's inner header and key it there, and this key stops at
-// the outer one.
+// most 8 extension headers and tags) are applied on top, from "The key"
+// in docs/DESIGN.md, in refDecoder below. The decoders are driven by hand
+// rather than by gopacket.NewPacket or a DecodingLayerParser because both
+// of those walk on into a tunnel's inner header and key it there, and
+// this key stops at the outer one.
 //
 // Where gopacket refuses a frame that ParseFrame keys, the test names the
 // reason, checks it from the bytes, and counts it; a disagreement without

@@ -7,10 +7,10 @@ import (
 	"github.com/flowcache/flowcache/shard"
 )
 
-// A stamp may be early, never late (invariant 12): a lookup that found its
-// flow, then stalled while the flow was removed and another flow took the
-// same slot, and the clock stepped on, must not stamp the newcomer with
-// its late refresh. Forced here: the lookup's two halves are run by hand
+// A stamp may be early, never late (invariant 12 in docs/DESIGN.md): a
+// lookup that found its flow, then stalled while the flow was removed and
+// another flow took the same slot, and the clock stepped on, must not
+// stamp the newcomer with its late refresh. Forced here: the lookup's two halves are run by hand
 // around the remove, the insert and the clock step.
 func TestStampNeverLate(t *testing.T) {
 	clk := newFakeClock()

@@ -342,7 +342,7 @@ func (t *Table[V]) touch(e *Entry[V], slot *atomic.Uint64, w uint64) {
 // stamp, with a compare-and-swap against the word the lookup read. If the
 // flow left and another took the slot since, the swap fails, so the
 // newcomer's stamp never says it was seen later than it was (invariant
-// 12).
+// 12 in docs/DESIGN.md).
 func (t *Table[V]) refresh(e *Entry[V], slot *atomic.Uint64, w uint64, now int64) {
 	e.lastSeen.Store(now)
 	if st := t.stamp(now); shard.StampOf(w) != st {

@@ -36,8 +36,10 @@
 // A label splits a count only where the parts add up to something an
 // operator asks for: sum(flowcache_removals_total) is every flow that left,
 // and a replaced flow is one of them (an insert of a present key stores a
-// new flow and retires the old one, so Replaced is a removal, not an
-// insert). flowcache_evictions_total repeats
+// new flow and retires the old one: the new flow counts in
+// flowcache_inserts_total, the old one in removals{cause="replaced"}), so
+// flowcache_flows = flowcache_inserts_total − sum(flowcache_removals_total)
+// between operations. flowcache_evictions_total repeats
 // flowcache_removals_total{cause="evicted"}: evictions are how a table at
 // its limit makes room, the one removal an operator alerts on, and promlint
 // accepts the second name. Do not add it to the sum of removals.
@@ -59,12 +61,12 @@
 //
 // The table already counts everything, for Stats, on its own terms:
 // striped counters, per-shard counts, atomics the lookup path was designed
-// around (DESIGN.md invariant 10). Mirroring them into prometheus.Counter
-// values would add a second set of shared writes on every packet, or a
-// goroutine to copy them over. A Collector instead reads Stats at scrape
-// time: one Stats call per table per scrape, turned into const metrics
-// (prometheus.MustNewConstMetric), and nothing at all between scrapes. The
-// data path neither knows nor pays for it.
+// around (invariant 10 in docs/DESIGN.md). Mirroring them into
+// prometheus.Counter values would add a second set of shared writes on
+// every packet, or a goroutine to copy them over. A Collector instead
+// reads Stats at scrape time: one Stats call per table per scrape, turned
+// into const metrics (prometheus.MustNewConstMetric), and nothing at all
+// between scrapes. The data path neither knows nor pays for it.
 //
 // Counters read this way are each exact but not a single instant's (see
 // flowcache.Stats): a scrape during heavy traffic may see an insert before

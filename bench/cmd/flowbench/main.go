@@ -2,19 +2,19 @@
 // main job of this repository (make run).
 //
 // One worker goroutine per core (GOMAXPROCS) takes batches of packets
-// from a traffic model, looks their flows up with one Table.GetBatch per
-// batch, creates each missing flow with GetOrInsert and calls Quiescent
-// on its reclaim.Reader between batches, while a reclaim.Reclaimer runs
-// the table's expiry pass. The built-in model (model.go) runs on a
-// simulated clock (Config.Clock), 10 simulated seconds per real second,
-// so that real TTLs — 60 s, 20 s for a flow that never got past its SYN
-// (Config.Expiry) — expire within the run: a steady base load of
-// heavy-tailed flows, then a SYN-flood spike that pushes the table toward
-// its limit, then the drain. It prints a report and draws live flows and
-// heap over time into a PNG. While it runs it shows its progress on
-// stderr: a line redrawn ten times a second on a terminal, one plain line
-// every 5 s anywhere else (a log, a pipe, CI), so a log keeps a few
-// readable lines (progress.go).
+// from a traffic model, looks their flows up and creates the missing ones
+// with one Table.GetOrInsertBatch per batch, and calls Quiescent on its
+// reclaim.Reader between batches, while a reclaim.Reclaimer runs the
+// table's expiry pass. The built-in model (model.go) runs on a simulated
+// clock (Config.Clock), 10 simulated seconds per real second, so that
+// real TTLs — 60 s, and 20 s for a flow that never got past its SYN
+// (timeout class 1: Config.Timeouts and Config.Class) — expire within the
+// run: a steady base load of heavy-tailed flows, then a SYN-flood spike
+// that pushes the table toward its limit, then the drain. It prints a
+// report and draws live flows and heap over time into a PNG. While it
+// runs it shows its progress on stderr: a line redrawn ten times a second
+// on a terminal, one plain line every 5 s anywhere else (a log, a pipe,
+// CI), so a log keeps a few readable lines (progress.go).
 //
 //	flowbench                        # the built-in model, ~30 s
 //	flowbench -compare -duration 10s # the same traffic over every peer in bench.Impls

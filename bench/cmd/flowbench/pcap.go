@@ -27,17 +27,22 @@ func (c captureInfo) String() string {
 	return fmt.Sprintf("%d frames, %d keyed, %d distinct flows, skipped %v, link type %v", c.Frames, c.Keyed, c.Distinct, c.Skipped, c.LinkType)
 }
 
-type packetReader interface {
-	ZeroCopyReadPacketData() ([]byte, gopacket.CaptureInfo, error)
-	LinkType() layers.LinkType
+// skip counts a frame that has no key, by the parser's error.
+func (c *captureInfo) skip(err error) {
+	switch {
+	case errors.Is(err, flowcache.ErrNotIP):
+		c.Skipped["not IP"]++
+	case errors.Is(err, flowcache.ErrTruncated):
+		c.Skipped["truncated"]++
+	default:
+		c.Skipped["malformed"]++
+	}
 }
 
-// loadCapture reads a pcap or pcapng file (told apart by the pcapng
-// Section Header Block type 0a0d0d0a in the first four bytes) and returns
-// the flow key of every frame that has one, in capture order. Ethernet
-// frames are keyed with ParseFrame; raw IP (link types 12, 101, 228, 229)
-// with ParseFlowKey; Linux cooked captures (113) with ParseFlowKey after
-// their 16-byte header.
+// loadCapture reads a pcap or pcapng file and returns the flow key of
+// every frame that has one, in capture order. Ethernet frames are keyed
+// with ParseFrame, raw IP with ParseFlowKey, Linux cooked captures with
+// ParseFlowKey after their header (see keyParser).
 func loadCapture(path string) ([]flowcache.FlowKey, captureInfo, error) {
 	info := captureInfo{Skipped: map[string]int{}}
 	f, err := os.Open(path)
@@ -45,38 +50,13 @@ func loadCapture(path string) ([]flowcache.FlowKey, captureInfo, error) {
 		return nil, info, err
 	}
 	defer f.Close()
-	br := bufio.NewReaderSize(f, 1<<20)
-	magic, err := br.Peek(4)
-	if err != nil {
-		return nil, info, fmt.Errorf("%s: %w", path, err)
-	}
-	var r packetReader
-	if bytes.Equal(magic, []byte{0x0a, 0x0d, 0x0d, 0x0a}) {
-		r, err = pcapgo.NewNgReader(br, pcapgo.DefaultNgReaderOptions)
-	} else {
-		r, err = pcapgo.NewReader(br)
-	}
+	r, err := openCapture(f)
 	if err != nil {
 		return nil, info, fmt.Errorf("%s: %w", path, err)
 	}
 	info.LinkType = r.LinkType()
-	var parse func([]byte) (flowcache.FlowKey, error)
-	switch r.LinkType() {
-	case layers.LinkTypeEthernet:
-		parse = flowcache.ParseFrame
-	case layers.LinkTypeRaw, 12, layers.LinkTypeIPv4, layers.LinkTypeIPv6:
-		parse = flowcache.ParseFlowKey
-	case layers.LinkTypeLinuxSLL:
-		parse = func(p []byte) (flowcache.FlowKey, error) {
-			if len(p) < 16 {
-				return flowcache.FlowKey{}, flowcache.ErrTruncated
-			}
-			if t := binary.BigEndian.Uint16(p[14:]); t != 0x0800 && t != 0x86dd {
-				return flowcache.FlowKey{}, flowcache.ErrNotIP
-			}
-			return flowcache.ParseFlowKey(p[16:])
-		}
-	default:
+	parse, ok := keyParser(r.LinkType())
+	if !ok {
 		return nil, info, fmt.Errorf("%s: link type %v: flowbench reads Ethernet, raw IP and Linux cooked captures", path, r.LinkType())
 	}
 	var keys []flowcache.FlowKey
@@ -92,14 +72,7 @@ func loadCapture(path string) ([]flowcache.FlowKey, captureInfo, error) {
 		info.Frames++
 		k, err := parse(data)
 		if err != nil {
-			switch {
-			case errors.Is(err, flowcache.ErrNotIP):
-				info.Skipped["not IP"]++
-			case errors.Is(err, flowcache.ErrTruncated):
-				info.Skipped["truncated"]++
-			default:
-				info.Skipped["malformed"]++
-			}
+			info.skip(err)
 			continue
 		}
 		keys = append(keys, k)
@@ -107,4 +80,53 @@ func loadCapture(path string) ([]flowcache.FlowKey, captureInfo, error) {
 	}
 	info.Keyed, info.Distinct = len(keys), len(seen)
 	return keys, info, nil
+}
+
+// keyParser is how a frame of link type lt becomes a flow key, and false
+// for a link type flowbench does not read: ParseFrame for Ethernet,
+// ParseFlowKey for raw IP (link types 12, 101, 228, 229), and for Linux
+// cooked captures (113) ParseFlowKey after the 16-byte header, whose last
+// two bytes are the Ethernet type.
+func keyParser(lt layers.LinkType) (func([]byte) (flowcache.FlowKey, error), bool) {
+	switch lt {
+	case layers.LinkTypeEthernet:
+		return flowcache.ParseFrame, true
+	case layers.LinkTypeRaw, 12, layers.LinkTypeIPv4, layers.LinkTypeIPv6:
+		return flowcache.ParseFlowKey, true
+	case layers.LinkTypeLinuxSLL:
+		return parseLinuxSLL, true
+	}
+	return nil, false
+}
+
+func parseLinuxSLL(p []byte) (flowcache.FlowKey, error) {
+	if len(p) < 16 {
+		return flowcache.FlowKey{}, flowcache.ErrTruncated
+	}
+	if t := binary.BigEndian.Uint16(p[14:]); t != 0x0800 && t != 0x86dd {
+		return flowcache.FlowKey{}, flowcache.ErrNotIP
+	}
+	return flowcache.ParseFlowKey(p[16:])
+}
+
+// captureReader is what pcapgo's Reader and NgReader have in common.
+type captureReader interface {
+	ZeroCopyReadPacketData() ([]byte, gopacket.CaptureInfo, error)
+	LinkType() layers.LinkType
+}
+
+// openCapture reads pcapng when the stream starts with a Section Header
+// Block (0a 0d 0d 0a), classic pcap otherwise. It depends on gopacket
+// alone, not on flowcache: examples/forwarder (keys.go) and flowcache's
+// pcap test each carry a copy of it, and all three could share one.
+func openCapture(f io.Reader) (captureReader, error) {
+	br := bufio.NewReaderSize(f, 1<<20)
+	magic, err := br.Peek(4)
+	if err != nil {
+		return nil, err
+	}
+	if bytes.Equal(magic, []byte{0x0a, 0x0d, 0x0d, 0x0a}) {
+		return pcapgo.NewNgReader(br, pcapgo.DefaultNgReaderOptions)
+	}
+	return pcapgo.NewReader(br)
 }

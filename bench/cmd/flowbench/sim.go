@@ -157,11 +157,48 @@ func (s *sim) ttlOf(v *bench.State) time.Duration {
 	return s.cfg.TTL
 }
 
-// run runs one simulation (or replay) to its end and reports on it.
+// run runs one simulation (or replay) to its end and reports on it. Each
+// step is a function of its own, in the order a run takes them.
 func run(cfg Config) (*Report, error) {
 	cfg = cfg.withDefaults()
-	var src func(w int) source
-	var m *model
+	if cfg.Capture != "" {
+		cfg.Speed = 1 // a replay runs on the real clock
+	}
+	tr, err := newTraffic(cfg)
+	if err != nil {
+		return nil, err
+	}
+	s, err := newSim(cfg)
+	if err != nil {
+		return nil, err
+	}
+	defer s.close()
+	rep := s.newReport(tr.model)
+	runtime.GC()
+	rep.HeapStart = heapAfterGC()
+
+	stopPasses := s.startPasses()
+	done := s.startWorkers(tr)
+	s.report(rep, tr.model, done)
+	stopPasses()
+
+	s.finishReport(rep, tr)
+	runtime.KeepAlive(s.t)
+	runtime.KeepAlive(s.m)
+	return rep, nil
+}
+
+// traffic is where the workers' packets come from: the model, one source
+// per worker, or a capture's replay, which every worker shares.
+type traffic struct {
+	model *model   // nil for a replay
+	srcs  []source // one per worker
+}
+
+// newTraffic builds the traffic of cfg: the capture's replay when
+// cfg.Capture is set, the model otherwise.
+func newTraffic(cfg Config) (*traffic, error) {
+	tr := &traffic{srcs: make([]source, cfg.Workers)}
 	if cfg.Capture != "" {
 		keys, info, err := loadCapture(cfg.Capture)
 		if err != nil {
@@ -171,86 +208,136 @@ func run(cfg Config) (*Report, error) {
 			return nil, fmt.Errorf("%s: no IP packets (%s)", cfg.Capture, info)
 		}
 		rp := newReplay(keys, cfg.Loops)
-		src = func(int) source { return rp }
-		cfg.Speed = 1 // a replay runs on the real clock
-	} else {
-		m = &model{
-			flows:      cfg.Flows,
-			workers:    cfg.Workers,
-			spikeFrom:  int64(0.3 * cfg.Duration.Seconds() * cfg.Speed * 1000),
-			spikeTo:    int64(0.5 * cfg.Duration.Seconds() * cfg.Speed * 1000),
-			spikeFlows: cfg.SpikeFlows,
-			seed:       cfg.Seed,
+		for w := range tr.srcs {
+			tr.srcs[w] = rp
 		}
-		srcs := make([]source, cfg.Workers)
-		for w := range srcs {
-			srcs[w] = m.source(w)
-		}
-		src = func(w int) source { return srcs[w] }
+		return tr, nil
 	}
+	tr.model = &model{
+		flows:      cfg.Flows,
+		workers:    cfg.Workers,
+		spikeFrom:  int64(0.3 * cfg.Duration.Seconds() * cfg.Speed * 1000),
+		spikeTo:    int64(0.5 * cfg.Duration.Seconds() * cfg.Speed * 1000),
+		spikeFlows: cfg.SpikeFlows,
+		seed:       cfg.Seed,
+	}
+	for w := range tr.srcs {
+		tr.srcs[w] = tr.model.source(w)
+	}
+	return tr, nil
+}
 
-	// The simulated clock starts now: the table reads it in New.
+// floodSent is how many flows of the spike the model's sources sent; 0
+// for a replay.
+func (tr *traffic) floodSent() int {
+	if tr.model == nil {
+		return 0
+	}
+	n := 0
+	for _, src := range tr.srcs {
+		n += src.(*modelSource).floodDone
+	}
+	return n
+}
+
+// newSim starts the simulated clock, then opens what the workers will
+// drive: a flowcache table on its own domain, or the peer named by
+// cfg.Impl. The clock starts first because the table reads it in New.
+func newSim(cfg Config) (*sim, error) {
 	s := &sim{cfg: cfg, ws: make([]workerStats, cfg.Workers), base: time.Now().Truncate(time.Second), start: time.Now()}
-	passEvery := time.Duration(float64(cfg.Pass) / cfg.Speed)
-	var stopPasses func()
 	if cfg.Impl == "flowcache" {
-		s.domain = reclaim.NewDomain()
-		t, err := flowcache.New(flowcache.Config[bench.State]{
-			Name:     "flowbench",
-			Limit:    cfg.Limit,
-			TTL:      cfg.TTL,
-			Timeouts: []time.Duration{cfg.SynTTL},
-			Class:    synClass,
-			Seed:     cfg.Seed,
-			Clock:    s.clock,
-			Domain:   s.domain,
-		})
-		if err != nil {
-			return nil, err
-		}
-		s.t = t
-		defer t.Close()
-	} else {
-		im, ok := bench.ImplNamed(cfg.Impl)
-		if !ok {
-			return nil, fmt.Errorf("no implementation %q (have %s)", cfg.Impl, implNames())
-		}
-		s.m = im.New(cfg.Limit)
+		return s, s.openTable()
 	}
+	return s, s.openPeer()
+}
 
+// openTable makes the table: the run's limit and seed, class 0 for
+// established flows (TTL) and class 1 for flows that saw only a SYN
+// (SynTTL), on the simulated clock.
+func (s *sim) openTable() error {
+	s.domain = reclaim.NewDomain()
+	t, err := flowcache.New(flowcache.Config[bench.State]{
+		Name:     "flowbench",
+		Limit:    s.cfg.Limit,
+		TTL:      s.cfg.TTL,
+		Timeouts: []time.Duration{s.cfg.SynTTL},
+		Class:    synClass,
+		Seed:     s.cfg.Seed,
+		Clock:    s.clock,
+		Domain:   s.domain,
+	})
+	if err != nil {
+		return err
+	}
+	s.t = t
+	return nil
+}
+
+// openPeer makes the peer's map, sized for the limit.
+func (s *sim) openPeer() error {
+	im, ok := bench.ImplNamed(s.cfg.Impl)
+	if !ok {
+		return fmt.Errorf("no implementation %q (have %s)", s.cfg.Impl, implNames())
+	}
+	s.m = im.New(s.cfg.Limit)
+	return nil
+}
+
+// close closes the table, if the run has one.
+func (s *sim) close() {
+	if s.t != nil {
+		s.t.Close()
+	}
+}
+
+// newReport is the report's header: what runs, on what traffic.
+func (s *sim) newReport(m *model) *Report {
+	cfg := s.cfg
 	rep := &Report{Impl: cfg.Impl, Workers: cfg.Workers, Batch: cfg.Batch, Limit: cfg.Limit, Capture: cfg.Capture}
 	if m != nil {
 		rep.Model = fmt.Sprintf("base %d flows (Zipf s=%.1f, Pareto lifetimes ≥%ds), spike %d SYN flows at %d-%d s; TTL %v, SYN TTL %v, pass every %v (simulated, %.0fx)",
 			cfg.Flows, zipfS, lifeMinMs/1000, cfg.SpikeFlows, m.spikeFrom/1000, m.spikeTo/1000, cfg.TTL, cfg.SynTTL, cfg.Pass, cfg.Speed)
 	}
-	runtime.GC()
-	rep.HeapStart = heapAfterGC()
+	return rep
+}
 
-	if s.t != nil {
-		rec := reclaim.NewReclaimer(s.domain, passEvery)
-		rec.Start()
-		stopPasses = func() { rec.Close() }
-	} else {
-		stopPasses = s.startSweeper(passEvery)
+// startPasses starts the expiry passes, one every cfg.Pass of simulated
+// time: a Reclaimer on the table's domain, or the peer's sweeper. It
+// returns a function that stops them.
+func (s *sim) startPasses() (stop func()) {
+	every := time.Duration(float64(s.cfg.Pass) / s.cfg.Speed)
+	if s.t == nil {
+		return s.startSweeper(every)
 	}
+	rec := reclaim.NewReclaimer(s.domain, every)
+	rec.Start()
+	return func() { rec.Close() }
+}
+
+// startWorkers starts cfg.Workers workers, each on its own source, and
+// returns a channel that is closed once they have all ended.
+func (s *sim) startWorkers(tr *traffic) <-chan struct{} {
 	var wg sync.WaitGroup
-	for w := range cfg.Workers {
+	for w, src := range tr.srcs {
 		wg.Go(func() {
 			if s.t != nil {
-				s.tableWorker(w, src(w))
+				s.tableWorker(w, src)
 			} else {
-				s.peerWorker(w, src(w))
+				s.peerWorker(w, src)
 			}
 		})
 	}
 	done := make(chan struct{})
 	go func() { wg.Wait(); close(done) }()
+	return done
+}
 
-	s.report(rep, m, done)
-	stopPasses()
-
+// finishReport fills in what the run did, once it is over: its length,
+// the workers' counts and latencies, the flows the spike sent, and the
+// table's (or the map's) state at the end.
+func (s *sim) finishReport(rep *Report, tr *traffic) {
 	rep.Elapsed = time.Since(s.start)
-	rep.SimElapsed = time.Duration(float64(rep.Elapsed) * cfg.Speed)
+	rep.SimElapsed = time.Duration(float64(rep.Elapsed) * s.cfg.Speed)
 	var lat []uint32
 	for i := range s.ws {
 		w := &s.ws[i]
@@ -261,11 +348,7 @@ func run(cfg Config) (*Report, error) {
 		lat = append(lat, w.lat...)
 	}
 	rep.setLatency(lat)
-	if m != nil {
-		for w := range cfg.Workers {
-			rep.FloodSent += src(w).(*modelSource).floodDone
-		}
-	}
+	rep.FloodSent = tr.floodSent()
 	if s.t != nil {
 		st := s.t.Stats()
 		rep.LiveEnd, rep.Expired = st.Live, st.Expired
@@ -275,9 +358,6 @@ func run(cfg Config) (*Report, error) {
 		rep.LiveEnd, rep.Expired = s.m.Len(), s.expired.Load()
 	}
 	rep.LivePeak = max(rep.LivePeak, rep.LiveEnd)
-	runtime.KeepAlive(s.t)
-	runtime.KeepAlive(s.m)
-	return rep, nil
 }
 
 // sampleEvery is the period of Report.Samples.
@@ -287,7 +367,7 @@ const sampleEvery = 500 * time.Millisecond
 // model's duration is up): the progress line, a sample of live flows and
 // heap every sampleEvery, and the heap after a forced GC just before the
 // spike, at its end (the peak) and after the drain.
-func (s *sim) report(rep *Report, m *model, done chan struct{}) {
+func (s *sim) report(rep *Report, m *model, done <-chan struct{}) {
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
 	var nextSample time.Duration
