@@ -34,7 +34,7 @@ func Example_nat() {
 	t, _ := flowcache.New(flowcache.Config[Binding]{
 		Name:     "nat0",
 		Limit:    2,
-		TTL:      30 * time.Second,                               // unanswered
+		TTL:      30 * time.Second,                                 // unanswered
 		Timeouts: []time.Duration{5 * 24 * time.Hour, time.Minute}, // established, closing
 		Domain:   d,
 		// At the limit, a new connection may push out one never answered.

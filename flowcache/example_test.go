@@ -191,7 +191,8 @@ func ExampleTable_GetOrInsertBatch() {
 	keys := []flowcache.FlowKey{key("10.0.0.1", 1), key("10.0.0.2", 2), key("10.0.0.1", 1)}
 	sizes := []int{1500, 64, 1500}
 	out := make([]*flowcache.Entry[Flow], len(keys))
-	decide := func(i int) Flow { return Flow{Action: "forward", OutPort: 1} } // once per new flow
+	// decide runs once per new flow, with the flow's index in the batch.
+	decide := func(i int) Flow { return Flow{Action: "forward", OutPort: 1} }
 	for range 2 { // two batches
 		t.GetOrInsertBatch(keys, decide, out)
 		for i, e := range out {

@@ -345,8 +345,6 @@ func TestExpireHealsStampsAfterRebuild(t *testing.T) {
 	}
 }
 
-
-
 // Shrink: a shard that a pass leaves with more than twice
 // max(2 × len, 64) slots is rebuilt at that size; one that does not is
 // left alone.
