@@ -1,6 +1,9 @@
 package flowcache
 
 import (
+	"runtime"
+	"runtime/debug"
+	"runtime/metrics"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -82,4 +85,78 @@ func TestMemoryComesBackAfterDrain(t *testing.T) {
 	if rows := tb.Dump(); len(rows) != flows || rows[0].Key.Compare(rows[len(rows)-1].Key) >= 0 {
 		t.Fatalf("dump after the drain: %d rows", len(rows))
 	}
+}
+
+// The collector does not mark flows (invariant 15): with a pointer-free
+// value a table holds no heap object per flow, only one per 256 (its
+// chunks), so the objects on the heap grow by far less than the flows.
+func TestNoHeapObjectPerFlow(t *testing.T) {
+	const flows = 200_000
+	objects := func() uint64 {
+		runtime.GC()
+		s := []metrics.Sample{{Name: "/gc/heap/objects:objects"}}
+		metrics.Read(s)
+		return s[0].Value.Uint64()
+	}
+	tb := newTable(t, Config[[16]byte]{Limit: flows})
+	before := objects()
+	for i := range flows {
+		if _, err := tb.Insert(testKey(i), [16]byte{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	added := objects() - before
+	t.Logf("%d flows added %d heap objects", flows, added)
+	if added > flows/100 {
+		t.Fatalf("%d flows added %d heap objects: more than one per 100 flows", flows, added)
+	}
+	runtime.KeepAlive(tb)
+}
+
+// Memory comes back however the survivors lie (invariant 14), in heap in
+// use (spans that hold any object), not only in live objects: after a
+// drain that leaves every 100th flow, scattered among the ones that left,
+// the spans holding the drained flows go back.
+func TestHeapInUseComesBackAfterScatteredDrain(t *testing.T) {
+	flows := 1_000_000
+	if raceEnabled || testing.Short() {
+		flows = 200_000
+	}
+	d := reclaim.NewDomain()
+	clk := newFakeClock()
+	t0 := clk.Now()
+	base := heapInuse()
+	tb, err := New(Config[[16]byte]{Limit: flows, TTL: time.Minute, Clock: clk.Now, Domain: d})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tb.Close()
+	for i := range flows {
+		tb.Insert(testKey(i), [16]byte{})
+	}
+	peak := heapInuse() - base
+	tb.Expire(t0.Add(30 * time.Second))
+	for i := 0; i < flows; i += 100 {
+		tb.Get(testKey(i))
+	}
+	tb.Expire(t0.Add(time.Minute))
+	tb.Expire(t0.Add(time.Minute + time.Second))
+	d.Synchronize()
+	after := heapInuse() - base
+	t.Logf("heap in use: peak %d B, after %d B: %.1f %%; %v", peak, after, 100*float64(after)/float64(peak), tb.Stats())
+	if tb.Len() != flows/100 {
+		t.Fatalf("%d flows left, want %d", tb.Len(), flows/100)
+	}
+	if float64(after) > 0.10*float64(peak) {
+		t.Fatalf("heap in use after the drain is %.1f %% of its peak; want at most 10 %%", 100*float64(after)/float64(peak))
+	}
+}
+
+func heapInuse() uint64 {
+	runtime.GC()
+	runtime.GC()
+	debug.FreeOSMemory()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return ms.HeapInuse
 }

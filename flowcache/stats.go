@@ -34,8 +34,9 @@ type Stats struct {
 	Grows          uint64 // shard rebuilds to a larger size
 	Shrinks        uint64 // shard rebuilds to a smaller size after a pass
 	Floods         uint64 // shard rebuilds with a fresh seed because a chain passed its bound
-	Compactions    uint64 // storage rebuilds that moved a shard's entries densely
-	Moved          uint64 // entries moved by compactions
+	Compactions    uint64 // shard rebuilds that moved its entries densely (a drained shard, or its chunk directory)
+	Evacuations    uint64 // chunks whose surviving entries moved to their shard's tail so the chunk could go
+	Moved          uint64 // entries moved by compactions and evacuations
 	Passes         uint64 // expiry passes run
 	LastPass       time.Time
 	LongestHold    time.Duration // longest a pass has held one shard's mutex
@@ -77,6 +78,7 @@ func (t *Table[V]) Stats() Stats {
 		st.Shrinks += c.Shrinks
 		st.Floods += c.Floods
 		st.Compactions += c.Compactions
+		st.Evacuations += c.Evacuations
 		st.Moved += c.Moved
 	}
 	st.Bytes += int64(len(t.shards)) * int64(unsafe.Sizeof(t.shards[0]))
@@ -85,10 +87,10 @@ func (t *Table[V]) Stats() Stats {
 
 // String formats the stats for a human, one line.
 func (s Stats) String() string {
-	return fmt.Sprintf("%s: live %d/%d (%d pairs), %d shards, %d slots, %d B held; hits %d, misses %d, inserts %d; left: replaced %d, removed %d, evicted %d, expired %d, cleared %d; full %d; rebuilds grow %d shrink %d flood %d compact %d (moved %d); passes %d, longest hold %v",
+	return fmt.Sprintf("%s: live %d/%d (%d pairs), %d shards, %d slots, %d B held; hits %d, misses %d, inserts %d; left: replaced %d, removed %d, evicted %d, expired %d, cleared %d; full %d; rebuilds grow %d shrink %d flood %d compact %d, evacuations %d (moved %d); passes %d, longest hold %v",
 		s.Name, s.Live, s.Limit, s.Pairs, s.Shards, s.Slots, s.Bytes, s.Hits, s.Misses, s.Inserts,
 		s.Replaced, s.Removed, s.Evicted, s.Expired, s.Cleared, s.FullRejections,
-		s.Grows, s.Shrinks, s.Floods, s.Compactions, s.Moved, s.Passes, s.LongestHold)
+		s.Grows, s.Shrinks, s.Floods, s.Compactions, s.Evacuations, s.Moved, s.Passes, s.LongestHold)
 }
 
 // DumpRow is one flow in a Dump: a plain copy, safe to keep. A pair is one

@@ -94,8 +94,8 @@ type Config[V any] struct {
 // inserts and removals lock one shard (two for a pair). See the package
 // documentation.
 type Table[V any] struct {
-	// Read by every lookup, written never (or, now, once per pass): kept
-	// apart from the words every insert writes.
+	// Read by every lookup; now is written once per pass, the rest never:
+	// kept apart from the words every insert writes.
 	shards []shard.Shard[Entry[V]]
 	seed   uint64 // table hash seed
 	shift  uint   // 64 - log2(len(shards)); the shard is hash >> shift

@@ -370,10 +370,11 @@ const evictScan = 64
 
 // evictable finds the flow to evict for a new flow under k: among the
 // flows whose first key lies in the first evictScan slots from k's bucket,
-// the one idle longest that Config.Evict approves. It locks the shard of
-// the victim's reply key if the set l does not hold it (with TryLock, so
-// it never waits out of order; a flow whose shard is busy is passed over);
-// releaseVictim unlocks it.
+// the one idle longest that Config.Evict approves. A pair whose reply key
+// lies in a shard the set l does not hold needs that shard's lock too: it
+// is taken with TryLock, so the insert never waits out of order, and a
+// pair whose shard is busy is passed over for the next idlest. The victim
+// keeps its extra lock until releaseVictim.
 func (t *Table[V]) evictable(k *FlowKey, l *lockSet) (*Entry[V], bool) {
 	if t.evict == nil {
 		return nil, false
@@ -383,26 +384,30 @@ func (t *Table[V]) evictable(k *FlowKey, l *lockSet) (*Entry[V], bool) {
 	cands := t.shardOf(h).NearLocked(h, evictScan, buf[:0])
 	var best *Entry[V]
 	var bestSeen int64
+	held := -1 // the extra shard locked for best, if any
 	for _, p := range cands {
 		e := shard.FlowAt[Entry[V]](p)
 		ls := e.lastSeen.Load()
-		if best != nil && ls >= bestSeen {
+		if best != nil && ls >= bestSeen || !t.evict(e) {
 			continue
 		}
-		if !t.evict(e) {
-			continue
+		extra := -1
+		if r, ok := e.Reply(); ok {
+			if i := t.shardIndex(&r); !l.has(i) && i != held {
+				if !t.shards[i].TryLock() {
+					continue // busy: pass it over
+				}
+				extra = i
+			} else if i == held {
+				extra = held
+			}
 		}
-		best, bestSeen = e, ls
-	}
-	if best == nil {
-		return nil, false
-	}
-	if r, ok := best.Reply(); ok {
-		if i := t.shardIndex(&r); !l.has(i) && !t.shards[i].TryLock() {
-			return nil, false
+		if held >= 0 && held != extra {
+			t.shards[held].Unlock()
 		}
+		best, bestSeen, held = e, ls, extra
 	}
-	return best, true
+	return best, best != nil
 }
 
 func (t *Table[V]) releaseVictim(v *Entry[V], l *lockSet) {

@@ -59,6 +59,7 @@ func distinctStats() flowcache.Stats {
 		LongestHold:    23 * time.Millisecond,
 		Released:       24,
 		TTL:            25 * time.Second,
+		Evacuations:    26,
 	}
 }
 
@@ -93,7 +94,10 @@ flowcache_longest_shard_hold_seconds{table="fake"} 0.023
 # TYPE flowcache_lookups_total counter
 flowcache_lookups_total{result="hit",table="fake"} 6
 flowcache_lookups_total{result="miss",table="fake"} 7
-# HELP flowcache_moved_entries_total Entries moved by compactions.
+# HELP flowcache_evacuations_total Chunks of entries evacuated: their survivors moved to the shard's tail so the chunk's memory could go.
+# TYPE flowcache_evacuations_total counter
+flowcache_evacuations_total{table="fake"} 26
+# HELP flowcache_moved_entries_total Entries moved to give memory back, by compactions and evacuations.
 # TYPE flowcache_moved_entries_total counter
 flowcache_moved_entries_total{table="fake"} 20
 # HELP flowcache_pairs Flows stored under two keys (InsertPair), counted in flowcache_flows.
@@ -138,8 +142,8 @@ func TestCollectorFake(t *testing.T) {
 	if err := testutil.CollectAndCompare(metrics.NewCollector(src), strings.NewReader(fakeWant)); err != nil {
 		t.Error(err)
 	}
-	if n := testutil.CollectAndCount(metrics.NewCollector(src)); n != 26 {
-		t.Errorf("%d series, want 26", n)
+	if n := testutil.CollectAndCount(metrics.NewCollector(src)); n != 27 {
+		t.Errorf("%d series, want 27", n)
 	}
 }
 
@@ -183,8 +187,8 @@ func TestCollectorEveryField(t *testing.T) {
 // the time of the last pass included (not year 1 in Unix seconds).
 func TestCollectorZero(t *testing.T) {
 	got := scrape(t, metrics.NewCollector(&fakeSource{st: flowcache.Stats{Name: "idle"}}))
-	if len(got) != 26 {
-		t.Errorf("%d series, want 26", len(got))
+	if len(got) != 27 {
+		t.Errorf("%d series, want 27", len(got))
 	}
 	for name, v := range got {
 		if v != 0 {
@@ -429,6 +433,7 @@ func wantSeries(st flowcache.Stats) map[string]float64 {
 	add(s("flowcache_rebuilds_total", float64(st.Shrinks), "kind", "shrink"))
 	add(s("flowcache_rebuilds_total", float64(st.Floods), "kind", "flood"))
 	add(s("flowcache_rebuilds_total", float64(st.Compactions), "kind", "compact"))
+	add(s("flowcache_evacuations_total", float64(st.Evacuations)))
 	add(s("flowcache_moved_entries_total", float64(st.Moved)))
 	add(s("flowcache_passes_total", float64(st.Passes)))
 	add(s("flowcache_released_bytes_total", float64(st.Released)))

@@ -26,6 +26,7 @@
 //	flowcache_full_rejections_total{table}       counter  Stats.FullRejections
 //	flowcache_evictions_total{table}             counter  Stats.Evicted
 //	flowcache_rebuilds_total{table,kind}         counter  grow, shrink, flood, compact
+//	flowcache_evacuations_total{table}           counter  Stats.Evacuations
 //	flowcache_moved_entries_total{table}         counter  Stats.Moved
 //	flowcache_passes_total{table}                counter  Stats.Passes
 //	flowcache_released_bytes_total{table}        counter  Stats.Released

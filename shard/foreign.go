@@ -5,7 +5,8 @@ import (
 	"unsafe"
 )
 
-// foreignLen is the size of one block of the foreign table.
+// foreignBits sizes the blocks of the foreign table: foreignLen entries
+// each.
 const foreignBits = 8
 const foreignLen = 1 << foreignBits
 
@@ -93,7 +94,7 @@ func (s *Shard[E]) ForeignAllocLocked(e *E) uint32 {
 	return refForeign | s.foreign.alloc(unsafe.Pointer(e))
 }
 
-// ForeignRelease gives back a foreign ref whose slot was cleared; the
+// ForeignReleaseLocked gives back a foreign ref whose slot was cleared; the
 // caller holds this shard's mutex.
 func (s *core) ForeignReleaseLocked(ref uint32) { s.foreign.release(ref & refIndex) }
 

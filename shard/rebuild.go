@@ -139,7 +139,8 @@ func (s *core) relocateOne(from *storage, dst, src unsafe.Pointer) {
 // The caller folds the returned Moved as it folds a compaction's.
 func (s *core) EvacuateLocked(n int) Moved { return s.evacuateLocked(n) }
 
-// Sparse is how many chunks wait for evacuation; the caller holds the
+// SparseLocked is how many chunks are queued for evacuation (some may
+// have been dropped since); the caller holds the
 // mutex.
 func (s *core) SparseLocked() int { return len(s.arr.Load().store.sparse) }
 
@@ -182,7 +183,7 @@ func (s *core) evacuate(a *array, c *chunkHeader) {
 		}
 		st.kill(src) // the last one drops c
 	})
-	s.compactions.Add(1)
+	s.evacuations.Add(1)
 	s.moved.Add(uint64(moved))
 }
 

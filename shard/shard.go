@@ -155,6 +155,7 @@ type core struct {
 	shrinks     atomic.Uint64
 	floods      atomic.Uint64
 	compactions atomic.Uint64
+	evacuations atomic.Uint64
 	moved       atomic.Uint64
 }
 
@@ -468,14 +469,14 @@ func indexBytes(a *array) int64 {
 
 // Counts is what a shard has done, for Stats.
 type Counts struct {
-	Grows, Shrinks, Floods, Compactions, Moved uint64
+	Grows, Shrinks, Floods, Compactions, Evacuations, Moved uint64
 }
 
 // Counts returns the shard's rebuild counters.
 func (s *core) Counts() Counts {
 	return Counts{
 		Grows: s.grows.Load(), Shrinks: s.shrinks.Load(), Floods: s.floods.Load(),
-		Compactions: s.compactions.Load(), Moved: s.moved.Load(),
+		Compactions: s.compactions.Load(), Evacuations: s.evacuations.Load(), Moved: s.moved.Load(),
 	}
 }
 
