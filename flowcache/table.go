@@ -344,8 +344,26 @@ func (t *Table[V]) touch(e *Entry[V], slot *atomic.Uint64, w uint64) {
 // newcomer's stamp never says it was seen later than it was (invariant
 // 12 in docs/DESIGN.md).
 func (t *Table[V]) refresh(e *Entry[V], slot *atomic.Uint64, w uint64, now int64) {
+	back := now < e.lastSeen.Load()
 	e.lastSeen.Store(now)
-	if st := t.stamp(now); shard.StampOf(w) != st {
+	st := t.stamp(now)
+	if shard.StampOf(w) != st {
+		slot.CompareAndSwap(w, shard.WithStamp(w, st))
+	}
+	if back && shard.IsReplyWord(w) {
+		// The clock stepped back and the lookup came through a pair's
+		// reply key: the stamp the pass reads is the first key's, and it
+		// now says the flow was seen later than it was. Lower it too.
+		t.restampFirst(e, st)
+	}
+}
+
+// restampFirst lowers the stamp of e's first key to st, if the slot still
+// holds e. Rare: only after the clock steps back.
+func (t *Table[V]) restampFirst(e *Entry[V], st uint32) {
+	k := e.Key()
+	h := t.hash(&k)
+	if f, slot, w := t.shardOf(h).Lookup(h, skey(&k)); f == e && shard.StampOf(w) > st {
 		slot.CompareAndSwap(w, shard.WithStamp(w, st))
 	}
 }

@@ -276,8 +276,9 @@ func (t *Table[V]) insert(ks *keySet, v V) (*Entry[V], error) {
 	var ls lockSet
 	l := &ls
 	t.lockFor(ks, l)
+	// Deferred, so that a panicking Config.Evict leaves no shard locked.
+	defer t.unlockAll(l)
 	if t.closed.Load() {
-		t.unlockAll(l)
 		return nil, t.errClose
 	}
 	k, reply := &ks.k[0], ks.reply()
@@ -297,7 +298,6 @@ func (t *Table[V]) insert(ks *keySet, v V) (*Entry[V], error) {
 		if !t.reserve() {
 			var ok bool
 			if victim, ok = t.evictable(k, l); !ok {
-				t.unlockAll(l)
 				t.full.Inc()
 				return nil, t.errFull
 			}
@@ -323,7 +323,6 @@ func (t *Table[V]) insert(ks *keySet, v V) (*Entry[V], error) {
 		ng++
 	}
 	t.inserts.Inc()
-	t.unlockAll(l)
 	t.retire(gs[:ng])
 	return e, nil
 }
@@ -385,6 +384,16 @@ func (t *Table[V]) evictable(k *FlowKey, l *lockSet) (*Entry[V], bool) {
 	var best *Entry[V]
 	var bestSeen int64
 	held := -1 // the extra shard locked for best, if any
+	defer func() {
+		// Evict is the program's code: if it panics, let go of the
+		// extra lock before the panic goes on.
+		if v := recover(); v != nil {
+			if held >= 0 {
+				t.shards[held].Unlock()
+			}
+			panic(v)
+		}
+	}()
 	for _, p := range cands {
 		e := shard.FlowAt[Entry[V]](p)
 		ls := e.lastSeen.Load()

@@ -57,6 +57,9 @@ func stampOf(w uint64) uint32 { return uint32(w >> 32) }
 // WithStamp is w with its stamp replaced.
 func WithStamp(w uint64, stamp uint32) uint64 { return w&(1<<32-1) | uint64(stamp)<<32 }
 
+// IsReplyWord reports whether a slot word holds a pair's reply key.
+func IsReplyWord(w uint64) bool { return refOf(w)&(refReply|refForeign) != 0 }
+
 // StampOf is the stamp in a slot word.
 func StampOf(w uint64) uint32 { return stampOf(w) }
 
