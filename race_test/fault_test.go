@@ -44,7 +44,6 @@ func TestPanickingCallback(t *testing.T) {
 		Clock:  clock.Now,
 		Domain: dom,
 		OnRemove: func(e *flowcache.Entry[int], _ flowcache.Cause) {
-			k := e.Key()
 			v := e.Value()
 			if *v%50 == 7 {
 				panic(fmt.Sprintf("callback for flow %d", *v))
@@ -96,58 +95,126 @@ func TestPanickingCallback(t *testing.T) {
 	t.Logf("domain: %v", dom.Stats())
 }
 
-// TestPanickingExpiry: a Config.Expiry that panics (bad input from the
-// user's side of the table) must not leave a shard locked: the watched
-// pass's panic is recovered by the domain, and the table must go on
-// working.
-func TestPanickingExpiry(t *testing.T) {
-	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+// evictInserts are the insert paths that can call Config.Evict.
+var evictInserts = []struct {
+	name string
+	do   func(tb *flowcache.Table[int], k, reply flowcache.FlowKey)
+}{
+	{"Insert", func(tb *flowcache.Table[int], k, _ flowcache.FlowKey) { _, _ = tb.Insert(k, 1) }},
+	{"InsertPair", func(tb *flowcache.Table[int], k, r flowcache.FlowKey) { _, _ = tb.InsertPair(k, r, 1) }},
+	{"GetOrInsert", func(tb *flowcache.Table[int], k, _ flowcache.FlowKey) {
+		_, _, _ = tb.GetOrInsert(k, func() int { return 1 })
+	}},
+	{"GetOrInsertPair", func(tb *flowcache.Table[int], k, r flowcache.FlowKey) {
+		_, _, _ = tb.GetOrInsertPair(k, r, func() int { return 1 })
+	}},
+	{"GetOrInsertBatch", func(tb *flowcache.Table[int], k, _ flowcache.FlowKey) {
+		tb.GetOrInsertBatch([]flowcache.FlowKey{k}, func(int) int { return 1 }, make([]*flowcache.Entry[int], 1))
+	}},
+}
+
+// TestPanickingEvict: a Config.Evict that panics (bad input from the
+// user's side of the table; Evict runs with shards locked) must not leave
+// a shard locked or the limit miscounted: the panic reaches the caller,
+// nothing changed, and the table goes on working (the next insert at the
+// limit evicts, and Close returns). Config.Evict is the one user function
+// the table runs under its locks besides GetOrInsert's make
+// (TestGetOrInsertPanickingMakeChangesNothing in flowcache/); it took the
+// place of Config.Expiry, whose panics the pass had to survive the same
+// way. Insert and InsertPair fail this today: see
+// TestBugPanickingEvictLeavesShardLocked.
+func TestPanickingEvict(t *testing.T) {
+	for _, in := range evictInserts {
+		if in.name == "Insert" || in.name == "InsertPair" {
+			continue // TestBugPanickingEvictLeavesShardLocked
+		}
+		t.Run(in.name, func(t *testing.T) {
+			if err := panickingEvict(in.do); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+}
+
+// TestBugPanickingEvictLeavesShardLocked: Insert and InsertPair at the
+// limit call Config.Evict with the shards of their keys locked, and do not
+// unlock them if it panics (Table.insert in flowcache/write.go has no
+// deferred unlockAll, unlike insertMissing, which GetOrInsert* use). The
+// panic reaches the caller, who may recover it, and from then on every
+// write to that shard, every pass over it, Range, Dump, Clear and Close
+// block forever. Reproduce: a one-shard table at its limit whose Evict
+// panics; recover the panic of an Insert; the next Insert (or Close)
+// never returns.
+func TestBugPanickingEvictLeavesShardLocked(t *testing.T) {
+	for _, in := range evictInserts[:2] {
+		t.Run(in.name, func(t *testing.T) {
+			if err := panickingEvict(in.do); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+}
+
+// panickingEvict runs one insert path against a full one-shard table
+// whose Evict panics, then checks that an insert at the limit evicts and
+// that Close returns, within 2 s. On failure the goroutine that tried is
+// left blocked on the shard's mutex.
+func panickingEvict(do func(tb *flowcache.Table[int], k, reply flowcache.FlowKey)) error {
+	const limit = 8
 	dom := reclaim.NewDomain()
-	clock := newFakeClock()
 	var boom atomic.Bool
 	tb, err := flowcache.New(flowcache.Config[int]{
-		Name:   "expiry-panics",
-		Limit:  64,
+		Name:   "evict-panics",
+		Limit:  limit,
 		Shards: 1,
-		Clock:  clock.Now,
 		Domain: dom,
-		Expiry: func(e *flowcache.Entry[int]) time.Duration {
+		Evict: func(*flowcache.Entry[int]) bool {
 			if boom.Load() {
-				panic("expiry")
+				panic("evict")
 			}
-			return time.Second
+			return true
 		},
 	})
 	if err != nil {
-		t.Fatal(err)
+		return err
 	}
-	// No deferred Close: on failure the shard stays locked and Close
-	// would block too.
-	if _, err := tb.Insert(key(1), 1); err != nil {
-		t.Fatal(err)
+	for i := range limit {
+		if _, err := tb.Insert(key(uint32(i)), i); err != nil {
+			return err
+		}
 	}
 	boom.Store(true)
-	clock.Advance(time.Minute)
-	// One tick, on this goroutine: a started Reclaimer would block in its
-	// next pass on the shard the failed pass left locked.
-	reclaim.NewReclaimer(dom, time.Hour).Tick()
-	if dom.Stats().Panics == 0 {
-		t.Fatalf("no panic recorded: %v", dom.Stats())
+	k := key(100)
+	var recovered any
+	func() {
+		defer func() { recovered = recover() }()
+		do(tb, k, k.Reverse())
+	}()
+	if recovered == nil {
+		return fmt.Errorf("an insert at the limit did not call Evict, or swallowed its panic")
+	}
+	if n := tb.Len(); n != limit {
+		return fmt.Errorf("Len() = %d after the panicking insert, want %d: it changed the table", n, limit)
 	}
 	boom.Store(false)
 	done := make(chan error, 1)
 	go func() {
-		_, err := tb.Insert(key(2), 2)
-		done <- err
+		if _, err := tb.Insert(key(200), 200); err != nil {
+			done <- fmt.Errorf("Insert at the limit after the panic: %v, want an eviction", err)
+			return
+		}
+		st := tb.Stats()
+		if st.Live != limit || st.Evicted != 1 {
+			done <- fmt.Errorf("after one eviction: %v; want %d live, 1 evicted", st, limit)
+			return
+		}
+		done <- tb.Close()
 	}()
 	select {
 	case err := <-done:
-		if err != nil {
-			t.Fatal(err)
-		}
-		_ = tb.Close()
-	case <-time.After(5 * time.Second):
-		t.Fatalf("Insert blocked for 5 s after a panicking Expiry: the pass left its shard locked (domain %v)", dom.Stats())
+		return err
+	case <-time.After(2 * time.Second):
+		return fmt.Errorf("Insert or Close blocked for 2 s after a panicking Evict: the panicking insert left the shard locked")
 	}
 }
 
