@@ -155,6 +155,45 @@ func TestBugPanickingEvictLeavesShardLocked(t *testing.T) {
 	}
 }
 
+// TestBugBytesRacesWithInserts: Stats and every expiry pass read a
+// shard's held bytes without its mutex (Shard.Bytes, called by
+// Table.Stats in flowcache/stats.go and by pass.shard before and after
+// its lock holds in flowcache/expire.go), and storage.bytes reads the
+// chunk count storage.chunks, a plain int that grow and drop write under
+// the mutex (shard/storage.go). Any Stats call or pass concurrent with an
+// insert that opens a chunk is a data race (DESIGN.md invariant 8), so
+// under -race every concurrent test of this package that runs a
+// Reclaimer or reads Stats fails with this report. Reproduce: go test
+// -race -run TestBugBytesRacesWithInserts ./race_test/. Only the race
+// detector sees it: without -race the test skips.
+func TestBugBytesRacesWithInserts(t *testing.T) {
+	if !raceEnabled {
+		t.Skip("only the race detector sees this bug: run with -race")
+	}
+	tb, err := flowcache.New(flowcache.Config[int]{Limit: 1 << 16, Shards: 1, Domain: reclaim.NewDomain()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tb.Close()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := range 4 * 256 { // four new chunks
+			if _, err := tb.Insert(key(uint32(i)), i); err != nil {
+				panic(err)
+			}
+		}
+	}()
+	for {
+		select {
+		case <-done:
+			return
+		default:
+		}
+		tb.Stats()
+	}
+}
+
 // panickingEvict runs one insert path against a full one-shard table
 // whose Evict panics, then checks that an insert at the limit evicts and
 // that Close returns, within 2 s. On failure the goroutine that tried is

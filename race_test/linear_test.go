@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -142,21 +143,89 @@ type pairOut struct {
 	inserted bool // GetOrInsert*: this call stored the flow
 }
 
-// pairState is one group's keys: the value of the flow stored under each,
-// 0 when absent. Values are unique per insert, so two keys holding the
-// same value are the two keys of one pair.
-type pairState [pairGroupKeys]int
+// pairState is one group's state: the value of the flow stored under
+// each key, 0 when absent (values are unique per insert, so two keys
+// holding the same value are the two keys of one pair), and the writes
+// that have been decided but whose effects have not all landed yet.
+type pairState struct {
+	v    [pairGroupKeys]int
+	pend [4]pairPending // sorted by id, zero entries last: == compares states
+}
 
-// drop removes the flow stored under key i, whole: both keys of a pair.
-func (s pairState) drop(i int) pairState {
-	if v := s[i]; v != 0 {
-		for j := range s {
-			if s[j] == v {
-				s[j] = 0
+// pairPending is a write whose effects are landing key by key.
+type pairPending struct {
+	id    int                 // the operation's index in the history (+1)
+	eff   [pairGroupKeys]int  // per key: its new value (0: absent), or -1: untouched
+	named [pairGroupKeys]bool // the keys the caller named (k, and reply for a pair)
+	left  int                 // steps still to land
+}
+
+// pairStep is what pairModel checks: a whole read, or one step of a
+// write. A write (Insert, InsertPair, Remove, an inserting GetOrInsert*)
+// is decided at one point, under the locks of every shard it touches,
+// and its effect on each key then lands with one store of that key's
+// slot, which lock-free readers see on its own: so a write is split into
+// one step per key it names, plus one for the keys it does not name (the
+// other key of a pair it replaces or removes), all with the write's call
+// and return. Whichever step comes first decides the write from the state
+// then; the others land its effect on their keys, in any order. No other
+// write touching those keys may be decided in between (it would wait for
+// the locks).
+type pairStep struct {
+	in   pairIn
+	id   int
+	step int // -1: the whole operation (a read); 0..pairGroupKeys-1: that named key; pairGroupKeys: the keys not named
+}
+
+// pairWrite reports the keys a write names and how many steps it has.
+func pairWrite(in pairIn, out pairOut) (named [pairGroupKeys]bool, steps int, ok bool) {
+	switch {
+	case in.op == linInsert && out.ok, in.op == linRemove && out.ok:
+		named[in.key] = true
+		return named, 2, true
+	case in.op == linInsertPair && out.ok:
+		named[in.key], named[in.reply] = true, true
+		n := 2
+		if in.reply != in.key {
+			n++
+		}
+		return named, n, true
+	case (in.op == linGetOrInsert || in.op == linGetOrInsertPair) && out.inserted:
+		named[in.key] = true
+		n := 1
+		if in.op == linGetOrInsertPair && in.reply != in.key {
+			named[in.reply] = true
+			n++
+		}
+		return named, n, true // the keys were absent: nothing else to remove
+	}
+	return named, 0, false
+}
+
+// splitPair turns a history of pair-model operations into pairSteps.
+func splitPair(h []porcupine.Operation) []porcupine.Operation {
+	var out []porcupine.Operation
+	for i, op := range h {
+		in, o := op.Input.(pairIn), op.Output.(pairOut)
+		named, _, write := pairWrite(in, o)
+		if !write {
+			op.Input = pairStep{in: in, id: i + 1, step: -1}
+			out = append(out, op)
+			continue
+		}
+		for j := range pairGroupKeys {
+			if named[j] {
+				op.Input = pairStep{in: in, id: i + 1, step: j}
+				out = append(out, op)
 			}
 		}
+		if in.op == linInsert || in.op == linInsertPair || in.op == linRemove {
+			// The step that lands the removal of keys it does not name.
+			op.Input = pairStep{in: in, id: i + 1, step: pairGroupKeys}
+			out = append(out, op)
+		}
 	}
-	return s
+	return out
 }
 
 // pairModel is the sequential specification of a table of flows under
@@ -165,13 +234,18 @@ func (s pairState) drop(i int) pairState {
 // is present, alone or in a pair, replaces that flow whole (a replaced
 // pair leaves with both its keys); GetOrInsertPair returns the flow stored
 // under either key, or stores a pair when neither is present. An insert
-// that fails (ErrFull) changes nothing.
+// that fails (ErrFull) changes nothing. Each write is decided at one
+// point and its effects land key by key before it returns (see
+// pairStep): the only freedom the model gives the table is that a reader
+// may see one key of a write before another, as DESIGN.md allows
+// ("Readers may find one key a moment before the other; once InsertPair
+// returns, both are found").
 var pairModel = porcupine.Model{
 	Partition: func(h []porcupine.Operation) [][]porcupine.Operation {
 		by := map[int][]porcupine.Operation{}
 		var groups []int
 		for _, op := range h {
-			g := op.Input.(pairIn).group
+			g := op.Input.(pairStep).in.group
 			if _, ok := by[g]; !ok {
 				groups = append(groups, g)
 			}
@@ -185,48 +259,28 @@ var pairModel = porcupine.Model{
 	},
 	Init: func() any { return pairState{} },
 	Step: func(state, input, output any) (bool, any) {
-		s, in, out := state.(pairState), input.(pairIn), output.(pairOut)
-		k, r := in.key, in.reply
-		switch in.op {
-		case linGet:
-			return out.ok == (s[k] != 0) && (!out.ok || out.val == s[k]), s
-		case linInsert, linInsertPair:
-			if !out.ok {
-				return true, s
-			}
-			s = s.drop(k)
-			if in.op == linInsertPair {
-				s = s.drop(r)
-				s[r] = in.val
-			}
-			s[k] = in.val
-			return true, s
-		case linRemove:
-			return out.ok == (s[k] != 0), s.drop(k)
-		case linGetOrInsert, linGetOrInsertPair:
-			if in.op == linGetOrInsert {
-				r = k
-			}
-			switch {
-			case !out.ok: // ErrFull: only when neither key was present
-				return s[k] == 0 && s[r] == 0, s
-			case out.inserted:
-				if s[k] != 0 || s[r] != 0 || out.val != in.val {
-					return false, s
-				}
-				s[k], s[r] = in.val, in.val
-				return true, s
-			default:
-				return out.val != 0 && (out.val == s[k] || out.val == s[r]), s
-			}
+		s, st, out := state.(pairState), input.(pairStep), output.(pairOut)
+		if st.step < 0 {
+			return pairRead(s, st.in, out), s
 		}
-		return false, s
+		return pairWriteStep(s, st, out)
 	},
-	DescribeOperation: describePair,
+	DescribeOperation: func(input, output any) string {
+		st := input.(pairStep)
+		d := describePair(st.in, output)
+		switch {
+		case st.step < 0:
+			return d
+		case st.step == pairGroupKeys:
+			return d + " [other keys]"
+		default:
+			return fmt.Sprintf("%s [k%d]", d, st.step)
+		}
+	},
 	DescribeState: func(state any) string {
 		s := state.(pairState)
 		var b strings.Builder
-		for i, v := range s {
+		for i, v := range s.v {
 			if i > 0 {
 				b.WriteString(" ")
 			}
@@ -236,8 +290,136 @@ var pairModel = porcupine.Model{
 				fmt.Fprintf(&b, "k%d:%d", i, v)
 			}
 		}
+		for _, p := range s.pend {
+			if p.id != 0 {
+				fmt.Fprintf(&b, " (op %d landing: %v)", p.id, p.eff)
+			}
+		}
 		return b.String()
 	},
+}
+
+// pairRead checks an operation that changes nothing against state s.
+func pairRead(s pairState, in pairIn, out pairOut) bool {
+	k, r := in.key, in.reply
+	switch in.op {
+	case linGet:
+		return out.ok == (s.v[k] != 0) && (!out.ok || out.val == s.v[k])
+	case linRemove: // removed nothing
+		return s.v[k] == 0
+	case linInsert, linInsertPair: // refused (ErrFull): only when none of its keys was present
+		return s.v[k] == 0 && (in.op == linInsert || s.v[r] == 0)
+	case linGetOrInsert, linGetOrInsertPair:
+		if in.op == linGetOrInsert {
+			r = k
+		}
+		if !out.ok { // refused: neither key present
+			return s.v[k] == 0 && s.v[r] == 0
+		}
+		return out.val != 0 && (out.val == s.v[k] || out.val == s.v[r])
+	}
+	return false
+}
+
+// pairWriteStep lands one step of a write, deciding the write first if
+// this is its first step.
+func pairWriteStep(s pairState, st pairStep, out pairOut) (bool, pairState) {
+	pi := -1
+	for i, p := range s.pend {
+		if p.id == st.id {
+			pi = i
+		}
+	}
+	if pi < 0 {
+		// The first step: decide the write from the state now.
+		in := st.in
+		named, steps, _ := pairWrite(in, out)
+		var eff [pairGroupKeys]int
+		for j := range eff {
+			eff[j] = -1
+		}
+		drop := func(x int) { // the flow under key x leaves, whole
+			if v := s.v[x]; v != 0 {
+				for j := range s.v {
+					if s.v[j] == v {
+						eff[j] = 0
+					}
+				}
+			}
+		}
+		switch in.op {
+		case linInsert, linInsertPair:
+			for j := range named {
+				if named[j] {
+					drop(j)
+				}
+			}
+			for j := range named {
+				if named[j] {
+					eff[j] = in.val
+				}
+			}
+		case linRemove:
+			if s.v[in.key] == 0 {
+				return false, s
+			}
+			drop(in.key)
+		default: // an inserting GetOrInsert*: its keys were absent
+			if out.val != in.val {
+				return false, s
+			}
+			for j := range named {
+				if named[j] {
+					if s.v[j] != 0 {
+						return false, s
+					}
+					eff[j] = in.val
+				}
+			}
+		}
+		// A write on keys another write is still landing on would have
+		// waited for its locks.
+		for _, p := range s.pend {
+			for j := range eff {
+				if p.id != 0 && p.eff[j] >= 0 && (eff[j] >= 0 || named[j]) {
+					return false, s
+				}
+			}
+		}
+		pi = -1
+		for i, p := range s.pend {
+			if p.id == 0 {
+				pi = i
+				break
+			}
+		}
+		if pi < 0 {
+			panic("pairModel: more writes landing at once than clients")
+		}
+		s.pend[pi] = pairPending{id: st.id, eff: eff, named: named, left: steps}
+	}
+	p := &s.pend[pi]
+	for j := range p.eff {
+		mine := st.step == j || st.step == pairGroupKeys && !p.named[j]
+		if mine && p.eff[j] >= 0 {
+			s.v[j] = p.eff[j]
+		}
+	}
+	if p.left--; p.left == 0 {
+		*p = pairPending{}
+	}
+	slices.SortFunc(s.pend[:], func(a, b pairPending) int {
+		switch {
+		case a.id == b.id:
+			return 0
+		case a.id == 0:
+			return 1
+		case b.id == 0:
+			return -1
+		}
+		return a.id - b.id
+	})
+	return true, s
 }
 
 func describePair(input, output any) string {
@@ -282,12 +464,15 @@ func TestLinearizable(t *testing.T) {
 		clients = 4
 		groups  = 2
 	)
-	rounds, perClient := 60, 500
+	// Rounds: at least minRounds, then more until the time cap (the
+	// checker's time is most of it, and -race slows it several times).
+	minRounds, maxRounds, perClient := 10, 60, 500
+	timeCap := 3 * time.Second
 	if raceEnabled {
-		rounds = 40
+		timeCap = 6 * time.Second
 	}
 	if d := longDuration(); d > 0 {
-		rounds = 1 << 30
+		minRounds, maxRounds, timeCap = 1<<30, 1<<30, d
 	}
 	clock := newFakeClock()
 	dom := reclaim.NewDomain()
@@ -310,10 +495,12 @@ func TestLinearizable(t *testing.T) {
 	start := time.Now()
 	b := stressBudget(0, 0, 0)
 	var fail failures
-	for round := 0; round < rounds; round++ {
-		if b.long && time.Since(start) > b.maxDur {
+	rounds := 0
+	for round := 0; round < maxRounds; round++ {
+		if el := time.Since(start); el > timeCap && round >= minRounds || b.long && el > b.maxDur {
 			break
 		}
+		rounds++
 		var seq atomic.Int64
 		var nextVal atomic.Int64
 		hist := make([][]porcupine.Operation, clients)
@@ -438,7 +625,7 @@ func TestLinearizable(t *testing.T) {
 			h = append(h, ch...)
 		}
 		ops += len(h)
-		res, path := checkLinearizable(t, pairModel, h)
+		res, path := checkLinearizable(t, pairModel, splitPair(h))
 		switch res {
 		case porcupine.Illegal:
 			t.Fatalf("round %d: history of %d operations is not linearizable; visualisation: %s", round, len(h), path)

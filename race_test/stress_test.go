@@ -102,13 +102,13 @@ type stressRun struct {
 // Live = Inserts − every cause; and that the final contents equal the
 // models.
 func TestStress(t *testing.T) {
-	runStress(t, stressConfig{workers: 8, perWorker: 640, pinned: 256, limit: 4096, shards: 8, ops: 1_600_000})
+	runStress(t, stressConfig{workers: 8, perWorker: 640, pinned: 256, limit: 4096, shards: 8, ops: 250_000})
 }
 
 // TestStressClear is TestStress with Clear called now and then from
 // another goroutine (so there are no pinned keys: Clear drops them too).
 func TestStressClear(t *testing.T) {
-	runStress(t, stressConfig{workers: 6, perWorker: 400, limit: 2048, shards: 4, clear: true, ops: 400_000})
+	runStress(t, stressConfig{workers: 6, perWorker: 400, limit: 2048, shards: 4, clear: true, ops: 150_000})
 }
 
 // TestStressEvict is TestStress on a table with Config.Evict (early drop:
@@ -116,7 +116,7 @@ func TestStressClear(t *testing.T) {
 // other workers' flows, which must leave with cause Evicted, never an
 // assured or pinned one.
 func TestStressEvict(t *testing.T) {
-	runStress(t, stressConfig{workers: 6, perWorker: 640, pinned: 256, limit: 2048, shards: 4, evict: true, ops: 600_000})
+	runStress(t, stressConfig{workers: 6, perWorker: 640, pinned: 256, limit: 2048, shards: 4, evict: true, ops: 300_000})
 }
 
 func runStress(t *testing.T, cfg stressConfig) {
@@ -240,7 +240,7 @@ func runStress(t *testing.T, cfg stressConfig) {
 		}()
 	}
 
-	b := stressBudget(cfg.ops, 12*time.Second, 4*time.Second)
+	b := stressBudget(cfg.ops, 8*time.Second, 4*time.Second)
 	start := time.Now()
 	for !b.done(start, r.totalOps()) && r.fail.count() == 0 {
 		time.Sleep(20 * time.Millisecond)
