@@ -704,3 +704,125 @@ func TestLinearizabilityCheckerCatchesBugs(t *testing.T) {
 	}
 	os.Remove(path)
 }
+
+// TestPairModelCatchesBugs shows what pairModel accepts and rejects:
+// histories in which a pair's other key outlives a write that returned
+// (a Remove or a replacing Insert that left it behind, an InsertPair whose
+// reply key never appears) are not linearizable; a reader that sees one
+// key of a write before the other while the write runs is; and a real
+// sequential history of the table with pairs passes against the model but
+// not against one whose Remove forgets a pair's other key.
+func TestPairModelCatchesBugs(t *testing.T) {
+	type rec struct {
+		c         int
+		in        pairIn
+		out       pairOut
+		call, ret int64
+	}
+	build := func(rs []rec) []porcupine.Operation {
+		var h []porcupine.Operation
+		for _, r := range rs {
+			h = append(h, porcupine.Operation{ClientId: r.c, Input: r.in, Output: r.out, Call: r.call, Return: r.ret})
+		}
+		return splitPair(h)
+	}
+	ins := func(op, k, r, v int) pairIn { return pairIn{op: op, key: k, reply: r, val: v} }
+	get := func(k int) pairIn { return pairIn{op: linGet, key: k} }
+	yes := pairOut{ok: true}
+	found := func(v int) pairOut { return pairOut{ok: true, val: v} }
+	cases := []struct {
+		name string
+		h    []rec
+		want porcupine.CheckResult
+	}{
+		{"remove leaves the reply key", []rec{
+			{0, ins(linInsertPair, 0, 1, 1), yes, 0, 1},
+			{0, pairIn{op: linRemove, key: 1}, yes, 2, 3},
+			{1, get(0), found(1), 4, 5},
+		}, porcupine.Illegal},
+		{"replacing insert leaves the pair's other key", []rec{
+			{0, ins(linInsertPair, 0, 1, 1), yes, 0, 1},
+			{0, ins(linInsert, 0, 0, 2), yes, 2, 3},
+			{1, get(1), found(1), 4, 5},
+		}, porcupine.Illegal},
+		{"a pair replacing a pair that shares one key leaves the third key", []rec{
+			{0, ins(linInsertPair, 0, 2, 1), yes, 0, 1},
+			{0, ins(linInsertPair, 0, 1, 2), yes, 2, 3},
+			{1, get(2), found(1), 4, 5},
+		}, porcupine.Illegal},
+		{"InsertPair returned without its reply key", []rec{
+			{0, ins(linInsertPair, 0, 1, 1), yes, 0, 1},
+			{1, get(1), pairOut{}, 2, 3},
+		}, porcupine.Illegal},
+		{"a reader sees the new key before the old pair's other key goes", []rec{
+			{0, ins(linInsertPair, 0, 1, 1), yes, 0, 1},
+			{0, ins(linInsert, 0, 0, 2), yes, 10, 20},
+			{1, get(0), found(2), 11, 12},
+			{1, get(1), found(1), 13, 14},
+			{1, get(1), pairOut{}, 21, 22},
+		}, porcupine.Ok},
+		{"a reader sees a pair's first key before its reply key", []rec{
+			{0, ins(linInsertPair, 0, 1, 1), yes, 10, 20},
+			{1, get(0), found(1), 11, 12},
+			{1, get(1), pairOut{}, 13, 14},
+			{1, get(1), found(1), 21, 22},
+		}, porcupine.Ok},
+		{"a reader sees a key go back to its old flow", []rec{
+			{0, ins(linInsertPair, 0, 1, 1), yes, 0, 1},
+			{0, ins(linInsert, 0, 0, 2), yes, 10, 20},
+			{1, get(0), found(2), 11, 12},
+			{1, get(0), found(1), 13, 14},
+		}, porcupine.Illegal},
+	}
+	for _, c := range cases {
+		res, path := checkLinearizable(t, pairModel, build(c.h))
+		if path != "" {
+			os.Remove(path)
+		}
+		if res != c.want {
+			t.Errorf("%s: checker said %v, want %v", c.name, res, c.want)
+		}
+	}
+
+	// A real, sequential history of the table with pairs...
+	tb, err := flowcache.New(flowcache.Config[int]{Limit: 16, Shards: 2, Domain: reclaim.NewDomain()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tb.Close()
+	keyOf := func(i int) flowcache.FlowKey { return key(1<<27 | uint32(i)) }
+	var h []rec
+	ts := int64(0)
+	do := func(in pairIn, out pairOut) { h = append(h, rec{0, in, out, ts, ts + 1}); ts += 2 }
+	_, err = tb.InsertPair(keyOf(0), keyOf(1), 1)
+	do(ins(linInsertPair, 0, 1, 1), pairOut{ok: err == nil})
+	do(pairIn{op: linRemove, key: 1}, pairOut{ok: tb.Remove(keyOf(1))})
+	e, ok := tb.Get(keyOf(0))
+	out := pairOut{ok: ok}
+	if ok {
+		out.val = *e.Value()
+	}
+	do(get(0), out)
+	if res, _ := checkLinearizable(t, pairModel, build(h)); res != porcupine.Ok {
+		t.Fatalf("real history against pairModel: %v", res)
+	}
+	// ...against a model whose Remove removes only the key it was given.
+	broken := pairModel
+	broken.Step = func(state, input, output any) (bool, any) {
+		s, st := state.(pairState), input.(pairStep)
+		if st.in.op == linRemove && output.(pairOut).ok {
+			if st.step == pairGroupKeys {
+				return true, s // forgets the pair's other key
+			}
+			ok := s.v[st.in.key] != 0
+			s.v[st.in.key] = 0
+			return ok, s
+		}
+		return pairModel.Step(state, input, output)
+	}
+	res, path := checkLinearizable(t, broken, build(h))
+	if res != porcupine.Illegal {
+		t.Fatalf("broken pair model: checker said %v, want Illegal", res)
+	}
+	os.Remove(path)
+}

@@ -155,6 +155,12 @@ func runModel(t fataler, cfg mconf, ops []mop) {
 		t.Fatalf("New: %v", err)
 	}
 	defer tb.Close()
+	// The interpreter is a registered reader: it holds entries across
+	// operations (SetClass on the entry a Get found before a Remove), and
+	// with a reader registered the folds of moves wait for a grace period,
+	// as they do in a forwarder. Each step ends with its Synchronize.
+	rd := dom.Register()
+	defer rd.Unregister()
 
 	model := map[uint8]*mentry{}      // by key: both keys of a pair name one entry
 	flows := 0                        // distinct entries in model
@@ -494,10 +500,10 @@ func runModel(t fataler, cfg mconf, ops []mop) {
 		if left := st.Removed + st.Replaced + st.Evicted + st.Expired + st.Cleared; uint64(st.Live) != st.Inserts-left {
 			t.Fatalf("op %d %v: Stats: live %d != inserts %d - %d that left", i, o, st.Live, st.Inserts, left)
 		}
-		// No reader is registered, so Synchronize runs every callback
-		// that is due: exactly the flows that left, once each, with the
-		// cause they left by.
-		dom.Synchronize()
+		// The only reader is this goroutine, so its Synchronize runs
+		// every callback that is due: exactly the flows that left, once
+		// each, with the cause they left by.
+		rd.Synchronize()
 		if len(twice) > 0 {
 			t.Fatalf("op %d %v: a flow got OnRemove twice: %v", i, o, twice)
 		}
