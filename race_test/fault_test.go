@@ -194,6 +194,73 @@ func TestBugBytesRacesWithInserts(t *testing.T) {
 	}
 }
 
+// TestBugLimitExceededByReplaceOrEvict: an insert that replaces a flow
+// (Insert of a present key) or evicts one (Config.Evict at the limit)
+// gives the old flow's unit of the limit back (unlink, unlinkReplaced:
+// live−1) and only then takes one for the new flow (live+1), both while
+// it holds its shards' locks but not the other shards': an insert of a
+// new key into another shard that reserves in between finds room, and
+// Len (and the flows stored) end one over Limit (DESIGN.md invariant 3:
+// "Len() never exceeds Limit"). With replaces the excess stays: the
+// table sits above its limit until flows leave. Reproduce: a table at
+// its limit; one goroutine replaces present keys (or evicts) while
+// another inserts new keys; Len() passes Limit within milliseconds.
+// (TestStressEvict's running Len check sees it too.)
+func TestBugLimitExceededByReplaceOrEvict(t *testing.T) {
+	for _, evict := range []bool{false, true} {
+		name := map[bool]string{false: "replace", true: "evict"}[evict]
+		t.Run(name, func(t *testing.T) {
+			const limit = 64
+			cfg := flowcache.Config[int]{Limit: limit, Shards: 4, Domain: reclaim.NewDomain()}
+			if evict {
+				cfg.Evict = func(*flowcache.Entry[int]) bool { return true }
+			}
+			tb, err := flowcache.New(cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer tb.Close()
+			for i := range limit {
+				if _, err := tb.Insert(key(uint32(i)), i); err != nil {
+					t.Fatal(err)
+				}
+			}
+			var over atomic.Int64
+			stop := make(chan struct{})
+			var wg sync.WaitGroup
+			for w := range 2 {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for i := 0; ; i++ {
+						select {
+						case <-stop:
+							return
+						default:
+						}
+						k := key(uint32(1<<20 | w<<16 | i&0xffff)) // a new key
+						if w == 0 && !evict {
+							k = key(uint32(i % limit)) // a present key: a replace
+						}
+						_, _ = tb.Insert(k, i)
+						if n := tb.Len(); n > limit {
+							over.CompareAndSwap(0, int64(n))
+						}
+					}
+				}()
+			}
+			for end := time.Now().Add(time.Second); time.Now().Before(end) && over.Load() == 0; {
+				time.Sleep(time.Millisecond)
+			}
+			close(stop)
+			wg.Wait()
+			if n := over.Load(); n != 0 {
+				t.Errorf("Len() = %d with Limit %d (%v); at the end Len() = %d", n, limit, tb.Stats(), tb.Len())
+			}
+		})
+	}
+}
+
 // panickingEvict runs one insert path against a full one-shard table
 // whose Evict panics, then checks that an insert at the limit evicts and
 // that Close returns, within 2 s. On failure the goroutine that tried is
