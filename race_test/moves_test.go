@@ -4,7 +4,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"runtime"
-	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -361,12 +361,4 @@ func TestMovesLoseNothing(t *testing.T) {
 	}
 }
 
-func joinLines(lines []string) string {
-	var b []byte
-	for _, l := range slices.Clip(lines) {
-		b = append(b, "\t"...)
-		b = append(b, l...)
-		b = append(b, '\n')
-	}
-	return string(b)
-}
+func joinLines(lines []string) string { return "\t" + strings.Join(lines, "\n\t") }
