@@ -175,7 +175,7 @@ func runStress(t *testing.T, cfg stressConfig) {
 	rec := reclaim.NewReclaimer(r.dom, 2*time.Millisecond)
 	rec.Start()
 	stop := make(chan struct{})
-	var phases atomic.Int64
+	var phases, drains atomic.Int64
 	var bg sync.WaitGroup
 	bg.Add(2)
 	go func() {
@@ -207,6 +207,7 @@ func runStress(t *testing.T, cfg stressConfig) {
 				r.clock.Advance(time.Millisecond)
 			} else {
 				if tb.Len() <= cfg.pinned+cfg.limit/50 || n-phase > 2000 {
+					drains.Add(1)
 					r.fill.Store(true)
 					phase, last = n, pressure()
 				}
@@ -252,7 +253,9 @@ func runStress(t *testing.T, cfg stressConfig) {
 
 	b := stressBudget(cfg.ops, 8*time.Second, 4*time.Second)
 	start := time.Now()
-	for !b.done(start, r.totalOps()) && r.fail.count() == 0 {
+	// The op budget, and at least one whole fill and drain (so that
+	// flows expired and shards shrank), unless the time cap comes first.
+	for (!b.done(start, r.totalOps()) || drains.Load() == 0 && time.Since(start) < b.maxDur) && r.fail.count() == 0 {
 		time.Sleep(20 * time.Millisecond)
 	}
 	close(stop)
@@ -335,7 +338,7 @@ func runStress(t *testing.T, cfg stressConfig) {
 	ops := r.totalOps()
 	t.Logf("%d ops in %v (%.0f ops/s, race=%v), %d workers; stored %d (%d pairs), callbacks %d, vanished under a worker %d (%d after its last op), full %d",
 		ops, elapsed.Round(time.Millisecond), float64(ops)/elapsed.Seconds(), raceEnabled, cfg.workers, r.stored.Load(), r.pairs.Load(), r.callbacks.Load(), r.vanished.Load(), late, r.full.Load())
-	t.Logf("fill/drain phases: %d; stats: %v", phases.Load(), st)
+	t.Logf("fill/drain phases: %d (%d drains done); stats: %v", phases.Load(), drains.Load(), st)
 	t.Logf("domain: %v", r.dom.Stats())
 	if !b.long && ops < cfg.ops {
 		t.Logf("note: %d of %d ops within the %v cap", ops, cfg.ops, b.maxDur)
