@@ -470,8 +470,9 @@ func TestLinearizable(t *testing.T) {
 	timeCap := 3 * time.Second
 	if raceEnabled {
 		// The checker, not the table, takes most of a round under -race
-		// (about 0.6 s for 2000 operations).
-		minRounds, timeCap = 5, 6*time.Second
+		// (about 0.6 s for 2000 operations), and more than linearly in
+		// a round's length.
+		minRounds, perClient, timeCap = 5, 300, 6*time.Second
 	}
 	if d := longDuration(); d > 0 {
 		minRounds, maxRounds, timeCap = 1, 1<<30, d
@@ -498,6 +499,7 @@ func TestLinearizable(t *testing.T) {
 	b := stressBudget(0, 0, 0)
 	var fail failures
 	rounds := 0
+	r := 0 // the rebuilder's cycles, across rounds
 	for round := 0; round < maxRounds; round++ {
 		if el := time.Since(start); el > timeCap && round >= minRounds || b.long && el > b.maxDur {
 			break
@@ -516,13 +518,16 @@ func TestLinearizable(t *testing.T) {
 			// SetClass. Its Synchronize runs the deferred folds.
 			rd := dom.Register()
 			defer rd.Unregister()
-			for r := 0; ; r++ {
+			for ; ; r++ {
 				select {
 				case <-stop:
 					return
 				default:
 				}
-				n := 100 + (r*37)%250 // past 96, 192 or 384 live: one to three grows, then a shrink
+				// Past 96, 192 or 384 live in each of the two shards: one
+				// to three grows, then a pass that drains the shard to
+				// under a quarter of its slots (a shrink and compaction).
+				n := 200 + (r*37)%500
 				for i := range n {
 					e, err := tb.Insert(key(1<<26|uint32(i)), -1)
 					if err != nil {
