@@ -2,6 +2,7 @@ package flowcache
 
 import (
 	"math/rand/v2"
+	"unsafe"
 
 	"github.com/flowcache/flowcache/shard"
 )
@@ -34,8 +35,8 @@ func (t *Table[V]) GetBatch(keys []FlowKey, out []*Entry[V]) int {
 }
 
 func (t *Table[V]) getChunk(keys []FlowKey, out []*Entry[V]) int {
-	var pa [batchChunk]shard.Probe[Entry[V]]
-	var ca [batchChunk]*Entry[V]
+	var pa [batchChunk]shard.Probe
+	var ca [batchChunk]unsafe.Pointer
 	var la [batchChunk]int
 	var wa [batchChunk]uint64
 	probes, cands, lanes, words := pa[:len(keys)], ca[:len(keys)], la[:len(keys)], wa[:len(keys)]
@@ -58,28 +59,25 @@ func (t *Table[V]) getChunk(keys []FlowKey, out []*Entry[V]) int {
 	}
 	for _, c := range cands {
 		if c != nil {
-			touched += c.node.Key()[0]
+			touched += *(*uint64)(c) // the key's first word: a record begins with its key
 		}
 	}
 	now := t.now.Load()
-	stamp := t.stamp(now)
 	// One random draw per chunk seeds a cheap generator for the hit
 	// samples, instead of a draw per hit. XOR with the touched words
 	// keeps it uniform.
 	x := (rand.Uint64() ^ touched) | 1
 	hits, sampled := 0, 0
 	for i := range probes { // record misses, overlapped
-		e, slot, w := probes[i].Resolve(cands[i], lanes[i], words[i], skey(&keys[i]))
+		r, slot, w := probes[i].Resolve(cands[i], lanes[i], words[i], skey(&keys[i]))
+		e := (*Entry[V])(r) // the shard stores Entry[V] records (Init)
 		out[i] = e
 		if e == nil {
 			continue
 		}
 		hits++
 		if e.lastSeen.Load() != now {
-			e.lastSeen.Store(now)
-			if shard.StampOf(w) != stamp {
-				slot.CompareAndSwap(w, shard.WithStamp(w, stamp))
-			}
+			t.refresh(e, slot, w, now)
 		}
 		x ^= x << 13
 		x ^= x >> 7

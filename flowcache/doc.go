@@ -10,58 +10,92 @@
 //	                                   │ xxh3(key, table seed)
 //	                                   ▼
 //	                         64-bit hash ── top bits ──▶ shard[i]
-//	                                   │                   │ atomic load of its bucket array
+//	                                   │                   │ atomic load of its array
 //	                                   ▼                   ▼
-//	                    mix(hash, shard seed) ──▶ bucket: 4 tags │ 4 stamps │ 4 *Entry │ next
+//	                    mix(hash, shard seed) ──▶ bucket: 4 tags │ 4 ref+stamp │ 4 classes │ next
 //	                                                         │ tag match (one word)
 //	                                                         ▼
-//	                                              *Entry[V]: key │ last-seen │ hits │ value
+//	                       chunk directory[ref>>8] ──▶ Entry[V]: key │ kind │ hits │ last-seen │ state │ packets │ bytes │ value
 //
 // One Table serves one port. It is split into a power-of-two number of
 // shards (package shard), each an independent hash table with its own
-// seed, writer mutex and bucket array published through an atomic pointer.
-// Get hashes the key once, picks the shard from the hash's top bits,
-// matches four 16-bit tags in one word and compares the key a word at a
-// time: two dependent cache misses at most (bucket, entry) on a table
-// larger than the cache. GetBatch overlaps those misses across a batch.
+// seed, writer mutex, index and record storage, published through an
+// atomic pointer. Get hashes the key once, picks the shard from the hash's
+// top bits, matches four 16-bit tags in one word and compares the key a
+// word at a time: two dependent cache misses at most (bucket, record) on a
+// table larger than the cache. GetBatch overlaps those misses across a
+// batch.
 //
 // # Concurrency
 //
 //   - Get and GetBatch only load (and, once per coarse-clock tick, store a
-//     flow's last-seen time). No lock, allocation or time.Now().
-//   - Insert, GetOrInsert (on a miss), Remove, Clear and Expire lock one
-//     shard at a time. The limit is a table-wide count reserved before a
-//     store, so Len never exceeds Limit, even with every core inserting.
-//   - Entries are never rewritten: Insert of a present key publishes a new
-//     Entry. The Value of an Entry is shared by every worker; mutate it
-//     through atomics or a lock of your own.
-//   - A flow that leaves the table (expired, removed, replaced, cleared)
-//     is handed to the table's reclaim.Domain; its OnExpire runs once, after
-//     every registered worker has passed a quiescent point (Reader.Quiescent
-//     between packet batches), so no worker still forwards with it. Memory
-//     safety is the garbage collector's: an Entry a worker holds stays valid.
+//     flow's last-seen time and its slot's stamp). No lock, allocation or
+//     time.Now().
+//   - Insert, InsertPair, GetOrInsert (on a miss), Remove and SetClass lock
+//     the shards of the keys they touch, in shard order; Clear locks them
+//     all; Expire locks one shard (two for a pair) for one bounded step at
+//     a time. The limit is a table-wide count reserved before a store, so
+//     Len never exceeds Limit, even with every core inserting.
+//   - A flow's key and value are fixed when it is stored: Insert of a
+//     present key stores a new flow in its place. What changes per packet
+//     is the table's: Count (packets and bytes) and the state word
+//     (CompareAndSwapState). Never write through Value.
+//   - A flow that leaves the table (expired, removed, replaced, evicted,
+//     cleared) is handed to the table's reclaim.Domain; OnRemove runs once,
+//     with the cause, after every registered worker has passed a quiescent
+//     point (Reader.Quiescent between packet batches), so no worker still
+//     forwards with it.
+//
+// # Storage
+//
+// Flows live inline in their shard's storage, 256 to a chunk, not one
+// heap object each: with a pointer-free V the collector marks a chunk per
+// 256 flows, and the table can give memory back however the surviving
+// flows lie, because it can move them. A shard that a pass drains is
+// rebuilt with its flows copied densely; a chunk that churn leaves half
+// empty has its survivors moved to the shard's tail. A registered
+// worker's *Entry stays usable until its next Quiescent across a move:
+// Value and Key read the flow as it was, and Count, State and
+// CompareAndSwapState on the old copy act on the flow's new home (see
+// Entry). Workers that are not registered may look flows up, but must not
+// keep an *Entry past the lookup.
+//
+// # Connections
+//
+// InsertPair stores one flow under two keys — a connection's two
+// directions, or a NAT's inside tuple and translated reply tuple — which
+// expires, is evicted and is called back once. Timeout classes
+// (Config.Timeouts, SetClass, SetTimeout) give each flow the timeout of
+// its state, as conntrack's per-state timeouts do, and the pass reads each
+// flow's class from the bucket it streams. Config.Evict lets an insert at
+// the limit push out the longest-idle flow it approves (conntrack's early
+// drop of unanswered connections). OnRemove says why each flow left.
 //
 // # Time
 //
-// The hot path reads time from one coarse word per table, in milliseconds,
-// that Expire (and so the Reclaimer's tick) advances. A flow's LastSeen is
-// exact to one pass; beside each slot's tag the bucket keeps a 1024 ms
-// stamp, so that a pass streams the bucket array and touches an entry only
-// when it may have expired (DESIGN.md invariant 11).
+// The hot path reads time from one coarse word per table, in
+// milliseconds, that Expire (and so the Reclaimer's tick) advances. A
+// flow's LastSeen is exact to one pass; beside each slot's tag the bucket
+// keeps a 1024 ms stamp, so that a pass streams the index and touches a
+// flow only when it may have expired (invariant 11 in docs/DESIGN.md).
+// With a timeout at or below the pass period, a flow hit continuously
+// still expires at the next pass: its last-seen time moves with the pass.
 //
 // # Memory
 //
-// A shard grows (rebuild at twice its live count) when an insert takes it
-// past 3/4 full, and an expiry pass rebuilds a shard at max(2 × len, 64)
-// slots when it is left under a quarter full, so memory comes back after a
-// churn spike while a table near its limit never rebuilds back and forth.
-// A rebuild publishes a new array with one store; lookups go on reading
-// the old one until they finish.
+// A shard grows (its index rebuilt at twice its keys) when an insert takes
+// it past 3/4 full, and an expiry pass rebuilds a shard at max(2 × keys,
+// 64) slots, its storage dense, when it is left under a quarter full, so
+// memory comes back after a churn spike while a table near its limit never
+// resizes back and forth. A rebuild publishes a new array with one store;
+// lookups go on reading the old one until they finish.
 //
 // # Where it comes from
 //
 // OPTE's flow table (per-table seeds from the kernel's random source, a
-// sorted dump, exact limits, shrink toward 2 × len after a drain), CLHT's
-// cache-line buckets, rhashtable's reseed on long chains, and liburcu/DPDK
-// QSBR for grace periods. See DESIGN.md for the invariants.
+// sorted dump, exact limits, shrink toward 2 × len after a drain, entries
+// stored inline), CLHT's cache-line buckets, rhashtable's reseed on long
+// chains, conntrack's pairs, per-state timeouts and early drop, and
+// liburcu/DPDK QSBR for grace periods. docs/DESIGN.md in the repository
+// gives the design, the invariants and the tests that hold them.
 package flowcache

@@ -45,7 +45,11 @@ const (
 
 // Key is the flow's first key: the one it was stored under by Insert, or
 // the first key given to InsertPair.
-func (e *Entry[V]) Key() FlowKey { return *(*FlowKey)(unsafe.Pointer(e.node.Key())) }
+func (e *Entry[V]) Key() FlowKey {
+	// The shard stores the FlowKey's 40 bytes as its Key (skey): the same
+	// bytes, viewed back.
+	return *(*FlowKey)(unsafe.Pointer(e.node.Key()))
+}
 
 // Value is the flow's value, fixed when the flow was stored. Read it; never
 // write through it: the table may copy the flow to compact its memory,
@@ -135,9 +139,6 @@ func (e *Entry[V]) home() *Entry[V] {
 	return e
 }
 
-// flowOf is the flow record behind a record that holds a key.
-func (e *Entry[V]) isPair() bool { return e.node.Kind() == shard.Pair }
-
 // move is the shard's move function during a compaction (CompactLocked):
 // dst is the new home of src, zero but for its key, kind and position, and
 // Forward(src) is already dst. The shard mutex is held, so no other writer
@@ -191,8 +192,8 @@ func (t *Table[V]) move(dst, src *Entry[V]) {
 // read the old array. It runs under the shard mutex, once a grace period
 // has passed since the compaction, so no worker still holds an old copy
 // and the forward chains are stable.
-func fold[V any](m shard.Moved[Entry[V]]) {
-	m.Each(func(old *Entry[V]) {
+func fold[V any](m shard.Moved) {
+	shard.EachMoved(m, func(old *Entry[V]) {
 		if old.node.Kind() == shard.Reply {
 			return
 		}

@@ -64,7 +64,7 @@ type pass[V any] struct {
 	timeouts [MaxClasses]int64 // ms, per class, read once at the start
 	cut      [MaxClasses]uint32
 	any      bool // some class can have expired flows
-	stale    []shard.Pos[Entry[V]]
+	stale    []shard.Pos
 	cross    []*Entry[V] // expired pairs whose reply key lies in another shard
 	gone     []gone[V]
 }
@@ -144,8 +144,8 @@ func (p *pass[V]) scan(s *shard.Shard[Entry[V]]) {
 }
 
 // slot looks at one flow whose stamp says it may have expired.
-func (p *pass[V]) slot(s *shard.Shard[Entry[V]], sl shard.Pos[Entry[V]]) {
-	e := sl.Flow()
+func (p *pass[V]) slot(s *shard.Shard[Entry[V]], sl shard.Pos) {
+	e := shard.FlowAt[Entry[V]](sl)
 	ls := e.lastSeen.Load()
 	if !p.expired(e, ls) {
 		// A lookup that refreshed the flow through an old array or its
@@ -228,16 +228,16 @@ const dirSlack = 256
 // folds arranges for what lands on the moved records' old copies to be
 // folded into their new homes once no worker can hold an old copy: after a
 // grace period, or now when no worker is registered.
-func (t *Table[V]) folds(s *shard.Shard[Entry[V]], m shard.Moved[Entry[V]]) {
+func (t *Table[V]) folds(s *shard.Shard[Entry[V]], m shard.Moved) {
 	switch {
 	case t.faults.noFold:
 	case t.faults.noGrace || t.domain.Readers() == 0:
-		fold(m)
+		fold[V](m)
 	default:
 		t.domain.Defer(func() {
 			s.Lock()
 			defer s.Unlock()
-			fold(m)
+			fold[V](m)
 		})
 	}
 }

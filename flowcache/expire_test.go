@@ -9,7 +9,6 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
-	"unsafe"
 
 	"github.com/flowcache/flowcache/reclaim"
 	"github.com/flowcache/flowcache/shard"
@@ -346,7 +345,7 @@ func TestExpireHealsStampsAfterRebuild(t *testing.T) {
 	}
 }
 
-func entrySize[V any]() uintptr { return unsafe.Sizeof(Entry[V]{}) }
+
 
 // Shrink: a shard that a pass leaves with more than twice
 // max(2 × len, 64) slots is rebuilt at that size; one that does not is

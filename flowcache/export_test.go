@@ -1,6 +1,10 @@
 package flowcache
 
-import "github.com/flowcache/flowcache/shard"
+import (
+	"unsafe"
+
+	"github.com/flowcache/flowcache/shard"
+)
 
 // ShardOf is the shard that stores k, for tests that hold its writer lock.
 func (t *Table[V]) ShardOf(k FlowKey) *shard.Shard[Entry[V]] { return t.shardOf(t.hash(&k)) }
@@ -30,3 +34,15 @@ func (t *Table[V]) CompactAll() {
 
 // CoarseNow is the table's coarse clock in ms.
 func (t *Table[V]) CoarseNow() int64 { return t.now.Load() }
+
+// countLate is a Count whose check of the moved bit ran before a move
+// froze the record and whose adds land after: what a worker stalled
+// between the two does. Tests use it to force that interleaving.
+func countLate[V any](e *Entry[V], n int) {
+	e.packets.Add(1)
+	e.bytes.Add(uint64(n))
+}
+
+// words views the key as five 64-bit words (it is 8-byte aligned and has
+// no pointers).
+func (k *FlowKey) words() *[5]uint64 { return (*[5]uint64)(unsafe.Pointer(k)) }

@@ -133,12 +133,8 @@ func compareBytes(a, b []byte) int {
 	return 0
 }
 
-// words views the key as five 64-bit words, for hashing and comparison a
-// word at a time. The key is 8-byte aligned and has no pointers, so the
-// view is valid; it is never written through.
-func (k *FlowKey) words() *[5]uint64 { return (*[5]uint64)(unsafe.Pointer(k)) }
-
-// bytes views the key as its 40 bytes.
+// bytes views the key as its 40 bytes, for hashing: a FlowKey has no
+// pointers and its padding is always zero, so its bytes are its value.
 func (k *FlowKey) bytes() []byte { return unsafe.Slice((*byte)(unsafe.Pointer(k)), unsafe.Sizeof(*k)) }
 
 var _ [40 - unsafe.Sizeof(FlowKey{})]struct{}

@@ -71,6 +71,12 @@ type Config[V any] struct {
 	// (conntrack's per-state timeouts). SetClass moves a flow between
 	// classes; SetTimeout retunes a class live.
 	Timeouts []time.Duration
+	// Class, when set, gives a new flow's timeout class from its value (a
+	// flow that has seen only a SYN, say), so that it starts in the right
+	// class without a SetClass (and its shard lock) per new flow. It runs
+	// with the shard locked: it must not call the table. A class the table
+	// does not have means 0.
+	Class func(v *V) int
 	// Evict, when set, lets an insert at the limit make room: among the
 	// flows near the new key's bucket (at most 64 slots of its shard) the
 	// one idle longest that Evict approves leaves, with cause Evicted, in
@@ -112,6 +118,7 @@ type Table[V any] struct {
 	clock    func() time.Time
 	domain   *reclaim.Domain
 	evict    func(*Entry[V]) bool
+	classOf  func(*V) int
 	onRemove func(*Entry[V], Cause)
 	unwatch  func()
 	errFull  error
@@ -158,6 +165,7 @@ func New[V any](cfg Config[V]) (*Table[V], error) {
 		clock:    cfg.Clock,
 		domain:   cfg.Domain,
 		evict:    cfg.Evict,
+		classOf:  cfg.Class,
 		onRemove: cfg.OnRemove,
 		hits:     xsync.NewCounter(),
 		misses:   xsync.NewCounter(),
@@ -265,6 +273,8 @@ const stampShift = 10
 // 35 years, which leaves 100 years of 32-bit stamps after it.
 const stampSlack = 1 << 40
 
+// hashKey is hash for a key the shard holds: a shard.Key is a FlowKey's
+// 40 bytes (skey), so hashing its bytes gives the same hash.
 func (t *Table[V]) hashKey(k *shard.Key) uint64 {
 	return xxh3.HashSeed(unsafe.Slice((*byte)(unsafe.Pointer(k)), unsafe.Sizeof(*k)), t.seed)
 }
@@ -308,25 +318,43 @@ func (t *Table[V]) Get(k FlowKey) (*Entry[V], bool) {
 		t.misses.Inc()
 		return nil, false
 	}
-	t.touch(e, slot, w)
-	if sampleHit(e, uint64(rand.Uint32())) {
-		t.hits.Add(hitSample)
+	// The refresh and the hit sample, written out rather than called:
+	// the compiler does not inline calls inside a generic body that
+	// another package instantiates, and the common hit does neither.
+	if now := t.now.Load(); e.lastSeen.Load() != now {
+		t.refresh(e, slot, w, now)
+	}
+	if rand.Uint32()%hitSample == 0 {
+		t.sampled(e)
 	}
 	return e, true
 }
 
-// touch refreshes a flow that a lookup found through the slot word w,
-// once per tick: its last-seen time, and the slot's stamp, with a
-// compare-and-swap against the word the lookup read. If the flow left
-// and another took the slot since, the swap fails, so the newcomer's
-// stamp never says it was seen later than it was (invariant 12).
+// touch refreshes a flow that a lookup found through the slot word w, as
+// Get does.
 func (t *Table[V]) touch(e *Entry[V], slot *atomic.Uint64, w uint64) {
 	if now := t.now.Load(); e.lastSeen.Load() != now {
-		e.lastSeen.Store(now)
-		if st := t.stamp(now); shard.StampOf(w) != st {
-			slot.CompareAndSwap(w, shard.WithStamp(w, st))
-		}
+		t.refresh(e, slot, w, now)
 	}
+}
+
+// refresh writes a flow's last-seen time, once per tick, and its slot's
+// stamp, with a compare-and-swap against the word the lookup read. If the
+// flow left and another took the slot since, the swap fails, so the
+// newcomer's stamp never says it was seen later than it was (invariant
+// 12).
+func (t *Table[V]) refresh(e *Entry[V], slot *atomic.Uint64, w uint64, now int64) {
+	e.lastSeen.Store(now)
+	if st := t.stamp(now); shard.StampOf(w) != st {
+		slot.CompareAndSwap(w, shard.WithStamp(w, st))
+	}
+}
+
+// sampled counts a sampled hit: hitSample hits on the flow's estimate and
+// the table's.
+func (t *Table[V]) sampled(e *Entry[V]) {
+	e.node.Aux.Add(1)
+	t.hits.Add(hitSample)
 }
 
 // Len is the number of live flows (a pair counts once). It never exceeds

@@ -136,7 +136,7 @@ func (t *Table[V]) peek(k *FlowKey) *Entry[V] {
 func (t *Table[V]) findLocked(k *FlowKey) *Entry[V] {
 	h := t.hash(k)
 	if p, ok := t.shardOf(h).FindLocked(h, skey(k)); ok {
-		return p.Flow()
+		return shard.FlowAt[Entry[V]](p)
 	}
 	return nil
 }
@@ -145,6 +145,17 @@ func (t *Table[V]) findLocked(k *FlowKey) *Entry[V] {
 // and its unit of the limit, and counts it. Every shard of its keys is
 // locked. Its OnRemove is the caller's to defer (retire), after unlocking.
 func (t *Table[V]) unlink(e *Entry[V], why Cause) {
+	t.unlinkKeepUnit(e, why)
+	// Release the limit only after the flow is gone, so Len never counts
+	// fewer flows than are stored.
+	t.live.Add(-1)
+}
+
+// unlinkKeepUnit is unlink for a flow whose unit of the limit passes
+// straight to the flow that takes its place (eviction, replacement):
+// giving the unit back and taking it again would let an insert into
+// another shard take it in between, and Len pass Limit.
+func (t *Table[V]) unlinkKeepUnit(e *Entry[V], why Cause) {
 	k := e.Key()
 	h := t.hash(&k)
 	home := t.shardOf(h)
@@ -156,9 +167,6 @@ func (t *Table[V]) unlink(e *Entry[V], why Cause) {
 		t.pairs.Add(-1)
 	}
 	home.KillLocked(e)
-	// Release the limit only after the flow is gone, so Len never counts
-	// fewer flows than are stored.
-	t.live.Add(-1)
 	t.count(why, 1)
 }
 
@@ -206,6 +214,13 @@ func (t *Table[V]) store(k, reply *FlowKey, v V) *Entry[V] {
 	}
 	e.node.SetKey(skey(k))
 	e.value = v
+	var class uint8
+	if t.classOf != nil {
+		if c := t.classOf(&e.value); c > 0 && c < t.classes {
+			class = uint8(c)
+			e.state.Store(uint64(c) << classShift)
+		}
+	}
 	now := t.now.Load()
 	e.lastSeen.Store(now)
 	st := t.stamp(now)
@@ -220,11 +235,11 @@ func (t *Table[V]) store(k, reply *FlowKey, v V) *Entry[V] {
 			rref = rs.ForeignAllocLocked(r)
 			r.node.Aux.Store(rref)
 		}
-		t.setKey(k, ref, st, 0)
+		t.setKey(k, ref, st, class)
 		t.setKey(reply, rref, st, shard.ReplyClass)
 		t.pairs.Add(1)
 	} else {
-		t.setKey(k, ref, st, 0)
+		t.setKey(k, ref, st, class)
 	}
 	return e
 }
@@ -292,25 +307,20 @@ func (t *Table[V]) insert(ks *keySet, v V) (*Entry[V], error) {
 	ng := 0
 	if victim != nil {
 		// Its unit of the limit passes to the new flow.
-		t.unlink(victim, Evicted)
-		t.live.Add(1)
+		t.unlinkKeepUnit(victim, Evicted)
 		t.releaseVictim(victim, l)
 		gs[ng] = gone[V]{victim, Evicted}
 		ng++
 	}
 	e := t.store(k, reply, v)
-	for _, o := range old[:n] {
+	for j, o := range old[:n] {
 		// store may have moved o (an evacuation to make room): unlink
-		// the flow's current record.
+		// the flow's current record. The first replaced flow's unit of
+		// the limit passes to the new flow; the others' go back.
 		o = o.home()
-		t.unlinkReplaced(o, ks)
+		t.unlinkReplaced(o, ks, j > 0)
 		gs[ng] = gone[V]{o, Replaced}
 		ng++
-	}
-	if n > 0 {
-		// The replaced flows gave their units back in unlinkReplaced;
-		// the new one takes one of them.
-		t.live.Add(1)
 	}
 	t.inserts.Inc()
 	t.unlockAll(l)
@@ -321,7 +331,7 @@ func (t *Table[V]) insert(ks *keySet, v V) (*Entry[V], error) {
 // unlinkReplaced removes a flow that an insert replaced: the slots of its
 // keys that the insert did not take over, its records and its unit of the
 // limit.
-func (t *Table[V]) unlinkReplaced(o *Entry[V], taken *keySet) {
+func (t *Table[V]) unlinkReplaced(o *Entry[V], taken *keySet, release bool) {
 	k := o.Key()
 	if !taken.has(&k) {
 		t.clearKey(&k)
@@ -333,7 +343,9 @@ func (t *Table[V]) unlinkReplaced(o *Entry[V], taken *keySet) {
 		t.pairs.Add(-1)
 	}
 	t.shardOf(t.hash(&k)).KillLocked(o)
-	t.live.Add(-1)
+	if release {
+		t.live.Add(-1)
+	}
 	t.count(Replaced, 1)
 }
 
@@ -367,12 +379,12 @@ func (t *Table[V]) evictable(k *FlowKey, l *lockSet) (*Entry[V], bool) {
 		return nil, false
 	}
 	h := t.hash(k)
-	var buf [evictScan]shard.Pos[Entry[V]]
+	var buf [evictScan]shard.Pos
 	cands := t.shardOf(h).NearLocked(h, evictScan, buf[:0])
 	var best *Entry[V]
 	var bestSeen int64
 	for _, p := range cands {
-		e := p.Flow()
+		e := shard.FlowAt[Entry[V]](p)
 		ls := e.lastSeen.Load()
 		if best != nil && ls >= bestSeen {
 			continue
@@ -476,8 +488,8 @@ func (t *Table[V]) insertMissing(ks *keySet, make func() V) (e *Entry[V], insert
 	v := make()
 	done = true
 	if victim != nil {
-		t.unlink(victim, Evicted)
-		t.live.Add(1)
+		// Its unit of the limit passes to the new flow.
+		t.unlinkKeepUnit(victim, Evicted)
 		t.releaseVictim(victim, l)
 		defer t.retireOne(victim, Evicted)
 	}
@@ -523,7 +535,7 @@ func (t *Table[V]) SetClass(e *Entry[V], c int) bool {
 	// Under the lock the flow cannot move, so its home is stable.
 	home := e.home()
 	p, ok := s.FindLocked(h, skey(&k))
-	if !ok || p.IsReply() || p.Flow() != home {
+	if !ok || p.IsReply() || shard.FlowAt[Entry[V]](p) != home {
 		return false
 	}
 	p.SetClass(uint8(c))

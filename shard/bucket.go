@@ -8,12 +8,15 @@ import (
 
 // bucket is one cache line of the index; see doc.go for the picture.
 type bucket struct {
-	tags    atomic.Uint64                    // four 16-bit tags, 0 = free slot
-	slots   [slotsPerBucket]atomic.Uint64    // per slot: ref (low 32 bits) | stamp (high 32)
-	classes atomic.Uint32                    // per slot: the owner's class byte
-	_       uint32                           //
-	next    atomic.Pointer[bucket]           // overflow chain; never unlinked while published
-	_       [64 - 8 - 8*slotsPerBucket - 16]byte // to one cache line
+	tags    atomic.Uint64                 // four 16-bit tags, 0 = free slot
+	slots   [slotsPerBucket]atomic.Uint64 // per slot: ref (low 32 bits) | stamp (high 32)
+	classes atomic.Uint32                 // per slot: the owner's class byte
+	// next is the overflow chain: 0, or 1 + the index of the next bucket
+	// in the array's overflow area. An index, not a pointer, so that the
+	// index holds no pointer and the garbage collector never scans it.
+	// Never unlinked while published.
+	next atomic.Uint32
+	_    [64 - 8 - 8*slotsPerBucket - 8]byte // to one cache line
 }
 
 // A bucket is exactly one cache line: a lookup's first miss brings in

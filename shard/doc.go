@@ -1,88 +1,139 @@
-// Package shard is one concurrent hash table: lookups that take no lock and
-// only load, writes in place under one mutex, and growth, shrink and
-// reseeding as one mechanism — rebuild a new array and publish it with one
-// atomic store. It knows nothing of TTLs, ports or packets: it stores
-// *Node (embedded first in the owner's entry) under a 40-byte Key, and
-// keeps one opaque 32-bit stamp per slot for its owner.
+// Package shard is one concurrent hash table: lookups that take no lock
+// and only load, writes in place under one mutex, and growth, shrink,
+// reseeding and compaction as one mechanism — build a new array and
+// publish it with one atomic store. It knows nothing of TTLs, ports or
+// packets: it stores records of the owner's type E (which begins with a
+// Node holding a 40-byte Key) in chunks of its own, indexes them by key,
+// and keeps a 32-bit stamp and a class byte per key for the owner.
 //
 // # Layout
 //
-// A shard's current generation is an array of 64-byte buckets, one cache
-// line each. A bucket holds four slots; a full bucket links an overflow
-// bucket.
+// A shard's current array is an index of 64-byte buckets (one cache line
+// each) and the storage its refs point into. A bucket holds four keys'
+// slots; a full bucket links an overflow bucket.
 //
-//	0        8                 24                                 56      64
-//	+--------+--------+--------+--------+--------+--------+--------+------+
-//	| tags   | stamp0..stamp3  | slot0  | slot1  | slot2  | slot3  | next |
-//	| 4×16b  | 4×32b           | *Node  | *Node  | *Node  | *Node  | *bkt |
-//	+--------+-----------------+--------+--------+--------+--------+------+
-//	 one word    owner's coarse    entry pointers (8 B each)        overflow
-//	 matched     last-seen, read                                    link
-//	 at once     by expiry passes
+//	0        8                                  40       44      48       56     64
+//	+--------+--------+--------+--------+--------+--------+-------+--------+------+
+//	| tags   | slot0  | slot1  | slot2  | slot3  | class  |       | next   |      |
+//	| 4×16b  | ref|stamp: 32+32 bits each        | 4×8b   |       | *bkt   |      |
+//	+--------+-----------------------------------+--------+-------+--------+------+
+//	 one word   which record holds the key, and    owner's         overflow
+//	 matched    the owner's coarse last-seen,      class per       link
+//	 at once    read by expiry passes              slot
 //
-// The tag is the top 16 bits of the bucket hash (0 means free), so a lookup
-// compares all four tags with one word operation (SWAR) and touches an
-// entry only when its tag matches: a false match costs one extra entry load
-// in 1/65536 lookups. The stamps sit beside the tags so that an owner's
-// expiry pass can stream the bucket array and read every slot's age without
-// dereferencing a single entry.
+// The tag is the top 16 bits of the bucket hash (0 means free), so a
+// lookup compares all four tags with one word operation (SWAR) and touches
+// a record only when its tag matches: a false match costs one extra record
+// load in 1/65536 lookups. The stamps and class bytes sit beside the tags
+// so that an expiry pass streams the index and reads every key's age and
+// timeout class without touching a record. A slot word packs the ref with
+// the stamp so that a lookup refreshes the stamp with a compare-and-swap
+// against the word it read: if another key took the slot meanwhile, the
+// refresh fails instead of stamping the newcomer late.
 //
-// The bucket hash is the owner's 64-bit key hash mixed with the
-// generation's shard seed (a 64×64→128-bit multiply, folded). The owner
-// chooses the shard from the top bits of the same hash.
+// A ref is a 32-bit name for the record that holds a key:
+//
+//	local  ref: 0 0 index (30 bits)   the record at index in this array's storage
+//	reply  ref: 0 1 index             a pair's reply record there; the flow is index−1
+//	foreign ref: 1 x f                entry f of the shard's foreign table, which
+//	                                  points at a reply record another shard stores
+//
+// Records live in chunks of 256, one heap object each; the storage's chunk
+// directory maps index>>8 to a chunk. With a pointer-free record type a
+// chunk holds no pointer but its header's, so the garbage collector marks
+// one object per 256 flows and scans one word of it: a table with millions
+// of flows costs a collection almost nothing.
+//
+//	chunk: | header (64 B): forwards, index, live bitmap | rec 0 | rec 1 | … | rec 255 |
+//	record E: | Node: key (40 B), position, kind, Aux | the owner's fields … |
 //
 // # Read/write ordering
 //
-// Lookups (Lookup) load the array pointer, the bucket's tag word, a slot
-// pointer and the key; every shared word is read with sync/atomic, so the
-// race detector and the Go memory model both see the writer's stores
-// happen before the reader's loads. Writers hold the shard mutex and write
-// in place, in an order that keeps every reader correct:
+// Lookups (Lookup, and Locate with the Probe methods for batches) load the
+// array pointer, a bucket's tag word, a slot word, the chunk directory
+// entry and the record's key; every shared word is read with sync/atomic,
+// so the race detector and the Go memory model both see the writer's
+// stores happen before the reader's loads. Writers hold the shard mutex
+// and write in place, in an order that keeps every reader correct:
 //
-//   - Insert: store the stamp, then the slot (the node is complete before
-//     it is published), then the tag. A reader that matches the tag finds
-//     the node.
-//   - Remove: clear the tag, then the slot. A reader that loaded the old
-//     tag finds the node (the remove is concurrent: a hit is linearizable)
-//     or nil, which it reads as a miss.
-//   - Replace (a new node for a present key): one store to the slot. The
-//     tag does not change, so a reader finds the old node or the new one,
-//     never neither.
+//   - Insert: fill the record (it is fresh: no reader can reach it), then
+//     store the slot word and class, then the tag. A reader that matches
+//     the tag finds the ref, and the ref finds a complete record.
+//   - Remove: clear the tag only. A reader that matched the old tag and
+//     loads the slot word finds the old record: the remove is concurrent,
+//     so a hit is linearizable.
+//   - Replace (another record for a present key): one store of the slot
+//     word. A reader finds the old record or the new one, never neither.
 //   - Overflow: a new bucket is filled before the link to it is stored, and
 //     a link is never removed from a published array.
 //
-// A live node never moves within a published array, so a key that stays
-// present through a lookup is found by it.
+// Records are never rewritten or reused: the storage only appends. A
+// reader holding a stale ref therefore finds the record it meant, or one
+// whose key does not match, or — once the record's chunk is dropped — no
+// chunk at all, and then looks again from the current array. So a key that
+// stays present through any writer's work is found by every lookup.
 //
-// # Rebuild
+// # Rebuild, compaction, evacuation
 //
-// Rebuild makes a new array of the target size with a fresh seed from the
-// shard's seed.Source, copies every live node (re-hashing its key with the
-// owner's Hasher) and publishes the array with one atomic store. A reader
-// that loaded the old array goes on reading it: after the store, no writer
-// touches it again (the stamps aside, which are advisory), so it still
-// answers as of the moment it was replaced, and the garbage collector frees
-// it once the last reader has let go. Nothing waits: not lookups, and not
-// the rebuild.
+// RebuildLocked makes a new index of the target size with a fresh seed
+// from the shard's seed.Source, places every key in it (re-hashing it with
+// the owner's Hasher) and publishes it with one atomic store. It shares the
+// storage: records do not move. CompactLocked does the same and also
+// copies every live record into a new, dense storage: how a drained shard
+// gives its memory back however its surviving records lie. A reader that
+// loaded the old array goes on reading it, old storage and all; after the
+// store no writer touches it again (the stamps aside, which are advisory).
+// Nothing waits: not lookups, and not the rebuild.
 //
-// Three things rebuild a shard: an insert that takes the load past 3/4
-// (grow, to twice the live count), an insert whose chain has more than
-// MaxChain overflow buckets at a lower load (reseed, same size: the
+// Four things rebuild a shard: an insert that takes the load past 3/4
+// (grow, to twice the keys, index only), an insert whose chain has more
+// than MaxChain overflow buckets at a lower load (reseed, same size: the
 // hash-flooding defence, counted in Counts.Floods), and the owner's expiry
-// pass (shrink). Growth at 3/4 and shrink only under 1/4 leave a gap that
-// keeps a shard near a steady size from rebuilding back and forth.
+// pass, which compacts a shard left under a quarter full (shrink) or one
+// whose chunk directory is mostly dropped chunks. Growth at 3/4 and shrink
+// only under 1/4 leave a gap that keeps a shard near a steady size from
+// rebuilding back and forth.
+//
+// Churn needs no rebuild: a chunk whose records have all died is dropped
+// at once, and one that falls to half live is evacuated (EvacuateLocked,
+// and AllocLocked before it starts a new chunk) — its survivors are copied
+// to the tail and the slots naming them are pointed at the copies in
+// place, one slot-word store each; then the chunk is dropped. Each
+// evacuation moves at most 128 records, so it holds the mutex briefly, and
+// under steady churn chunks stay about three quarters full.
+//
+// Moving a record the owner's workers may be writing to is a protocol
+// between the shard and the owner: the shard records the forward (Forward)
+// before it calls the owner's move function, which copies the record and
+// freezes the old copy (see flowcache's Entry). The owner folds what still
+// lands on old copies once a grace period has passed, from the Moved the
+// shard returns.
+//
+// # Pairs
+//
+// A pair is one flow under two keys: two consecutive records in one
+// storage (a Pair record holding the flow and its first key, then a Reply
+// record holding the second key), so the flow is one record behind either
+// key. The second key's slot holds a reply ref when it hashes to the same
+// shard, and a foreign ref when it hashes to another: that shard's foreign
+// table then points at the reply record. Foreign entries are real
+// pointers, so a reader that loaded one keeps a valid record whatever
+// happens next; the pair's own shard updates the entry when it moves the
+// pair, under its own mutex.
 //
 // # Where this comes from
 //
-// The bucket — a cache line of keys' fingerprints and pointers with an
-// overflow link, searched without locks and written under a per-bucket or
-// per-table lock — is CLHT's (David, Guerraoui and Trigonakis, "Asynchronized
-// Concurrency: The Secret to Scaling Concurrent Search Data Structures",
-// ASPLOS 2015), which xsync's MapOf also follows. We differ in three ways:
-// 16-bit tags instead of 8-bit (fewer false entry loads), per-slot stamps
-// for the owner's expiry pass (OPTE's 1 s pass over every flow), and a
-// per-shard seed that a rebuild replaces (rhashtable's rehash-on-long-chain
-// defence, from Linux). Publishing a whole new array and letting readers
+// The bucket — a cache line of keys' fingerprints and refs with an
+// overflow link, searched without locks and written under a lock — is
+// CLHT's (David, Guerraoui and Trigonakis, "Asynchronized Concurrency: The
+// Secret to Scaling Concurrent Search Data Structures", ASPLOS 2015), which
+// xsync's MapOf also follows. We differ in four ways: 16-bit tags instead
+// of 8-bit (fewer false record loads), per-slot stamps and class bytes for
+// the owner's expiry pass (OPTE's 1 s pass over every flow), a per-shard
+// seed that a rebuild replaces (rhashtable's rehash-on-long-chain defence,
+// from Linux), and records stored inline in chunks the shard compacts, as
+// OPTE's map stores its entries and moves them when it shrinks, so memory
+// follows the live flows. Publishing a whole new array and letting readers
 // finish on the old one is RCU's resize, with Go's collector in place of a
 // grace period for the memory itself.
 package shard

@@ -9,7 +9,7 @@ import (
 const foreignBits = 8
 const foreignLen = 1 << foreignBits
 
-type foreignBlock[E any] [foreignLen]atomic.Pointer[E]
+type foreignBlock [foreignLen]atomic.Pointer[Node]
 
 // foreign is the table a shard keeps for keys whose record another shard
 // stores: the reply key of a pair whose first key hashes to another shard.
@@ -23,22 +23,22 @@ type foreignBlock[E any] [foreignLen]atomic.Pointer[E]
 // holds both shards' mutexes) and when a compaction of the home shard moves
 // it. Blocks are never moved or freed, so the home shard may write an
 // entry while this shard's own writers append blocks.
-type foreign[E any] struct {
-	dir  atomic.Pointer[[]*foreignBlock[E]] // replaced, never modified, under mu
-	n    uint32                             // entries handed out, under mu
-	free []uint32                           // entries given back, under mu
+type foreign struct {
+	dir  atomic.Pointer[[]*foreignBlock] // replaced, never modified, under mu
+	n    uint32                          // entries handed out, under mu
+	free []uint32                        // entries given back, under mu
 }
 
-func (f *foreign[E]) get(i uint32) *E {
-	return (*f.dir.Load())[i>>foreignBits][i&(foreignLen-1)].Load()
+func (f *foreign) get(i uint32) unsafe.Pointer {
+	return unsafe.Pointer((*f.dir.Load())[i>>foreignBits][i&(foreignLen-1)].Load())
 }
 
-func (f *foreign[E]) slot(i uint32) *atomic.Pointer[E] {
+func (f *foreign) slot(i uint32) *atomic.Pointer[Node] {
 	return &(*f.dir.Load())[i>>foreignBits][i&(foreignLen-1)]
 }
 
 // alloc hands out an entry pointing at e; the caller holds the mutex.
-func (f *foreign[E]) alloc(e *E) uint32 {
+func (f *foreign) alloc(e unsafe.Pointer) uint32 {
 	var i uint32
 	if n := len(f.free); n > 0 {
 		i = f.free[n-1]
@@ -49,56 +49,60 @@ func (f *foreign[E]) alloc(e *E) uint32 {
 		if i&refIndex != i {
 			panic("shard: foreign table full")
 		}
-		var dir []*foreignBlock[E]
+		var dir []*foreignBlock
 		if p := f.dir.Load(); p != nil {
 			dir = *p
 		}
 		if int(i>>foreignBits) >= len(dir) {
-			next := make([]*foreignBlock[E], len(dir)+1)
+			next := make([]*foreignBlock, len(dir)+1)
 			copy(next, dir)
-			next[len(dir)] = new(foreignBlock[E])
+			next[len(dir)] = new(foreignBlock)
 			f.dir.Store(&next)
 		}
 	}
-	f.slot(i).Store(e)
+	f.slot(i).Store((*Node)(e))
 	return i
 }
 
-func (f *foreign[E]) release(i uint32) {
+func (f *foreign) release(i uint32) {
 	// The entry keeps pointing at the old record until it is handed out
 	// again: a reader that loaded the foreign ref before the removal
 	// finds the flow that is being removed, which is linearizable.
 	f.free = append(f.free, i)
 }
 
-func (f *foreign[E]) releaseAll() {
+func (f *foreign) releaseAll() {
 	f.free = f.free[:0]
 	for i := f.n; i > 0; i-- {
 		f.free = append(f.free, i-1)
 	}
 }
 
-func (f *foreign[E]) bytes() int64 {
+func (f *foreign) bytes() int64 {
 	p := f.dir.Load()
 	if p == nil {
 		return 0
 	}
-	return int64(len(*p)) * int64(unsafe.Sizeof(foreignBlock[E]{}))
+	return int64(len(*p)) * int64(unsafe.Sizeof(foreignBlock{}))
 }
 
 // ForeignAllocLocked gives the reply record e, stored by another shard,
 // a foreign ref in this shard; place the ref with PlaceLocked. The caller
 // holds this shard's mutex and the home shard's.
-func (s *Shard[E]) ForeignAllocLocked(e *E) uint32 { return refForeign | s.foreign.alloc(e) }
+func (s *Shard[E]) ForeignAllocLocked(e *E) uint32 {
+	return refForeign | s.foreign.alloc(unsafe.Pointer(e))
+}
 
 // ForeignRelease gives back a foreign ref whose slot was cleared; the
 // caller holds this shard's mutex.
-func (s *Shard[E]) ForeignReleaseLocked(ref uint32) { s.foreign.release(ref & refIndex) }
+func (s *core) ForeignReleaseLocked(ref uint32) { s.foreign.release(ref & refIndex) }
 
 // ForeignMove points the foreign ref at the reply record's new home; the
 // caller holds the mutex of the shard that stores the record (not
 // necessarily this one's: see the foreign type).
-func (s *Shard[E]) ForeignMove(ref uint32, e *E) { s.foreign.slot(ref & refIndex).Store(e) }
+func (s *Shard[E]) ForeignMove(ref uint32, e *E) {
+	s.foreign.slot(ref & refIndex).Store((*Node)(unsafe.Pointer(e)))
+}
 
 // IsForeign reports whether ref is a foreign ref.
 func IsForeign(ref uint32) bool { return ref&refForeign != 0 }

@@ -2,7 +2,7 @@ package shard
 
 // BucketOf is the bucket index key hash h has in the current array; it is
 // for tests of the flood defence (an attacker who knows the seed).
-func (s *Shard[E]) BucketOf(h uint64) uint64 {
+func (s *core) BucketOf(h uint64) uint64 {
 	a := s.arr.Load()
 	return mix(h, a.seed) & a.mask
 }
@@ -10,12 +10,12 @@ func (s *Shard[E]) BucketOf(h uint64) uint64 {
 // LongestChainLocked is the longest overflow chain of the current array,
 // in overflow buckets. It walks the whole array; the caller holds the
 // mutex.
-func (s *Shard[E]) LongestChainLocked() int {
+func (s *core) LongestChainLocked() int {
 	a := s.arr.Load()
 	longest := 0
 	for bi := range a.buckets {
 		d := 0
-		for b := a.buckets[bi].next.Load(); b != nil; b = b.next.Load() {
+		for b := a.next(&a.buckets[bi]); b != nil; b = a.next(b) {
 			d++
 		}
 		longest = max(longest, d)
@@ -25,4 +25,4 @@ func (s *Shard[E]) LongestChainLocked() int {
 
 // SetMaxChainLocked sets the overflow chain bound; a negative bound turns
 // the flood defence off (tests of the attack only).
-func (s *Shard[E]) SetMaxChainLocked(n int) { s.maxChain = n }
+func (s *core) SetMaxChainLocked(n int) { s.maxChain = n }

@@ -1,6 +1,9 @@
 package shard
 
-import "sync/atomic"
+import (
+	"sync/atomic"
+	"unsafe"
+)
 
 // Probe is one key's lookup split into steps, for batch lookups that want
 // the cache misses of many keys in flight at once: Locate every key (no
@@ -11,9 +14,9 @@ import "sync/atomic"
 // Resolve. Each step's loads are independent across keys, so the CPU
 // overlaps their misses; a key that needs more (a tag that matched the
 // wrong record, an overflow chain) finishes with a full walk.
-type Probe[E any] struct {
-	s   *Shard[E]
-	a   *array[E]
+type Probe struct {
+	s   *core
+	a   *array
 	b   *bucket
 	tag uint64
 	h   uint64
@@ -21,21 +24,21 @@ type Probe[E any] struct {
 
 // Locate computes where the chain of hash h starts in the current array.
 // It loads the array pointer only.
-func (s *Shard[E]) Locate(h uint64) Probe[E] {
+func (s *core) Locate(h uint64) Probe {
 	a := s.arr.Load()
 	hh := mix(h, a.seed)
-	return Probe[E]{s: s, a: a, b: &a.buckets[hh&a.mask], tag: tagOf(hh), h: h}
+	return Probe{s: s, a: a, b: &a.buckets[hh&a.mask], tag: tagOf(hh), h: h}
 }
 
 // Tags loads the probe's first tag word: a batch calls it for every key
 // before Candidate, so the bucket misses overlap without waiting on
 // Candidate's branches.
-func (p *Probe[E]) Tags() uint64 { return p.b.tags.Load() }
+func (p *Probe) Tags() uint64 { return p.b.tags.Load() }
 
 // Candidate returns the record holding the key of the first slot of the
 // probe's first bucket whose tag matches, or nil, and the slot's lane and
 // word.
-func (p *Probe[E]) Candidate() (*E, int, uint64) {
+func (p *Probe) Candidate() (unsafe.Pointer, int, uint64) {
 	if m := match(p.b.tags.Load(), p.tag); m != 0 {
 		i := lane(m)
 		w := p.b.slots[i].Load()
@@ -47,21 +50,21 @@ func (p *Probe[E]) Candidate() (*E, int, uint64) {
 // Resolve finishes the lookup of k given Candidate's answer, as Lookup
 // answers. It walks the whole chain again only when the candidate does
 // not hold k.
-func (p *Probe[E]) Resolve(rec *E, i int, w uint64, k *Key) (*E, *atomic.Uint64, uint64) {
-	if rec != nil && nodeOf(rec).key.Equal(k) {
-		return flow(rec, refOf(w)), &p.b.slots[i], w
+func (p *Probe) Resolve(rec unsafe.Pointer, i int, w uint64, k *Key) (unsafe.Pointer, *atomic.Uint64, uint64) {
+	if rec != nil && (*Node)(rec).key.Equal(k) {
+		return p.s.flow(rec, refOf(w)), &p.b.slots[i], w
 	}
-	for b := p.b; b != nil; b = b.next.Load() {
+	for b := p.b; b != nil; b = p.a.next(b) {
 		for m := match(b.tags.Load(), p.tag); m != 0; m &= m - 1 {
 			i := lane(m)
 			w := b.slots[i].Load()
 			r := p.s.keyRec(p.a, refOf(w))
 			if r == nil {
 				// A stale ref: look again in the current array.
-				return p.s.Lookup(p.h, k)
+				return p.s.lookup(p.h, k)
 			}
-			if nodeOf(r).key.Equal(k) {
-				return flow(r, refOf(w)), &b.slots[i], w
+			if (*Node)(r).key.Equal(k) {
+				return p.s.flow(r, refOf(w)), &b.slots[i], w
 			}
 		}
 	}

@@ -1,5 +1,7 @@
 package shard
 
+import "unsafe"
+
 // rebuild builds a new index with room for slots slots (rounded up to a
 // power of two and at least MinSlots, never fewer than the keys present)
 // and a fresh seed, places every key in it and publishes it with one
@@ -7,12 +9,12 @@ package shard
 // move. Readers that loaded the old array go on reading it; it is never
 // written again. The caller holds the mutex. It returns the longest
 // overflow chain of the new array.
-func (s *Shard[E]) rebuild(slots int, _ *storage[E]) int {
+func (s *core) rebuild(slots int) int {
 	old := s.arr.Load()
 	a := newArray(max(slots, s.n), s.seeds.Uint64(), old.store)
 	longest := 0
 	old.each(func(b *bucket, i int, w uint64) {
-		h := s.hash(&nodeOf(s.keyRec(old, refOf(w))).key)
+		h := s.hash(&(*Node)(s.keyRec(old, refOf(w))).key)
 		longest = max(longest, place(a, h, w, b.class(i)))
 	})
 	s.publish(old, a)
@@ -21,16 +23,16 @@ func (s *Shard[E]) rebuild(slots int, _ *storage[E]) int {
 
 // publish makes a the shard's array with one store: a reader loads either
 // the old array or the complete new one.
-func (s *Shard[E]) publish(old, a *array[E]) {
+func (s *core) publish(old, a *array) {
 	a.gen = old.gen + 1
 	s.arr.Store(a)
 }
 
 // each calls fn for every occupied slot of a, in bucket order, overflow
 // buckets after their bucket.
-func (a *array[E]) each(fn func(b *bucket, i int, w uint64)) {
+func (a *array) each(fn func(b *bucket, i int, w uint64)) {
 	for bi := range a.buckets {
-		for b := &a.buckets[bi]; b != nil; b = b.next.Load() {
+		for b := &a.buckets[bi]; b != nil; b = a.next(b) {
 			t := b.tags.Load()
 			for f := ^free(t) & laneHigh; f != 0; f &= f - 1 {
 				i := lane(f)
@@ -43,9 +45,9 @@ func (a *array[E]) each(fn func(b *bucket, i int, w uint64)) {
 // RebuildLocked rebuilds the index at the given slot capacity with a
 // fresh seed, records staying where they are. It returns the bytes of
 // index memory the old array held.
-func (s *Shard[E]) RebuildLocked(slots int) int64 {
+func (s *core) RebuildLocked(slots int) int64 {
 	released := indexBytes(s.arr.Load())
-	s.rebuild(slots, nil)
+	s.rebuild(slots)
 	return released
 }
 
@@ -63,12 +65,13 @@ func (s *Shard[E]) RebuildLocked(slots int) int64 {
 // records move together. The caller holds the mutex; it folds what still
 // landed on the old copies, after a grace period, through the returned
 // Moved. It also returns the bytes released.
-func (s *Shard[E]) CompactLocked(slots int) (m Moved[E], released int64) {
+func (s *core) CompactLocked(slots int) (m Moved, released int64) {
 	old := s.arr.Load()
 	ost := old.store
 	released = indexBytes(old) + ost.bytes()
-	nst := newStorage[E]()
+	nst := newStorage(s.layout)
 	a := newArray(max(slots, s.n), s.seeds.Uint64(), nst)
+	m.layout = s.layout
 	remap := make([]uint32, ost.used) // new index + 1 of every moved flow record
 	moved := 0
 	relocate := func(i uint32) uint32 {
@@ -76,8 +79,8 @@ func (s *Shard[E]) CompactLocked(slots int) (m Moved[E], released int64) {
 			return r - 1
 		}
 		src := ost.rec(i)
-		ni, dst := nst.alloc(nodeOf(src).kind == Pair)
-		moved += s.relocate(dst, src)
+		ni, dst := nst.alloc((*Node)(src).kind == Pair)
+		moved += s.relocate(ost, dst, src)
 		remap[i] = ni + 1
 		return ni
 	}
@@ -91,11 +94,12 @@ func (s *Shard[E]) CompactLocked(slots int) (m Moved[E], released int64) {
 		default:
 			ref = relocate(ref)
 		}
-		h := s.hash(&nodeOf(s.keyRec(a, ref)).key)
+		h := s.hash(&(*Node)(s.keyRec(a, ref)).key)
 		place(a, h, word(ref, stampOf(w)), b.class(i))
 	})
-	for _, c := range *ost.dir.Load() {
-		if c := c.Load(); c != nil && c.fwd.Load() != nil {
+	dir := *ost.dir.Load()
+	for i := range dir {
+		if c := dir[i].Load(); c != nil && c.fwd.Load() != nil {
 			m.chunks = append(m.chunks, c)
 		}
 	}
@@ -110,18 +114,19 @@ func (s *Shard[E]) CompactLocked(slots int) (m Moved[E], released int64) {
 
 // relocate moves a flow's record (and a pair's reply record) from src to
 // dst and returns how many records moved.
-func (s *Shard[E]) relocate(dst, src *E) int {
-	s.relocateOne(dst, src)
-	if nodeOf(src).kind == Pair {
-		s.relocateOne(Next(dst), Next(src))
+func (s *core) relocate(from *storage, dst, src unsafe.Pointer) int {
+	s.relocateOne(from, dst, src)
+	if (*Node)(src).kind == Pair {
+		size := s.layout.size
+		s.relocateOne(from, unsafe.Add(dst, size), unsafe.Add(src, size))
 		return 2
 	}
 	return 1
 }
 
-func (s *Shard[E]) relocateOne(dst, src *E) {
-	nodeOf(dst).key = nodeOf(src).key
-	setForward(src, dst)
+func (s *core) relocateOne(from *storage, dst, src unsafe.Pointer) {
+	(*Node)(dst).key = (*Node)(src).key
+	from.setForward(src, dst)
 	s.move(dst, src)
 }
 
@@ -132,16 +137,16 @@ func (s *Shard[E]) relocateOne(dst, src *E) {
 // chunk is dropped. It moves at most sparseAt records per chunk, so a
 // caller that evacuates one chunk per hold of the mutex holds it briefly.
 // The caller folds the returned Moved as it folds a compaction's.
-func (s *Shard[E]) EvacuateLocked(n int) Moved[E] { return s.evacuateLocked(n) }
+func (s *core) EvacuateLocked(n int) Moved { return s.evacuateLocked(n) }
 
 // Sparse is how many chunks wait for evacuation; the caller holds the
 // mutex.
-func (s *Shard[E]) SparseLocked() int { return len(s.arr.Load().store.sparse) }
+func (s *core) SparseLocked() int { return len(s.arr.Load().store.sparse) }
 
-func (s *Shard[E]) evacuateLocked(n int) Moved[E] {
+func (s *core) evacuateLocked(n int) Moved {
 	a := s.arr.Load()
 	st := a.store
-	var m Moved[E]
+	m := Moved{layout: s.layout}
 	for len(m.chunks) < n && len(st.sparse) > 0 {
 		ci := st.sparse[len(st.sparse)-1]
 		st.sparse = st.sparse[:len(st.sparse)-1]
@@ -155,24 +160,25 @@ func (s *Shard[E]) evacuateLocked(n int) Moved[E] {
 	return m
 }
 
-func (s *Shard[E]) evacuate(a *array[E], c *chunk[E]) {
+func (s *core) evacuate(a *array, c *chunkHeader) {
 	st := a.store
 	base := c.index << chunkBits
 	moved := 0
 	c.liveRecords(func(p uint32) {
-		src := &c.recs[p]
-		kind := nodeOf(src).kind
+		src := st.at(c, p)
+		kind := (*Node)(src).kind
 		if kind == Reply {
 			return // moves with its pair's first record
 		}
 		ni, dst := st.alloc(kind == Pair)
-		moved += s.relocate(dst, src)
-		s.repoint(a, &nodeOf(src).key, base+p, ni)
+		moved += s.relocate(st, dst, src)
+		s.repoint(a, &(*Node)(src).key, base+p, ni)
 		if kind == Pair {
-			if rk := &nodeOf(Next(src)).key; s.holds(a, rk) {
+			reply := st.at(c, p+1)
+			if rk := &(*Node)(reply).key; s.holds(a, rk) {
 				s.repoint(a, rk, ReplyRef(base+p), ReplyRef(ni))
 			}
-			st.kill(Next(src))
+			st.kill(reply)
 		}
 		st.kill(src) // the last one drops c
 	})
@@ -181,7 +187,7 @@ func (s *Shard[E]) evacuate(a *array[E], c *chunk[E]) {
 }
 
 // holds reports whether key k's slot is in this shard, by finding it.
-func (s *Shard[E]) holds(a *array[E], k *Key) bool {
+func (s *core) holds(a *array, k *Key) bool {
 	_, ok := s.findIn(a, s.hash(k), k)
 	return ok
 }
@@ -189,7 +195,7 @@ func (s *Shard[E]) holds(a *array[E], k *Key) bool {
 // repoint points the slot of key k, which names ref old, at ref nu,
 // keeping its stamp: a compare-and-swap, since lookups refresh stamps
 // without the mutex.
-func (s *Shard[E]) repoint(a *array[E], k *Key, old, nu uint32) {
+func (s *core) repoint(a *array, k *Key, old, nu uint32) {
 	p, ok := s.findIn(a, s.hash(k), k)
 	if !ok || p.Ref() != old {
 		panic("shard: a live record's slot is missing")
@@ -209,12 +215,12 @@ func (s *Shard[E]) repoint(a *array[E], k *Key, old, nu uint32) {
 // entries are handed out again). It returns the bytes released. The caller
 // holds the mutex; Clear holds every shard's, so no pair is left whose
 // first record another shard still moves.
-func (s *Shard[E]) ResetLocked() int64 {
+func (s *core) ResetLocked() int64 {
 	old := s.arr.Load()
 	released := indexBytes(old) + old.store.bytes()
 	s.n = 0
 	s.live.Store(0)
 	s.foreign.releaseAll()
-	s.publish(old, newArray(MinSlots, s.seeds.Uint64(), newStorage[E]()))
+	s.publish(old, newArray(MinSlots, s.seeds.Uint64(), newStorage(s.layout)))
 	return released
 }

@@ -27,7 +27,7 @@ const (
 // allocations, are visited after the main buckets of the step, from a
 // list: their loads do not depend on each other, so their cache misses
 // overlap instead of stalling the stream one at a time.
-func (s *Shard[E]) StaleStepLocked(from, to int, cuts *[Classes]uint32, dst []Pos[E]) ([]Pos[E], int) {
+func (s *core) StaleStepLocked(from, to int, cuts *[Classes]uint32, dst []Pos) ([]Pos, int) {
 	a := s.arr.Load()
 	to = min(to, len(a.buckets))
 	// Classes past the owner's (the reply class) have cut 0: never stale.
@@ -40,7 +40,7 @@ func (s *Shard[E]) StaleStepLocked(from, to int, cuts *[Classes]uint32, dst []Po
 	for bi := from; bi < to; bi++ {
 		b := &a.buckets[bi]
 		dst = s.stale(a, b, &c, dst)
-		if nb := b.next.Load(); nb != nil {
+		if nb := a.next(b); nb != nil {
 			if n == len(over) {
 				dst = s.staleChains(a, over[:n], &c, dst)
 				n = 0
@@ -53,21 +53,29 @@ func (s *Shard[E]) StaleStepLocked(from, to int, cuts *[Classes]uint32, dst []Po
 }
 
 // stale appends b's occupied slots whose stamp is below their class's cut.
-func (s *Shard[E]) stale(a *array[E], b *bucket, c *[2 * Classes]uint64, dst []Pos[E]) []Pos[E] {
+// Written out by hand (the stamp is a slot word's high half; free is
+// match(tags, 0)) so that the common bucket, with nothing stale, is
+// straight-line code.
+func (s *core) stale(a *array, b *bucket, c *[2 * Classes]uint64, dst []Pos) []Pos {
 	cl := b.classes.Load()
-	lt := (uint64(stampOf(b.slots[0].Load()))-c[cl&31])>>63<<15 |
-		(uint64(stampOf(b.slots[1].Load()))-c[cl>>8&31])>>63<<31 |
-		(uint64(stampOf(b.slots[2].Load()))-c[cl>>16&31])>>63<<47 |
-		(uint64(stampOf(b.slots[3].Load()))-c[cl>>24&31])>>63<<63
-	for m := lt &^ free(b.tags.Load()); m != 0; m &= m - 1 {
-		dst = append(dst, Pos[E]{s, a, b, lane(m)})
+	lt := (b.slots[0].Load()>>32-c[cl&31])>>63<<15 |
+		(b.slots[1].Load()>>32-c[cl>>8&31])>>63<<31 |
+		(b.slots[2].Load()>>32-c[cl>>16&31])>>63<<47 |
+		(b.slots[3].Load()>>32-c[cl>>24&31])>>63<<63
+	if lt == 0 {
+		return dst
+	}
+	t := b.tags.Load()
+	occupied := ((t & laneLow15) + laneLow15) | t
+	for m := lt & occupied; m != 0; m &= m - 1 {
+		dst = append(dst, Pos{s, a, b, lane(m)})
 	}
 	return dst
 }
 
-func (s *Shard[E]) staleChains(a *array[E], chains []*bucket, c *[2 * Classes]uint64, dst []Pos[E]) []Pos[E] {
+func (s *core) staleChains(a *array, chains []*bucket, c *[2 * Classes]uint64, dst []Pos) []Pos {
 	for _, b := range chains {
-		for ; b != nil; b = b.next.Load() {
+		for ; b != nil; b = a.next(b) {
 			dst = s.stale(a, b, c, dst)
 		}
 	}
@@ -75,22 +83,22 @@ func (s *Shard[E]) staleChains(a *array[E], chains []*bucket, c *[2 * Classes]ui
 }
 
 // Buckets is the bucket count of the current array.
-func (s *Shard[E]) Buckets() int { return len(s.arr.Load().buckets) }
+func (s *core) Buckets() int { return len(s.arr.Load().buckets) }
 
 // NearLocked appends to dst the slots holding a flow's first key among the
 // first max slots from hash h's bucket on: its chain, then the buckets
 // after it, wrapping around. It is the eviction scan: bounded, and local
 // to where the new key goes. The caller holds the mutex.
-func (s *Shard[E]) NearLocked(h uint64, max int, dst []Pos[E]) []Pos[E] {
+func (s *core) NearLocked(h uint64, max int, dst []Pos) []Pos {
 	a := s.arr.Load()
 	bi := mix(h, a.seed) & a.mask
 	seen := 0
 	for range a.buckets {
-		for b := &a.buckets[bi]; b != nil && seen < max; b = b.next.Load() {
+		for b := &a.buckets[bi]; b != nil && seen < max; b = a.next(b) {
 			t := b.tags.Load()
 			for i := range slotsPerBucket {
 				if t>>(i*tagBits)&tagMask != 0 && b.class(i) != ReplyClass {
-					dst = append(dst, Pos[E]{s, a, b, i})
+					dst = append(dst, Pos{s, a, b, i})
 				}
 			}
 			seen += slotsPerBucket
@@ -110,7 +118,7 @@ func (s *Shard[E]) FlowsLocked(dst []*E) []*E {
 	a := s.arr.Load()
 	a.each(func(b *bucket, i int, w uint64) {
 		if refOf(w)&(refReply|refForeign) == 0 {
-			dst = append(dst, a.store.rec(refOf(w)))
+			dst = append(dst, (*E)(a.store.rec(refOf(w))))
 		}
 	})
 	return dst
@@ -118,8 +126,8 @@ func (s *Shard[E]) FlowsLocked(dst []*E) []*E {
 
 // SlotsLocked appends every occupied slot to dst, first keys and reply
 // keys alike; the caller holds the mutex.
-func (s *Shard[E]) SlotsLocked(dst []Pos[E]) []Pos[E] {
+func (s *core) SlotsLocked(dst []Pos) []Pos {
 	a := s.arr.Load()
-	a.each(func(b *bucket, i int, _ uint64) { dst = append(dst, Pos[E]{s, a, b, i}) })
+	a.each(func(b *bucket, i int, _ uint64) { dst = append(dst, Pos{s, a, b, i}) })
 	return dst
 }

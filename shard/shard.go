@@ -14,13 +14,58 @@ import (
 // again but for slot stamps, which are advisory. A rebuild that only
 // resizes or reseeds the index shares the storage; a compaction makes a
 // new storage too.
-type array[E any] struct {
+type array struct {
 	seed     uint64 // this generation's shard seed
 	gen      uint64 // how many arrays the shard published before this one
 	mask     uint64 // len(buckets) - 1
 	buckets  []bucket
-	store    *storage[E]
-	overflow atomic.Int64 // overflow buckets linked so far; read by Stats without the mutex
+	store    *storage
+	overflow overflow
+}
+
+// overflow is an array's overflow buckets, allocated 64 at a time and
+// named by index (bucket.next), so that bucket memory holds no pointer:
+// the only pointers are the blocks' directory's.
+type overflow struct {
+	dir atomic.Pointer[[]*[overflowBlock]bucket] // replaced, never modified, under the mutex
+	n   atomic.Int64                             // buckets handed out; Stats reads it without the mutex
+}
+
+const overflowBlock = 64
+
+// next is the bucket after b in its chain, or nil.
+func (a *array) next(b *bucket) *bucket {
+	i := b.next.Load()
+	if i == 0 {
+		return nil
+	}
+	i--
+	return &(*a.overflow.dir.Load())[i/overflowBlock][i%overflowBlock]
+}
+
+// newOverflow hands out an empty overflow bucket and its chain link; the
+// caller holds the mutex (or owns the unpublished array) and fills the
+// bucket before it stores the link.
+func (a *array) newOverflow() (*bucket, uint32) {
+	i := a.overflow.n.Load()
+	if i >= 1<<32-1 {
+		panic("shard: overflow area full")
+	}
+	var dir []*[overflowBlock]bucket
+	if p := a.overflow.dir.Load(); p != nil {
+		dir = *p
+	}
+	if int(i/overflowBlock) >= len(dir) {
+		// Readers only follow links to buckets that exist, so a new
+		// directory with one more block can be published before use.
+		next := make([]*[overflowBlock]bucket, len(dir)+1)
+		copy(next, dir)
+		next[len(dir)] = new([overflowBlock]bucket)
+		a.overflow.dir.Store(&next)
+		dir = next
+	}
+	a.overflow.n.Add(1)
+	return &dir[i/overflowBlock][i%overflowBlock], uint32(i + 1)
 }
 
 // Hasher gives a key's table-level hash. The shard calls it only when it
@@ -60,33 +105,45 @@ const (
 // Lookups (Lookup, Locate and the Probe methods) take no lock and only
 // load. Every method named *Locked needs the shard's mutex: call Lock
 // first.
+//
+// The type parameter only types the records at the edges: every method
+// that does the work belongs to the untyped core, so that it is compiled
+// once, here, with its small helpers inlined. (Go does not inline this
+// package's helpers into a generic body instantiated in another package,
+// golang/go#56280's family; the lookup paid eight calls per key when the
+// shard was generic throughout.)
 type Shard[E any] struct {
-	state[E]
+	core
 	_ [shardPad]byte
 }
 
 // shardPad rounds a Shard up to whole cache lines, so that in an array of
 // shards no shard's writer words share a line with the next one's array
 // pointer, which every lookup reads.
-const shardPad = (64 - unsafe.Sizeof(state[struct{}]{})%64) % 64
+const shardPad = (64 - unsafe.Sizeof(core{})%64) % 64
 
 var _ [0]struct{} = [unsafe.Sizeof(Shard[struct{}]{}) % 64]struct{}{}
 
-type state[E any] struct {
+// core is the shard without its record type.
+type core struct {
 	// Read by every lookup and written only by a rebuild: alone on its
 	// cache line, so that writers taking the mutex do not invalidate it.
-	arr atomic.Pointer[array[E]]
+	arr atomic.Pointer[array]
 	_   [64 - 8]byte
 
 	// Under mu.
-	mu      sync.Mutex
-	n       int // occupied slots
-	hash    Hasher
-	seeds   *seed.Source
-	foreign foreign[E]
-	move    func(dst, src *E) // the owner's move function (see CompactLocked)
-	// maxChain is MaxChain; tests of the attack set it negative
-	// (export_test.go) to turn the defence off.
+	mu     sync.Mutex
+	n      int // occupied slots
+	hash   Hasher
+	seeds  *seed.Source
+	layout *layout
+	// size and recs are the layout's, copied here for the lookup path:
+	// a record is at chunk + recs + position × size.
+	size, recs uintptr
+	foreign    foreign
+	move       func(dst, src unsafe.Pointer) // the owner's move function (see CompactLocked)
+	// maxChain is MaxChain; tests of the attack set it negative to turn
+	// the defence off.
 	maxChain int
 	// insertsSinceFlood rate-limits flood rebuilds when keys collide for
 	// every seed (see floodRetries).
@@ -108,14 +165,16 @@ func (s *Shard[E]) Init(cfg Config, move func(dst, src *E)) {
 	if cfg.Hash == nil || cfg.Seeds == nil || move == nil {
 		panic("shard: Config.Hash, Config.Seeds and a move function are required")
 	}
-	s.move = move
 	if recSize[E]() < unsafe.Sizeof(Node{}) {
 		panic("shard: the record type must begin with a shard.Node")
 	}
+	s.move = func(dst, src unsafe.Pointer) { move((*E)(dst), (*E)(src)) }
+	s.layout = layoutOf[E]()
+	s.size, s.recs = s.layout.size, s.layout.recs
 	s.hash = cfg.Hash
 	s.seeds = cfg.Seeds
 	s.maxChain = MaxChain
-	s.arr.Store(newArray(cfg.Slots, s.seeds.Uint64(), newStorage[E]()))
+	s.arr.Store(newArray(cfg.Slots, s.seeds.Uint64(), newStorage(s.layout)))
 }
 
 func bucketsFor(slots int) int {
@@ -124,36 +183,40 @@ func bucketsFor(slots int) int {
 	return 1 << bits.Len(uint(b-1))
 }
 
-func newArray[E any](slots int, seed uint64, st *storage[E]) *array[E] {
+func newArray(slots int, seed uint64, st *storage) *array {
 	n := bucketsFor(slots)
-	return &array[E]{seed: seed, mask: uint64(n - 1), buckets: make([]bucket, n), store: st}
+	return &array{seed: seed, mask: uint64(n - 1), buckets: make([]bucket, n), store: st}
 }
 
 // Lock takes the shard's writer mutex. Lookups never take it.
-func (s *Shard[E]) Lock() { s.mu.Lock() }
+func (s *core) Lock() { s.mu.Lock() }
 
 // TryLock takes the mutex if it is free.
-func (s *Shard[E]) TryLock() bool { return s.mu.TryLock() }
+func (s *core) TryLock() bool { return s.mu.TryLock() }
 
 // Unlock releases the writer mutex.
-func (s *Shard[E]) Unlock() { s.mu.Unlock() }
+func (s *core) Unlock() { s.mu.Unlock() }
 
 // keyRec is the record that holds ref's key in array a, or nil when the
 // ref is stale: its chunk was dropped after its records moved or died.
 // The caller then looks again from the current array, where every live
 // key's ref has been pointed at the record's new home.
-func (s *Shard[E]) keyRec(a *array[E], ref uint32) *E {
+func (s *core) keyRec(a *array, ref uint32) unsafe.Pointer {
 	if ref&refForeign != 0 {
 		return s.foreign.get(ref & refIndex)
 	}
-	return a.store.rec(ref & refIndex)
+	c := (*a.store.dir.Load())[(ref&refIndex)>>chunkBits].Load()
+	if c == nil {
+		return nil
+	}
+	return unsafe.Add(unsafe.Pointer(c), s.recs+uintptr(ref&(chunkLen-1))*s.size)
 }
 
 // flow is the record of the flow whose key rec holds: rec itself, or the
 // pair's first record when rec is a reply record.
-func flow[E any](rec *E, ref uint32) *E {
+func (s *core) flow(rec unsafe.Pointer, ref uint32) unsafe.Pointer {
 	if ref&(refReply|refForeign) != 0 {
-		return Prev(rec)
+		return unsafe.Add(rec, -int(s.size))
 	}
 	return rec
 }
@@ -165,89 +228,98 @@ func flow[E any](rec *E, ref uint32) *E {
 // correct while writers and rebuilds run (see doc.go). The record is nil
 // when k is not present.
 func (s *Shard[E]) Lookup(h uint64, k *Key) (*E, *atomic.Uint64, uint64) {
-	for {
-		e, slot, w, stale := s.lookup(s.arr.Load(), h, k)
-		if !stale {
-			return e, slot, w
-		}
-	}
+	e, slot, w := s.core.lookup(h, k)
+	return (*E)(e), slot, w
 }
 
-// lookup searches array a; stale reports a ref into a dropped chunk, so
-// the caller looks again in the current array.
-func (s *Shard[E]) lookup(a *array[E], h uint64, k *Key) (*E, *atomic.Uint64, uint64, bool) {
-	hh := mix(h, a.seed)
-	tag := tagOf(hh)
-	for b := &a.buckets[hh&a.mask]; b != nil; b = b.next.Load() {
-		// Tag first, then slot: writers publish a slot before its tag.
-		for m := match(b.tags.Load(), tag); m != 0; m &= m - 1 {
-			i := lane(m)
-			w := b.slots[i].Load()
-			r := s.keyRec(a, refOf(w))
-			if r == nil {
-				return nil, nil, 0, true
-			}
-			if nodeOf(r).key.Equal(k) {
-				return flow(r, refOf(w)), &b.slots[i], w, false
+func (s *core) lookup(h uint64, k *Key) (unsafe.Pointer, *atomic.Uint64, uint64) {
+retry:
+	for {
+		a := s.arr.Load()
+		hh := mix(h, a.seed)
+		tag := tagOf(hh)
+		for b := &a.buckets[hh&a.mask]; b != nil; b = a.next(b) {
+			// Tag first, then slot: writers publish a slot before its tag.
+			for m := match(b.tags.Load(), tag); m != 0; m &= m - 1 {
+				i := lane(m)
+				w := b.slots[i].Load()
+				ref := refOf(w)
+				var r unsafe.Pointer
+				if ref&refForeign == 0 {
+					// keyRec's local path, written out: the directory
+					// is loaded after the slot word, so it covers the
+					// ref (a writer publishes a chunk before its refs).
+					c := (*a.store.dir.Load())[(ref&refIndex)>>chunkBits].Load()
+					if c == nil {
+						// A ref into a dropped chunk: look again in
+						// the current array.
+						continue retry
+					}
+					r = unsafe.Add(unsafe.Pointer(c), s.recs+uintptr(ref&(chunkLen-1))*s.size)
+				} else if r = s.foreign.get(ref & refIndex); r == nil {
+					continue retry
+				}
+				if (*Node)(r).key.Equal(k) {
+					return s.flow(r, ref), &b.slots[i], w
+				}
 			}
 		}
+		return nil, nil, 0
 	}
-	return nil, nil, 0, false
 }
 
 // Pos is where a key lives in the current array, found under the mutex.
 // It is valid until the mutex is released or the shard is rebuilt.
-type Pos[E any] struct {
-	s *Shard[E]
-	a *array[E]
+type Pos struct {
+	s *core
+	a *array
 	b *bucket
 	i int
 }
 
 // Ref is the slot's ref.
-func (p Pos[E]) Ref() uint32 { return refOf(p.b.slots[p.i].Load()) }
+func (p Pos) Ref() uint32 { return refOf(p.b.slots[p.i].Load()) }
 
 // Stamp is the slot's stamp.
-func (p Pos[E]) Stamp() uint32 { return stampOf(p.b.slots[p.i].Load()) }
+func (p Pos) Stamp() uint32 { return stampOf(p.b.slots[p.i].Load()) }
 
 // SetStamp stores the slot's stamp.
-func (p Pos[E]) SetStamp(st uint32) { p.b.slots[p.i].Store(word(p.Ref(), st)) }
+func (p Pos) SetStamp(st uint32) { p.b.slots[p.i].Store(word(p.Ref(), st)) }
 
 // Class is the slot's class byte.
-func (p Pos[E]) Class() uint8 { return p.b.class(p.i) }
+func (p Pos) Class() uint8 { return p.b.class(p.i) }
 
 // SetClass stores the slot's class byte.
-func (p Pos[E]) SetClass(c uint8) { p.b.setClass(p.i, c) }
-
-// KeyRecord is the record that holds the slot's key.
-func (p Pos[E]) KeyRecord() *E { return p.s.keyRec(p.a, p.Ref()) }
-
-// Flow is the record of the slot's flow (the pair's first record for a
-// reply key).
-func (p Pos[E]) Flow() *E { return flow(p.KeyRecord(), p.Ref()) }
+func (p Pos) SetClass(c uint8) { p.b.setClass(p.i, c) }
 
 // IsReply reports whether the slot holds a pair's reply key.
-func (p Pos[E]) IsReply() bool { return p.Ref()&(refReply|refForeign) != 0 }
+func (p Pos) IsReply() bool { return p.Ref()&(refReply|refForeign) != 0 }
+
+func (p Pos) flow() unsafe.Pointer { return p.s.flow(p.s.keyRec(p.a, p.Ref()), p.Ref()) }
+
+// FlowAt is the record of the flow whose key is at p (the pair's first
+// record for a reply key).
+func FlowAt[E any](p Pos) *E { return (*E)(p.flow()) }
 
 // FindLocked is Lookup for a writer holding the mutex: where k is.
 // Under the mutex every ref in the current array that a tag matches
 // names a live chunk.
-func (s *Shard[E]) FindLocked(h uint64, k *Key) (Pos[E], bool) {
+func (s *core) FindLocked(h uint64, k *Key) (Pos, bool) {
 	return s.findIn(s.arr.Load(), h, k)
 }
 
-func (s *Shard[E]) findIn(a *array[E], h uint64, k *Key) (Pos[E], bool) {
+func (s *core) findIn(a *array, h uint64, k *Key) (Pos, bool) {
 	hh := mix(h, a.seed)
 	tag := tagOf(hh)
-	for b := &a.buckets[hh&a.mask]; b != nil; b = b.next.Load() {
+	for b := &a.buckets[hh&a.mask]; b != nil; b = a.next(b) {
 		for m := match(b.tags.Load(), tag); m != 0; m &= m - 1 {
 			i := lane(m)
-			if nodeOf(s.keyRec(a, refOf(b.slots[i].Load()))).key.Equal(k) {
-				return Pos[E]{s, a, b, i}, true
+			if (*Node)(s.keyRec(a, refOf(b.slots[i].Load()))).key.Equal(k) {
+				return Pos{s, a, b, i}, true
 			}
 		}
 	}
-	return Pos[E]{}, false
+	return Pos{}, false
 }
 
 // AllocLocked allocates a record (two consecutive ones for a pair) in the
@@ -260,9 +332,14 @@ func (s *Shard[E]) findIn(a *array[E], h uint64, k *Key) (Pos[E], bool) {
 // evacuates that chunk first (at most sparseAt moves), so memory stays
 // flat under churn even where no pass runs; the owner folds what moved
 // (see CompactLocked).
-func (s *Shard[E]) AllocLocked(pair bool) (*E, uint32, Moved[E]) {
+func (s *Shard[E]) AllocLocked(pair bool) (*E, uint32, Moved) {
+	e, i, m := s.core.alloc(pair)
+	return (*E)(e), i, m
+}
+
+func (s *core) alloc(pair bool) (unsafe.Pointer, uint32, Moved) {
 	st := s.arr.Load().store
-	var m Moved[E]
+	var m Moved
 	if len(st.sparse) > 0 && (st.used&(chunkLen-1) == 0 || pair && st.used&(chunkLen-1) == chunkLen-1) {
 		m = s.evacuateLocked(1)
 	}
@@ -278,7 +355,7 @@ func ReplyRef(ref uint32) uint32 { return (ref + 1) | refReply }
 // present, with ref naming the record that holds it, and the slot's stamp
 // and class byte. It may grow the shard, or rebuild it with a fresh seed
 // when the key's chain is over its bound.
-func (s *Shard[E]) PlaceLocked(h uint64, ref, stamp uint32, class uint8) {
+func (s *core) PlaceLocked(h uint64, ref, stamp uint32, class uint8) {
 	a := s.arr.Load()
 	chain := place(a, h, word(ref, stamp), class)
 	s.n++
@@ -286,7 +363,7 @@ func (s *Shard[E]) PlaceLocked(h uint64, ref, stamp uint32, class uint8) {
 	s.insertsSinceFlood++
 	// Grow first: a full shard has long chains for an honest reason.
 	if s.n*maxLoadDen > len(a.buckets)*slotsPerBucket*maxLoadNum {
-		s.rebuild(2*s.n, nil)
+		s.rebuild(2 * s.n)
 		s.grows.Add(1)
 		return
 	}
@@ -296,7 +373,7 @@ func (s *Shard[E]) PlaceLocked(h uint64, ref, stamp uint32, class uint8) {
 		s.insertsSinceFlood = 0
 		s.floods.Add(1)
 		for range floodRetries {
-			if s.rebuild(len(a.buckets)*slotsPerBucket, nil) <= s.maxChain {
+			if s.rebuild(len(a.buckets)*slotsPerBucket) <= s.maxChain {
 				break
 			}
 		}
@@ -306,7 +383,7 @@ func (s *Shard[E]) PlaceLocked(h uint64, ref, stamp uint32, class uint8) {
 // place stores w in the first free slot of its chain, linking an overflow
 // bucket when the chain is full, and returns how many overflow buckets the
 // chain has. The caller holds the mutex (or owns a not yet published a).
-func place[E any](a *array[E], h uint64, w uint64, class uint8) int {
+func place(a *array, h uint64, w uint64, class uint8) int {
 	hh := mix(h, a.seed)
 	tag := tagOf(hh)
 	b := &a.buckets[hh&a.mask]
@@ -316,14 +393,13 @@ func place[E any](a *array[E], h uint64, w uint64, class uint8) int {
 			b.fill(lane(f), tag, w, class)
 			return depth
 		}
-		next := b.next.Load()
+		next := a.next(b)
 		if next == nil {
-			nb := &bucket{}
+			nb, link := a.newOverflow()
 			nb.fill(0, tag, w, class)
 			// Fill the bucket before linking it: a reader that follows
 			// the link sees a complete bucket.
-			b.next.Store(nb)
-			a.overflow.Add(1)
+			b.next.Store(link)
 			return depth + 1
 		}
 		b = next
@@ -334,14 +410,14 @@ func place[E any](a *array[E], h uint64, w uint64, class uint8) int {
 // ReplaceLocked points the slot at p at another record holding the same
 // key, with a new stamp and class: one store of the slot word, so a reader
 // finds the old record or the new one, never neither.
-func (s *Shard[E]) ReplaceLocked(p Pos[E], ref, stamp uint32, class uint8) {
+func (s *core) ReplaceLocked(p Pos, ref, stamp uint32, class uint8) {
 	p.b.setClass(p.i, class)
 	p.b.slots[p.i].Store(word(ref, stamp))
 }
 
 // ClearLocked removes the key at p. The record stays where it is for the
 // readers that hold it; KillLocked counts it dead when no slot names it.
-func (s *Shard[E]) ClearLocked(p Pos[E]) {
+func (s *core) ClearLocked(p Pos) {
 	p.b.clear(p.i)
 	s.n--
 	s.live.Store(int64(s.n))
@@ -350,38 +426,44 @@ func (s *Shard[E]) ClearLocked(p Pos[E]) {
 // KillLocked counts e's record dead (and its reply record, for a pair):
 // no slot names it any more. It stays where it is for the readers that
 // hold it; its chunk is dropped or evacuated once enough of it is dead.
-func (s *Shard[E]) KillLocked(e *E) {
+func (s *Shard[E]) KillLocked(e *E) { s.core.kill(unsafe.Pointer(e)) }
+
+func (s *core) kill(e unsafe.Pointer) {
 	st := s.arr.Load().store
-	if nodeOf(e).kind == Pair {
-		st.kill(Next(e))
+	if (*Node)(e).kind == Pair {
+		st.kill(unsafe.Add(e, s.layout.size))
 	}
 	st.kill(e)
 }
 
 // Len is the number of occupied slots. It is exact under the mutex and a
 // recent value without it.
-func (s *Shard[E]) Len() int { return int(s.live.Load()) }
+func (s *core) Len() int { return int(s.live.Load()) }
 
 // StorageLocked describes the current storage: live records, chunks
 // held, and the length of its chunk directory (dropped chunks included);
 // the caller holds the mutex.
-func (s *Shard[E]) StorageLocked() (live, chunks, dir int) {
+func (s *core) StorageLocked() (live, chunks, dir int) {
 	st := s.arr.Load().store
-	return st.live, st.chunks, len(*st.dir.Load())
+	return st.live, int(st.chunks.Load()), len(*st.dir.Load())
 }
 
 // Slots is the slot capacity of the current array, overflow not counted.
-func (s *Shard[E]) Slots() int { return len(s.arr.Load().buckets) * slotsPerBucket }
+func (s *core) Slots() int { return len(s.arr.Load().buckets) * slotsPerBucket }
 
 // Bytes is the memory the shard holds: the index (overflow included), the
 // storage and the foreign table. Under the mutex it is exact.
-func (s *Shard[E]) Bytes() int64 {
+func (s *core) Bytes() int64 {
 	a := s.arr.Load()
 	return indexBytes(a) + a.store.bytes() + s.foreign.bytes()
 }
 
-func indexBytes[E any](a *array[E]) int64 {
-	return (int64(len(a.buckets)) + a.overflow.Load()) * int64(unsafe.Sizeof(bucket{}))
+func indexBytes(a *array) int64 {
+	over := int64(0)
+	if p := a.overflow.dir.Load(); p != nil {
+		over = int64(len(*p)) * overflowBlock
+	}
+	return (int64(len(a.buckets)) + over) * int64(unsafe.Sizeof(bucket{}))
 }
 
 // Counts is what a shard has done, for Stats.
@@ -390,7 +472,7 @@ type Counts struct {
 }
 
 // Counts returns the shard's rebuild counters.
-func (s *Shard[E]) Counts() Counts {
+func (s *core) Counts() Counts {
 	return Counts{
 		Grows: s.grows.Load(), Shrinks: s.shrinks.Load(), Floods: s.floods.Load(),
 		Compactions: s.compactions.Load(), Moved: s.moved.Load(),
@@ -400,4 +482,4 @@ func (s *Shard[E]) Counts() Counts {
 // Generation counts the arrays the shard has published: it changes on
 // every rebuild and reset. A count, not the array's address, because a
 // freed array's address can come back for a new one.
-func (s *Shard[E]) Generation() uint64 { return s.arr.Load().gen }
+func (s *core) Generation() uint64 { return s.arr.Load().gen }

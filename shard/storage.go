@@ -63,18 +63,30 @@ const (
 	sparseAt = chunkLen / 2
 )
 
-// chunk is a block of records with a header.
-type chunk[E any] struct {
+// chunkHeader starts every chunk: the writer's bookkeeping and the
+// forwards of records that moved. It is one cache line, so that records
+// start on a line of their own.
+type chunkHeader struct {
 	// fwd is nil until the chunk's records move; it then maps each moved
 	// record's position to its new home, for Forward.
-	fwd atomic.Pointer[[chunkLen]*E]
+	fwd atomic.Pointer[[chunkLen]unsafe.Pointer]
 	// Writer state, under the shard mutex.
-	index uint32                  // the chunk's place in its storage's directory
-	nlive uint32                  // records a slot names
-	live  [chunkLen / 64]uint64   // which ones
-	_     [64 - 8 - 8 - 32]byte   // records start on a new line
-	recs  [chunkLen]E
+	index uint32                // the chunk's place in its storage's directory
+	nlive uint32                // records a slot names
+	live  [chunkLen / 64]uint64 // which ones
+	_     [64 - 8 - 8 - 32]byte
 }
+
+// A chunk is allocated with the owner's record type, so the collector
+// knows what the records hold; the shard's code reaches the records by
+// offset from the header (storage.rec), which is what lets it be written
+// without type parameters and compiled, inlined, in this package.
+type chunk[E any] struct {
+	chunkHeader
+	recs [chunkLen]E
+}
+
+var _ [0]struct{} = [unsafe.Sizeof(chunkHeader{}) - 64]struct{}{}
 
 // A storage holds one generation of a shard's records. Records are only
 // ever appended: a published record is never rewritten or reused, so a
@@ -84,58 +96,84 @@ type chunk[E any] struct {
 // live is evacuated (its survivors copied to the tail and its slots
 // pointed at the copies, in place), and a drained shard is rebuilt with a
 // new, dense storage.
-type storage[E any] struct {
+type storage struct {
 	// dir is the chunk directory readers index. Entries are set to nil
 	// when a chunk is dropped; growth publishes a new slice.
-	dir atomic.Pointer[[]atomic.Pointer[chunk[E]]]
+	dir atomic.Pointer[[]atomic.Pointer[chunkHeader]]
+	// The owner's record layout, fixed at Init.
+	layout *layout
 	// Writer state, under the shard mutex.
-	used   uint32   // records allocated: the tail's index
-	live   int      // records a slot names
-	chunks int      // chunks in the directory that are not dropped
-	sparse []uint32 // chunks that fell to sparseAt live or under, to evacuate
+	used   uint32       // records allocated: the tail's index
+	live   int          // records a slot names
+	chunks atomic.Int64 // chunks in the directory that are not dropped; Stats reads it without the mutex
+	sparse []uint32     // chunks that fell to sparseAt live or under, to evacuate
 }
 
-func newStorage[E any]() *storage[E] {
-	st := &storage[E]{}
-	st.dir.Store(new([]atomic.Pointer[chunk[E]]))
+// layout is what the shard's untyped code knows of the owner's records.
+type layout struct {
+	size     uintptr // of one record
+	recs     uintptr // offset of the first record in a chunk
+	chunk    int64   // bytes of one chunk
+	newChunk func() *chunkHeader
+}
+
+func layoutOf[E any]() *layout {
+	var c chunk[E]
+	return &layout{
+		size:     unsafe.Sizeof(c.recs[0]),
+		recs:     unsafe.Offsetof(c.recs),
+		chunk:    int64(unsafe.Sizeof(c)),
+		newChunk: func() *chunkHeader { return &new(chunk[E]).chunkHeader },
+	}
+}
+
+func newStorage(l *layout) *storage {
+	st := &storage{layout: l}
+	st.dir.Store(new([]atomic.Pointer[chunkHeader]))
 	return st
+}
+
+// at is the record at position p of chunk c.
+func (st *storage) at(c *chunkHeader, p uint32) unsafe.Pointer {
+	return unsafe.Add(unsafe.Pointer(c), st.layout.recs+uintptr(p)*st.layout.size)
 }
 
 // rec is the record at index i, or nil when its chunk was dropped (the
 // caller looks again from the current array).
-func (st *storage[E]) rec(i uint32) *E {
+func (st *storage) rec(i uint32) unsafe.Pointer {
 	c := (*st.dir.Load())[i>>chunkBits].Load()
 	if c == nil {
 		return nil
 	}
-	return &c.recs[i&(chunkLen-1)]
+	return st.at(c, i&(chunkLen-1))
 }
 
 // chunk is the chunk with directory index ci; the caller holds the mutex.
-func (st *storage[E]) chunk(ci uint32) *chunk[E] { return (*st.dir.Load())[ci].Load() }
+func (st *storage) chunk(ci uint32) *chunkHeader { return (*st.dir.Load())[ci].Load() }
 
-func (st *storage[E]) tail() uint32 { return (st.used - 1) >> chunkBits }
+func (st *storage) tail() uint32 { return (st.used - 1) >> chunkBits }
 
 // grow appends a fresh chunk to the directory.
-func (st *storage[E]) grow() {
+func (st *storage) grow() {
 	dir := *st.dir.Load()
 	if len(dir) >= MaxRecords>>chunkBits {
 		panic("shard: storage has MaxRecords records")
 	}
-	var next []atomic.Pointer[chunk[E]]
+	var next []atomic.Pointer[chunkHeader]
 	if len(dir) < cap(dir) {
 		// Readers that loaded the shorter slice only follow refs it
 		// covers, so extending into the shared array is safe.
 		next = dir[:len(dir)+1]
 	} else {
-		next = make([]atomic.Pointer[chunk[E]], len(dir)+1, max(2*len(dir), 4))
+		next = make([]atomic.Pointer[chunkHeader], len(dir)+1, max(2*len(dir), 4))
 		for i := range dir {
 			next[i].Store(dir[i].Load())
 		}
 	}
-	c := &chunk[E]{index: uint32(len(dir))}
+	c := st.layout.newChunk()
+	c.index = uint32(len(dir))
 	next[len(dir)].Store(c)
-	st.chunks++
+	st.chunks.Add(1)
 	if len(dir) > 0 {
 		// The old tail may have emptied while it was filling.
 		st.noteSparse(uint32(len(dir) - 1))
@@ -146,7 +184,7 @@ func (st *storage[E]) grow() {
 // alloc returns the index of a fresh record (two consecutive ones for a
 // pair), zero but for its position and kind. A pair starts at an even
 // index, so both records share a chunk. The caller holds the mutex.
-func (st *storage[E]) alloc(pair bool) (uint32, *E) {
+func (st *storage) alloc(pair bool) (uint32, unsafe.Pointer) {
 	if pair && st.used&1 != 0 {
 		st.used++ // a hole: never live
 	}
@@ -161,15 +199,15 @@ func (st *storage[E]) alloc(pair bool) (uint32, *E) {
 	st.used += n
 	c := st.chunk(i >> chunkBits)
 	p := i & (chunkLen - 1)
-	e := &c.recs[p]
-	head := nodeOf(e)
+	e := st.at(c, p)
+	head := (*Node)(e)
 	head.pos = uint16(p)
 	head.kind = Single
 	c.setLive(p)
 	st.live++
 	if pair {
 		head.kind = Pair
-		r := nodeOf(&c.recs[p+1])
+		r := (*Node)(st.at(c, p+1))
 		r.pos = uint16(p + 1)
 		r.kind = Reply
 		c.setLive(p + 1)
@@ -178,18 +216,18 @@ func (st *storage[E]) alloc(pair bool) (uint32, *E) {
 	return i, e
 }
 
-func (c *chunk[E]) setLive(p uint32) {
+func (c *chunkHeader) setLive(p uint32) {
 	c.live[p/64] |= 1 << (p % 64)
 	c.nlive++
 }
 
-// kill counts e's record dead: no slot names it any more. A chunk left
+// kill counts the record e dead: no slot names it any more. A chunk left
 // with no live record is dropped at once (a reader that still resolves a
 // stale ref into it finds nil and looks again); one left at sparseAt is
 // queued for evacuation.
-func (st *storage[E]) kill(e *E) {
-	c := chunkOf(e)
-	p := uint32(nodeOf(e).pos)
+func (st *storage) kill(e unsafe.Pointer) {
+	c := st.chunkOf(e)
+	p := uint32((*Node)(e).pos)
 	if c.live[p/64]&(1<<(p%64)) == 0 {
 		panic("shard: a record killed twice")
 	}
@@ -201,7 +239,7 @@ func (st *storage[E]) kill(e *E) {
 
 // noteSparse drops chunk ci if it is empty, or queues it for evacuation
 // when it has just fallen to sparseAt, unless it is the tail.
-func (st *storage[E]) noteSparse(ci uint32) {
+func (st *storage) noteSparse(ci uint32) {
 	if ci == st.tail() {
 		return
 	}
@@ -220,17 +258,26 @@ func (st *storage[E]) noteSparse(ci uint32) {
 // drop takes an empty or evacuated chunk out of the directory. Readers
 // holding its records keep them (the collector sees to that); readers
 // resolving a stale ref into it find nil and look again.
-func (st *storage[E]) drop(c *chunk[E]) {
+func (st *storage) drop(c *chunkHeader) {
 	(*st.dir.Load())[c.index].Store(nil)
-	st.chunks--
+	st.chunks.Add(-1)
 }
 
-func (st *storage[E]) bytes() int64 {
-	return int64(st.chunks)*int64(unsafe.Sizeof(chunk[E]{})) +
-		int64(cap(*st.dir.Load()))*int64(unsafe.Sizeof(atomic.Pointer[chunk[E]]{}))
+func (st *storage) bytes() int64 {
+	return st.chunks.Load()*st.layout.chunk +
+		int64(cap(*st.dir.Load()))*int64(unsafe.Sizeof(atomic.Pointer[chunkHeader]{}))
 }
 
-func nodeOf[E any](e *E) *Node { return (*Node)(unsafe.Pointer(e)) }
+// chunkOf finds record e's chunk from its position: the record is inside
+// the chunk object, so the arithmetic stays inside one allocation.
+func (st *storage) chunkOf(e unsafe.Pointer) *chunkHeader {
+	return chunkAt(e, st.layout.recs, st.layout.size)
+}
+
+func chunkAt(e unsafe.Pointer, recs, size uintptr) *chunkHeader {
+	off := recs + uintptr((*Node)(e).pos)*size
+	return (*chunkHeader)(unsafe.Add(e, -int(off)))
+}
 
 // recSize is the size of a record; a pair's reply record is the next one.
 func recSize[E any]() uintptr { var e E; return unsafe.Sizeof(e) }
@@ -243,49 +290,45 @@ func Next[E any](e *E) *E { return (*E)(unsafe.Add(unsafe.Pointer(e), recSize[E]
 // record. Pairs never straddle chunks, so both lie in one object.
 func Prev[E any](e *E) *E { return (*E)(unsafe.Add(unsafe.Pointer(e), -int(recSize[E]()))) }
 
-// chunkOf finds e's chunk from its position: the record is inside the
-// chunk object, so the arithmetic stays inside one allocation.
-func chunkOf[E any](e *E) *chunk[E] {
-	var c chunk[E]
-	off := unsafe.Offsetof(c.recs) + uintptr(nodeOf(e).pos)*recSize[E]()
-	return (*chunk[E])(unsafe.Add(unsafe.Pointer(e), -int(off)))
-}
-
 // Forward is the record that a move took e to, or nil when e has not
 // moved. It takes no lock. The owner's protocol decides when a moved
 // record's forward may be followed (see flowcache's moves): the shard
 // stores the forward before it calls the owner's move function.
 func Forward[E any](e *E) *E {
-	f := chunkOf(e).fwd.Load()
+	var c chunk[E]
+	f := chunkAt(unsafe.Pointer(e), unsafe.Offsetof(c.recs), recSize[E]()).fwd.Load()
 	if f == nil {
 		return nil
 	}
-	return f[nodeOf(e).pos]
+	return (*E)(f[(*Node)(unsafe.Pointer(e)).pos])
 }
 
 // setForward records that src moved to dst, before the owner's move
 // function runs; the caller holds the mutex.
-func setForward[E any](src, dst *E) {
-	c := chunkOf(src)
+func (st *storage) setForward(src, dst unsafe.Pointer) {
+	c := st.chunkOf(src)
 	f := c.fwd.Load()
 	if f == nil {
-		f = new([chunkLen]*E)
+		f = new([chunkLen]unsafe.Pointer)
 		c.fwd.Store(f)
 	}
-	f[nodeOf(src).pos] = dst
+	f[(*Node)(src).pos] = dst
 }
 
 // Moved is a set of chunks whose records moved: what the owner folds
 // once a grace period has passed.
-type Moved[E any] struct{ chunks []*chunk[E] }
+type Moved struct {
+	layout *layout
+	chunks []*chunkHeader
+}
 
 // Empty reports whether nothing moved.
-func (m Moved[E]) Empty() bool { return len(m.chunks) == 0 }
+func (m Moved) Empty() bool { return len(m.chunks) == 0 }
 
 // Each calls fn for the old copy of every record that moved. The caller
 // holds the shard mutex, so no move runs meanwhile and Forward chains are
 // stable.
-func (m Moved[E]) Each(fn func(old *E)) {
+func (m Moved) Each(fn func(old unsafe.Pointer)) {
 	for _, c := range m.chunks {
 		f := c.fwd.Load()
 		if f == nil {
@@ -293,17 +336,27 @@ func (m Moved[E]) Each(fn func(old *E)) {
 		}
 		for i := range f {
 			if f[i] != nil {
-				fn(&c.recs[i])
+				fn(unsafe.Add(unsafe.Pointer(c), m.layout.recs+uintptr(i)*m.layout.size))
 			}
 		}
 	}
 }
 
-func (m *Moved[E]) add(o Moved[E]) { m.chunks = append(m.chunks, o.chunks...) }
+// EachMoved is Moved.Each with the owner's record type.
+func EachMoved[E any](m Moved, fn func(old *E)) {
+	m.Each(func(p unsafe.Pointer) { fn((*E)(p)) })
+}
+
+func (m *Moved) add(o Moved) {
+	if m.layout == nil {
+		m.layout = o.layout
+	}
+	m.chunks = append(m.chunks, o.chunks...)
+}
 
 // liveRecords calls fn for the position of every live record of c, in
 // order.
-func (c *chunk[E]) liveRecords(fn func(p uint32)) {
+func (c *chunkHeader) liveRecords(fn func(p uint32)) {
 	for w, bitsLeft := range c.live {
 		for ; bitsLeft != 0; bitsLeft &= bitsLeft - 1 {
 			fn(uint32(w*64 + bits.TrailingZeros64(bitsLeft)))

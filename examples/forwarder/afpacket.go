@@ -9,22 +9,23 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// The forwarder talks to the interfaces through plain AF_PACKET sockets
-// (golang.org/x/sys/unix, no cgo): SOCK_RAW, so a read gives the whole
-// Ethernet frame (keyed with flowcache.ParseFrame) and a write sends one
-// as it is. One receive socket per worker joins a PACKET_FANOUT group in
-// hash mode: the kernel spreads packets over the workers by flow, so the
-// packets of one flow stay in order and mostly touch one core's caches.
+// With -io=syscall the forwarder talks to the interfaces through plain
+// AF_PACKET sockets (golang.org/x/sys/unix, no cgo): SOCK_RAW, so a read
+// gives the whole Ethernet frame (keyed with flowcache.ParseFrame) and a
+// write sends one as it is. One receive socket per worker joins a
+// PACKET_FANOUT group in hash mode: the kernel spreads packets over the
+// workers by flow, so the packets of one flow stay in order and mostly
+// touch one core's caches.
 //
-// Each read and each write is one system call. That is simple and, on a
-// 2-core machine, fast enough to keep up with tcpreplay and hping3; a
-// production forwarder would use the mmap rings (TPACKET_V3 for receive,
-// PACKET_TX_RING or sendmmsg for send) or AF_XDP to amortise them.
+// Each read and each write is one system call. The default path
+// (-io=ring, ring.go) reads TPACKET_V3 rings instead; this one stays for
+// comparison (e2e.sh measures both) and for -sink, whose one socket reads
+// at the forwarder's rate at most.
 //
 // The kernel strips the outermost VLAN tag of a received frame into
-// metadata (it does so before any packet socket sees it), so a tagged
-// frame is read, keyed and forwarded without that tag. Its key does not
-// change: ParseFrame skips tags anyway.
+// metadata (it does so before any packet socket or ring sees it), so a
+// tagged frame is read, keyed and forwarded without that tag. Its key does
+// not change: ParseFrame skips tags anyway.
 
 // htons is the network-order value of v as the socket calls want it.
 func htons(v uint16) uint16 {
@@ -106,6 +107,55 @@ func readBatch(fd int, bufs [][]byte, frames [][]byte) (_ [][]byte, oversize int
 	}
 	return frames, oversize, nil
 }
+
+// sockRx is one worker's receive socket (-io=syscall), and the buffers
+// its batch is read into.
+type sockRx struct {
+	fd      int
+	bufs    [][]byte
+	dropped uint64 // the monitor's running total of socketDrops
+}
+
+func openSockRx(ifindex int, fanout uint16, rcvbuf, bufSize, batch int) (*sockRx, error) {
+	fd, err := openRx(ifindex, fanout, rcvbuf)
+	if err != nil {
+		return nil, err
+	}
+	r := &sockRx{fd: fd, bufs: make([][]byte, batch)}
+	for i := range r.bufs {
+		r.bufs[i] = make([]byte, bufSize)
+	}
+	return r, nil
+}
+
+// read is readBatch, and when the socket is empty a wait of up to 100 ms
+// for it to have a frame (the caller then reads again).
+func (r *sockRx) read(frames [][]byte) ([][]byte, int, error) {
+	frames, oversize, err := readBatch(r.fd, r.bufs, frames)
+	if err == nil && len(frames)+oversize == 0 {
+		err = waitReadable(r.fd, 100)
+	}
+	return frames, oversize, err
+}
+
+// drops is the frames dropped since the socket was opened. Only the
+// monitor calls it: the kernel resets its count on each read.
+func (r *sockRx) drops() uint64 {
+	r.dropped += socketDrops(r.fd)
+	return r.dropped
+}
+
+func (r *sockRx) close() { unix.Close(r.fd) }
+
+// sockTx is one worker's send socket (-io=syscall).
+type sockTx struct{ fd int }
+
+func (t sockTx) send(frame []byte) error {
+	_, err := unix.Write(t.fd, frame)
+	return err
+}
+
+func (t sockTx) close() { unix.Close(t.fd) }
 
 // waitReadable blocks until fd has a frame or timeoutMs passes.
 func waitReadable(fd int, timeoutMs int) error {

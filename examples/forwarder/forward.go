@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"sync/atomic"
+	"time"
 
 	"github.com/flowcache/flowcache/flowcache"
 	"github.com/flowcache/flowcache/reclaim"
@@ -24,9 +25,28 @@ func (a Action) String() string {
 	return "forward"
 }
 
-// Flow is the state kept per flow: the decision taken on its first
-// packet. It is never written after the insert, so every worker may read
-// it without a lock.
+// MarshalText writes the action as its word, so a JSON dump reads
+// "forward" rather than 0.
+func (a Action) MarshalText() ([]byte, error) { return []byte(a.String()), nil }
+
+// UnmarshalText reads what MarshalText writes.
+func (a *Action) UnmarshalText(b []byte) error {
+	switch string(b) {
+	case "forward":
+		*a = Forward
+	case "drop":
+		*a = Drop
+	default:
+		return fmt.Errorf("action %q: want forward or drop", b)
+	}
+	return nil
+}
+
+// Flow is the value kept per flow: the decision taken on its first
+// packet. It is fixed when the flow is stored (the table may move the
+// flow to compact its memory, so nothing is ever written through
+// Entry.Value); what changes per packet lives in the table's per-flow
+// counters (Entry.Count) and state word (see assured).
 type Flow struct {
 	Action Action
 }
@@ -35,6 +55,33 @@ type Flow struct {
 // example forwards every IP flow; a firewall would consult its rules
 // here, a NAT would pick a port, a load balancer a backend.
 func decide(flowcache.FlowKey) Flow { return Flow{Action: Forward} }
+
+// The flow's state word (Entry.State), which the program owns. One bit is
+// used, conntrack's IPS_ASSURED: the flow has shown it is a real
+// conversation, so a full table under -full-policy=evict never evicts it
+// to make room for a new one (conntrack's early drop).
+const (
+	assured uint32 = 1 << 0
+	// assureAfter: a flow with more packets than this is assured even if
+	// no reply was seen, as on a one-way path (the e2e test's, a
+	// multicast stream, a tap). A SYN flood's flows carry one packet each.
+	assureAfter = 3
+)
+
+// assure sets the assured bit on e unless it is set already. Another
+// worker may set it meanwhile (the flow's reverse direction is another
+// key, so maybe another worker): then the swap fails and the bit is set
+// all the same, which is all that is wanted.
+func assure(e *flowcache.Entry[Flow]) {
+	if s := e.State(); s&assured == 0 {
+		e.CompareAndSwapState(s, s|assured)
+	}
+}
+
+// evictUnassured is Config.Evict under -full-policy=evict: only a flow
+// that has not been assured may be evicted. It runs with a shard locked,
+// and only reads the flow's state word.
+func evictUnassured(e *flowcache.Entry[Flow]) bool { return e.State()&assured == 0 }
 
 // FullPolicy says what to do with the first packet of a flow that finds
 // the table at its limit (a flood, or more flows than planned for).
@@ -47,6 +94,12 @@ const (
 	// ForwardWhenFull forwards it without state ("fail open"); each of
 	// its packets then takes the miss path again.
 	ForwardWhenFull
+	// EvictWhenFull makes room: the insert evicts the longest-idle flow
+	// near the new key that is not assured (Config.Evict =
+	// evictUnassured), so a flood churns among its own one-packet flows
+	// while every assured flow stays. With no such flow near, the packet
+	// is dropped, as DropWhenFull does.
+	EvictWhenFull
 )
 
 func parsePolicy(s string) (FullPolicy, error) {
@@ -55,8 +108,20 @@ func parsePolicy(s string) (FullPolicy, error) {
 		return DropWhenFull, nil
 	case "forward":
 		return ForwardWhenFull, nil
+	case "evict":
+		return EvictWhenFull, nil
 	}
-	return 0, fmt.Errorf("-full-policy must be drop or forward, not %q", s)
+	return 0, fmt.Errorf("-full-policy must be drop, forward or evict, not %q", s)
+}
+
+// tableConfig is the forwarder's table: limit, TTL and domain, and with
+// EvictWhenFull the eviction rule.
+func tableConfig(name string, limit int, ttl time.Duration, policy FullPolicy, domain *reclaim.Domain) flowcache.Config[Flow] {
+	cfg := flowcache.Config[Flow]{Name: name, Limit: limit, TTL: ttl, Domain: domain}
+	if policy == EvictWhenFull {
+		cfg.Evict = evictUnassured
+	}
+	return cfg
 }
 
 // counters are one worker's packet counts. Only that worker writes them
@@ -73,9 +138,9 @@ type counters struct {
 	_             [64]byte // keep the next worker's counters off this cache line
 }
 
-// worker is one core's share of the forwarder: it owns one receive socket
-// of the fanout group and one send socket, and handles its frames a batch
-// at a time.
+// worker is one core's share of the forwarder: it owns one receiver of
+// the fanout group and one sender, and handles its frames a batch at a
+// time.
 type worker struct {
 	table  *flowcache.Table[Flow]
 	reader *reclaim.Reader
@@ -83,39 +148,70 @@ type worker struct {
 	dstMAC [6]byte // the next hop
 	srcMAC [6]byte // the out interface
 	send   func(frame []byte) error
-	peak   *atomic.Int64 // the most live flows seen after an insert, shared
+	peak   *atomic.Int64 // the most live flows seen after a batch that inserted, shared
 
 	// seen, when not nil, collects every key this worker inserted, so a
 	// test can compare the flows the forwarder saw with a capture's.
 	seen map[flowcache.FlowKey]struct{}
 
 	// Per-batch scratch, reused: the keys of the batch's IP frames, the
-	// frame each came from, and what GetBatch found for each.
+	// frame each came from, and the flow GetOrInsertBatch gave each.
 	keys    []flowcache.FlowKey
 	frameOf []int
 	entries []*flowcache.Entry[Flow]
+
+	// newFlow is GetOrInsertBatch's make: w.decideAt, bound once so that
+	// a batch allocates no closure. It runs only for the keys the batch
+	// inserts, and notes each in inserted (indexes into keys).
+	newFlow  func(i int) Flow
+	inserted []int
+	// The inserted flows' reverse keys, which flow each belongs to, and
+	// what looking them up found: the reply-direction check.
+	reverse    []flowcache.FlowKey
+	reverseOf  []int
+	reverseHit []*flowcache.Entry[Flow]
 
 	c counters
 }
 
 func newWorker(table *flowcache.Table[Flow], batch int) *worker {
-	return &worker{
-		table:   table,
-		keys:    make([]flowcache.FlowKey, 0, batch),
-		frameOf: make([]int, 0, batch),
-		entries: make([]*flowcache.Entry[Flow], batch),
+	w := &worker{
+		table:      table,
+		keys:       make([]flowcache.FlowKey, 0, batch),
+		frameOf:    make([]int, 0, batch),
+		entries:    make([]*flowcache.Entry[Flow], batch),
+		inserted:   make([]int, 0, batch),
+		reverse:    make([]flowcache.FlowKey, 0, batch),
+		reverseOf:  make([]int, 0, batch),
+		reverseHit: make([]*flowcache.Entry[Flow], batch),
 	}
+	w.newFlow = w.decideAt
+	return w
+}
+
+// decideAt is the decision for the flow of w.keys[i], which the batch is
+// inserting. It runs with that key's shard locked, so it only decides and
+// takes note: it must not call the table.
+func (w *worker) decideAt(i int) Flow {
+	w.inserted = append(w.inserted, i)
+	return decide(w.keys[i])
 }
 
 // handle forwards one batch of Ethernet frames. It rewrites the MACs of
 // the frames it forwards in place. The pipeline:
 //
 //  1. key every frame with ParseFrame; non-IP frames stop here;
-//  2. look all the keys up at once with GetBatch, which overlaps their
-//     cache misses;
-//  3. for each miss, GetOrInsert the decision (the slow path, one shard
-//     lock); a full table answers by the FullPolicy;
-//  4. apply each flow's decision: rewrite the MACs and send, or drop.
+//  2. GetOrInsertBatch: look all the keys up at once (their cache misses
+//     overlap), and insert the decision for each one missing (the slow
+//     path, one shard lock each); a key it could not insert (the table
+//     full, with nothing it may evict) is answered by the FullPolicy;
+//  3. for each frame of a flow in the table, Count it (packets and bytes,
+//     exact, in the table) and assure the flow once it has carried more
+//     than assureAfter packets; then apply the flow's decision: rewrite
+//     the MACs and send, or drop;
+//  4. for each flow the batch inserted: note it (peak, seen), and look its
+//     reverse key up once; if the reply direction is in the table, both
+//     directions are assured.
 //
 // The caller calls Quiescent after it: the entries in w.entries are not
 // used past this batch.
@@ -133,18 +229,32 @@ func (w *worker) handle(frames [][]byte) {
 			w.frameOf = append(w.frameOf, i)
 		}
 	}
-	w.table.GetBatch(w.keys, w.entries)
+	w.inserted = w.inserted[:0]
+	w.table.GetOrInsertBatch(w.keys, w.newFlow, w.entries)
 	for j, e := range w.entries[:len(w.keys)] {
+		f := frames[w.frameOf[j]]
 		var act Action
 		if e != nil {
+			// Every packet of a stored flow counts, whatever the flow's
+			// decision: the flow carried it (conntrack's acct does
+			// the same).
+			e.Count(len(f))
+			// Until the flow is assured this reads the state word and
+			// the packet count (Count just wrote both's line); after,
+			// the state word only. Packets may lag by what landed on
+			// an old copy of a flow that just moved (folded in after a
+			// grace period), which only delays the bit by a packet or
+			// two.
+			if e.State()&assured == 0 && e.Packets() > assureAfter {
+				assure(e)
+			}
 			act = e.Value().Action
 		} else {
-			act = w.miss(w.keys[j])
+			act = w.refused()
 		}
 		if act == Drop {
 			continue
 		}
-		f := frames[w.frameOf[j]]
 		copy(f[0:6], w.dstMAC[:])
 		copy(f[6:12], w.srcMAC[:])
 		if err := w.send(f); err != nil {
@@ -153,30 +263,59 @@ func (w *worker) handle(frames [][]byte) {
 		}
 		w.c.out.Add(1)
 	}
+	if len(w.inserted) > 0 {
+		w.admitted()
+	}
 }
 
-// miss is the first packet of a flow (or one whose entry expired, or one
-// that a full table turned away before).
-func (w *worker) miss(k flowcache.FlowKey) Action {
-	e, inserted, err := w.table.GetOrInsert(k, func() Flow { return decide(k) })
-	if err != nil {
-		// ErrFull; or ErrClosed while shutting down, treated alike.
-		if w.policy == ForwardWhenFull {
-			w.c.forwardedFull.Add(1)
-			return Forward
-		}
-		w.c.droppedFull.Add(1)
-		return Drop
+// refused is the first packet of a new flow that the table turned away
+// (full, with nothing to evict; or closed while shutting down, treated
+// alike): the FullPolicy decides.
+func (w *worker) refused() Action {
+	if w.policy == ForwardWhenFull {
+		w.c.forwardedFull.Add(1)
+		return Forward
 	}
-	if inserted {
-		if n := int64(w.table.Len()); n > w.peak.Load() {
-			storeMax(w.peak, n)
-		}
+	w.c.droppedFull.Add(1)
+	return Drop
+}
+
+// admitted runs once per batch that inserted flows, for those flows: the
+// peak, the seen set, and the reply-direction check. A flow whose reverse
+// key is in the table is a conversation: both directions are assured.
+// This is the miss path only (one lookup per new flow, in one GetBatch),
+// never per packet; those lookups count in the table's Stats as lookups.
+//
+// If both directions start at once on two workers, each inserts its key
+// before it looks the other up, and the table's inserts and lookups are
+// linearizable, so at least one of the two finds the other.
+func (w *worker) admitted() {
+	if n := int64(w.table.Len()); n > w.peak.Load() {
+		storeMax(w.peak, n)
+	}
+	w.reverse, w.reverseOf = w.reverse[:0], w.reverseOf[:0]
+	for _, i := range w.inserted {
+		k := w.keys[i]
 		if w.seen != nil {
 			w.seen[k] = struct{}{}
 		}
+		// A key that is its own reverse (an echo to itself) is no
+		// evidence of a reply.
+		if r := k.Reverse(); r != k {
+			w.reverse = append(w.reverse, r)
+			w.reverseOf = append(w.reverseOf, i)
+		}
 	}
-	return e.Value().Action
+	if len(w.reverse) == 0 {
+		return
+	}
+	w.table.GetBatch(w.reverse, w.reverseHit)
+	for j, r := range w.reverseHit[:len(w.reverse)] {
+		if r != nil {
+			assure(r)
+			assure(w.entries[w.reverseOf[j]])
+		}
+	}
 }
 
 // storeMax raises p to n unless it is already at least n.

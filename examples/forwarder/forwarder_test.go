@@ -71,8 +71,16 @@ func eth(etype uint16) []byte {
 }
 
 func newTestTable(t *testing.T, limit int) *flowcache.Table[Flow] {
+	return newPolicyTable(t, limit, DropWhenFull)
+}
+
+// newPolicyTable is the forwarder's table (tableConfig) for policy, with a
+// fixed seed and a domain of its own.
+func newPolicyTable(t *testing.T, limit int, policy FullPolicy) *flowcache.Table[Flow] {
 	t.Helper()
-	table, err := flowcache.New(flowcache.Config[Flow]{Name: "test", Limit: limit, Domain: reclaim.NewDomain(), Seed: 1})
+	cfg := tableConfig("test", limit, 0, policy, reclaim.NewDomain())
+	cfg.Seed = 1
+	table, err := flowcache.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -124,9 +132,14 @@ func TestHandleForwardsIPAndDropsTheRest(t *testing.T) {
 	if n := w.c.out.Load(); n != 4 {
 		t.Errorf("out = %d, want 4", n)
 	}
-	// a appears twice in the batch: both miss GetBatch, one inserts.
+	// a appears twice in the batch: both miss, one inserts.
 	if got := table.Len(); got != 3 || len(w.seen) != 3 || w.peak.Load() != 3 {
 		t.Errorf("Len %d, seen %d, peak %d: want 3 flows", got, len(w.seen), w.peak.Load())
+	}
+	// One lookup per IP frame (4 misses), and one per new flow for its
+	// reverse key (3 more): no frame is looked up twice.
+	if st := table.Stats(); st.Misses != 4+3 || st.Inserts != 3 {
+		t.Errorf("misses %d, inserts %d; want 7 and 3", st.Misses, st.Inserts)
 	}
 
 	// The next batch of the same flows hits: nothing new is inserted.
@@ -301,6 +314,9 @@ func TestParsePolicy(t *testing.T) {
 	}
 	if p, err := parsePolicy("forward"); p != ForwardWhenFull || err != nil {
 		t.Errorf("forward: %v %v", p, err)
+	}
+	if p, err := parsePolicy("evict"); p != EvictWhenFull || err != nil {
+		t.Errorf("evict: %v %v", p, err)
 	}
 	if _, err := parsePolicy("maybe"); err == nil {
 		t.Error("maybe: no error")

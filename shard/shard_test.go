@@ -1,0 +1,561 @@
+package shard
+
+import (
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+	"unsafe"
+
+	"github.com/flowcache/flowcache/seed"
+)
+
+// rec is a record as an owner would define one: a Node first, then the
+// owner's fields.
+type rec struct {
+	Node
+	val uint64
+}
+
+// hashOf is a stand-in for the owner's hash: any good 64-bit mix of the
+// key works; the shard only needs it to be a function.
+func hashOf(k *Key) uint64 {
+	h := uint64(0x243f6a8885a308d3)
+	for _, w := range k {
+		h = mix(h^w, 0x13198a2e03707344)
+	}
+	return h
+}
+
+func keyOf(i uint64) Key { return Key{i, i * 7, ^i, 42, i >> 3} }
+
+func moveRec(dst, src *rec) { dst.val = src.val }
+
+func newTest(t testing.TB, slots int) *Shard[rec] {
+	t.Helper()
+	s := new(Shard[rec])
+	s.Init(Config{Slots: slots, Hash: hashOf, Seeds: seed.NewSource(1)}, moveRec)
+	return s
+}
+
+// put stores key i with value i as a one-key record.
+func put(s *Shard[rec], i uint64) *rec {
+	s.Lock()
+	defer s.Unlock()
+	e, ref, _ := s.AllocLocked(false)
+	e.key = keyOf(i)
+	e.val = i
+	s.PlaceLocked(hashOf(&e.key), ref, uint32(i), 0)
+	return e
+}
+
+func lookup(s *Shard[rec], i uint64) *rec {
+	k := keyOf(i)
+	e, _, _ := s.Lookup(hashOf(&k), &k)
+	return e
+}
+
+// del removes key i's one-key record.
+func del(s *Shard[rec], i uint64) bool {
+	k := keyOf(i)
+	s.Lock()
+	defer s.Unlock()
+	p, ok := s.FindLocked(hashOf(&k), &k)
+	if !ok {
+		return false
+	}
+	e := FlowAt[rec](p)
+	s.ClearLocked(p)
+	s.KillLocked(e)
+	return true
+}
+
+func TestMatch(t *testing.T) {
+	tests := []struct {
+		name      string
+		tags, tag uint64
+		want      uint64
+	}{
+		{"no lane", 0x0001_0002_0003_0004, 5, 0},
+		{"lane 0", 0x0001_0002_0003_0004, 4, 0x8000},
+		{"lane 3", 0x0001_0002_0003_0004, 1, 0x8000 << 48},
+		{"two lanes", 0x0007_0002_0007_0004, 7, 0x8000<<48 | 0x8000<<16},
+		{"high bit tag", 0x8000_ffff_0000_7fff, 0xffff, 0x8000 << 32},
+		{"no borrow into next lane", 0x0001_0000_0001_0000, 1, 0x8000<<48 | 0x8000<<16},
+		{"free lanes", 0x0000_ffff_0000_1234, 0, 0x8000<<48 | 0x8000<<16},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := match(tt.tags, tt.tag); got != tt.want {
+				t.Fatalf("match(%#x, %#x) = %#x, want %#x", tt.tags, tt.tag, got, tt.want)
+			}
+		})
+	}
+}
+
+func TestMatchExhaustiveLanes(t *testing.T) {
+	r := rand.New(rand.NewPCG(1, 2))
+	for range 100000 {
+		tags, tag := r.Uint64(), r.Uint64()&0xffff
+		if r.IntN(2) == 0 { // force some equal lanes
+			tags = tags&^(0xffff<<16) | tag<<16
+		}
+		var want uint64
+		for i := range 4 {
+			if tags>>(16*i)&0xffff == tag {
+				want |= 0x8000 << (16 * i)
+			}
+		}
+		if got := match(tags, tag); got != want {
+			t.Fatalf("match(%#x, %#x) = %#x, want %#x", tags, tag, got, want)
+		}
+	}
+}
+
+// The layout claims, checked: a bucket is one cache line (also checked at
+// compile time), a shard is whole cache lines, and a chunk's records start
+// on a line of their own.
+func TestLayout(t *testing.T) {
+	if n := unsafe.Sizeof(bucket{}); n != 64 {
+		t.Errorf("bucket is %d bytes", n)
+	}
+	if n := unsafe.Sizeof(Shard[rec]{}); n%64 != 0 {
+		t.Errorf("Shard is %d bytes, not whole cache lines", n)
+	}
+	var c chunk[rec]
+	if off := unsafe.Offsetof(c.recs); off != 64 {
+		t.Errorf("chunk records start at %d", off)
+	}
+	if n := unsafe.Sizeof(Node{}); n != 48 {
+		t.Errorf("Node is %d bytes", n)
+	}
+}
+
+func TestInsertLookupRemoveReplace(t *testing.T) {
+	s := newTest(t, 64)
+	const n = 5000 // forces many grows from 64 slots
+	for i := range uint64(n) {
+		put(s, i)
+	}
+	if s.Len() != n {
+		t.Fatalf("Len = %d, want %d", s.Len(), n)
+	}
+	if c := s.Counts(); c.Grows == 0 {
+		t.Fatal("5000 inserts from 64 slots did not grow")
+	}
+	for i := range uint64(n) {
+		if got := lookup(s, i); got == nil || got.key != keyOf(i) || got.val != i {
+			t.Fatalf("key %d: got %v", i, got)
+		}
+	}
+	if lookup(s, n+1) != nil {
+		t.Fatal("absent key found")
+	}
+	// Replace: readers then find the new record.
+	k := keyOf(7)
+	s.Lock()
+	p, _ := s.FindLocked(hashOf(&k), &k)
+	old := FlowAt[rec](p)
+	e, ref, _ := s.AllocLocked(false)
+	e.key, e.val = k, 700
+	s.ReplaceLocked(p, ref, 0, 0)
+	s.KillLocked(old)
+	s.Unlock()
+	if got := lookup(s, 7); got != e || old.val != 7 {
+		t.Fatal("replace did not publish the new record, or rewrote the old one")
+	}
+	for i := uint64(0); i < n; i += 2 {
+		if !del(s, i) {
+			t.Fatalf("remove %d: not found", i)
+		}
+	}
+	for i := range uint64(n) {
+		if got := lookup(s, i) != nil; got != (i%2 == 1) {
+			t.Fatalf("key %d present = %v after removing evens", i, got)
+		}
+	}
+}
+
+func TestRebuildKeepsEveryKeyAndChangesSeed(t *testing.T) {
+	for _, slots := range []int{64, 1024, 1 << 14} {
+		s := newTest(t, 64)
+		for i := range uint64(3000) {
+			put(s, i)
+		}
+		s.Lock()
+		seed0 := s.arr.Load().seed
+		s.RebuildLocked(slots)
+		if s.arr.Load().seed == seed0 {
+			t.Fatal("rebuild kept the seed")
+		}
+		s.Unlock()
+		for i := range uint64(3000) {
+			if e := lookup(s, i); e == nil || e.val != i {
+				t.Fatalf("slots=%d: key %d lost in rebuild", slots, i)
+			}
+		}
+		if s.Len() != 3000 {
+			t.Fatalf("Len = %d", s.Len())
+		}
+	}
+}
+
+// Pairs: the reply key of a pair finds the pair's first record, whether
+// the reply key hashes to the pair's own shard (a local reply ref) or to
+// another one (a foreign ref through that shard's foreign table).
+func TestPairLocalAndForeign(t *testing.T) {
+	a, b := newTest(t, 64), newTest(t, 64)
+	k1, r1, r2 := keyOf(1), keyOf(2), keyOf(3)
+	a.Lock()
+	b.Lock()
+	// A pair with both keys in a.
+	e, ref, _ := a.AllocLocked(true)
+	e.key, e.val = k1, 11
+	Next(e).key = r1
+	a.PlaceLocked(hashOf(&k1), ref, 0, 0)
+	a.PlaceLocked(hashOf(&r1), ReplyRef(ref), 0, ReplyClass)
+	// A pair whose reply key lives in b.
+	f, fref, _ := a.AllocLocked(true)
+	k4 := keyOf(4)
+	f.key, f.val = k4, 44
+	Next(f).key = r2
+	a.PlaceLocked(hashOf(&k4), fref, 0, 0)
+	b.PlaceLocked(hashOf(&r2), b.ForeignAllocLocked(Next(f)), 0, ReplyClass)
+	b.Unlock()
+	a.Unlock()
+	if f.Kind() != Pair || Next(f).Kind() != Reply || Prev(Next(f)) != f {
+		t.Fatal("pair records are not consecutive")
+	}
+	for _, tc := range []struct {
+		s    *Shard[rec]
+		k    Key
+		want *rec
+	}{{a, k1, e}, {a, r1, e}, {a, k4, f}, {b, r2, f}} {
+		if got, _, _ := tc.s.Lookup(hashOf(&tc.k), &tc.k); got != tc.want {
+			t.Fatalf("lookup %v: %p, want %p", tc.k, got, tc.want)
+		}
+	}
+	// The pass never sees a reply key, and the snapshot lists each flow once.
+	a.Lock()
+	defer a.Unlock()
+	cuts := [Classes]uint32{^uint32(0)}
+	if st, _ := a.StaleStepLocked(0, 1<<30, &cuts, nil); len(st) != 2 {
+		t.Fatalf("stale step saw %d slots, want the 2 first keys", len(st))
+	}
+	if flows := a.FlowsLocked(nil); len(flows) != 2 {
+		t.Fatalf("FlowsLocked: %d flows", len(flows))
+	}
+}
+
+// Compaction copies every live record to a dense storage, leaves a forward
+// from each old copy, and releases the memory of the dead ones.
+func TestCompactMovesLiveRecords(t *testing.T) {
+	s := newTest(t, 64)
+	const n = 10 * ChunkLen
+	old := make([]*rec, n)
+	for i := range uint64(n) {
+		old[i] = put(s, i)
+	}
+	for i := range uint64(n) {
+		if i%100 != 0 {
+			del(s, i)
+		}
+	}
+	s.Lock()
+	before := s.Bytes()
+	m, released := s.CompactLocked(MinSlots)
+	after := s.Bytes()
+	s.Unlock()
+	moved := 0
+	s.Lock()
+	EachMoved(m, func(o *rec) {
+		moved++
+		if f := Forward(o); f == nil || f.key != o.key || f.val != o.val {
+			t.Fatalf("old copy %v: forward %v", o.key, f)
+		}
+	})
+	s.Unlock()
+	if want := (n + 99) / 100; moved != want {
+		t.Fatalf("%d records moved, want %d", moved, want)
+	}
+	for i := uint64(0); i < n; i += 100 {
+		e := lookup(s, i)
+		if e == nil || e == old[i] || e.val != i || Forward(old[i]) != e {
+			t.Fatalf("key %d after compaction: %p (old %p)", i, e, old[i])
+		}
+	}
+	if released != before-after || after*10 > before {
+		t.Fatalf("bytes %d -> %d, released %d", before, after, released)
+	}
+}
+
+// Evacuation: a chunk that falls to half live moves its survivors to the
+// tail in place, and one that empties is dropped; a lookup through an old
+// array that still names a dropped chunk finds the key again in the
+// current array.
+func TestEvacuateSparseChunks(t *testing.T) {
+	s := newTest(t, 64)
+	const n = 8 * ChunkLen
+	for i := range uint64(n) {
+		put(s, i)
+	}
+	s.Lock()
+	stale := s.arr.Load() // what a slow reader still holds
+	s.RebuildLocked(s.Slots())
+	_, chunks0, _ := s.StorageLocked()
+	s.Unlock()
+	// Chunk 0 empties; chunks 1..6 fall to a quarter live.
+	for i := range uint64(n - ChunkLen) {
+		if i < ChunkLen || i%4 != 0 {
+			del(s, i)
+		}
+	}
+	s.Lock()
+	// Chunk 0 was queued at half live and dropped when it emptied.
+	if sp := s.SparseLocked(); sp != 7 {
+		t.Fatalf("%d chunks queued for evacuation, want 7", sp)
+	}
+	var m Moved
+	for s.SparseLocked() > 0 {
+		m.add(s.EvacuateLocked(1))
+	}
+	if len(m.chunks) != 6 {
+		t.Fatalf("%d chunks evacuated, want 6", len(m.chunks))
+	}
+	live, chunks, _ := s.StorageLocked()
+	s.Unlock()
+	want := 6*ChunkLen/4 + ChunkLen
+	if live != want || chunks >= chunks0-4 {
+		t.Fatalf("after evacuation: %d live records in %d chunks (from %d)", live, chunks, chunks0)
+	}
+	s.Lock()
+	moved := 0
+	EachMoved(m, func(*rec) { moved++ })
+	s.Unlock()
+	if moved != 6*ChunkLen/4 {
+		t.Fatalf("%d moved, want %d", moved, 6*ChunkLen/4)
+	}
+	for i := range uint64(n) {
+		present := i >= n-ChunkLen || i >= ChunkLen && i%4 == 0
+		if e := lookup(s, i); (e != nil) != present || present && e.val != i {
+			t.Fatalf("key %d: %v, present %v", i, e, present)
+		}
+	}
+	// The old array names the moved records by their old refs, some in
+	// dropped chunks, which resolve to nil: a lookup that meets one looks
+	// again in the current array (lookup's retry), where the key is found.
+	dropped := 0
+	stale.each(func(b *bucket, i int, w uint64) {
+		if s.keyRec(stale, refOf(w)) == nil {
+			dropped++
+		}
+	})
+	if dropped == 0 {
+		t.Fatal("no stale ref into a dropped chunk: the retry is not exercised")
+	}
+}
+
+// Keys present for the whole test are never missed by concurrent lookups
+// while writers insert and remove other keys, rebuild, compact and
+// evacuate the shard.
+func TestConcurrentLookupsNeverMissStableKeys(t *testing.T) {
+	s := newTest(t, 64)
+	const stable = 2000
+	for i := range uint64(stable) {
+		put(s, i)
+	}
+	var stop atomic.Bool
+	var wg sync.WaitGroup
+	var misses atomic.Int64
+	for r := range 2 {
+		wg.Go(func() {
+			rng := rand.New(rand.NewPCG(uint64(r), 9))
+			for !stop.Load() {
+				i := rng.Uint64N(stable)
+				if e := lookup(s, i); e == nil || e.val != i {
+					misses.Add(1)
+				}
+			}
+		})
+	}
+	wg.Go(func() {
+		rng := rand.New(rand.NewPCG(3, 4))
+		for it := 0; !stop.Load(); it++ {
+			i := stable + rng.Uint64N(5000)
+			if !del(s, i) {
+				put(s, i)
+			}
+			s.Lock()
+			switch it % 500 {
+			case 0:
+				s.RebuildLocked(64 << (it / 500 % 6))
+			case 250:
+				s.CompactLocked(s.Slots())
+			default:
+				s.EvacuateLocked(1)
+			}
+			s.Unlock()
+		}
+	})
+	time.Sleep(300 * time.Millisecond)
+	stop.Store(true)
+	wg.Wait()
+	if m := misses.Load(); m != 0 {
+		t.Fatalf("%d lookups missed keys present throughout", m)
+	}
+}
+
+// collidingKeys builds keys that land in bucket 0 of s's current array:
+// what an attacker who knows the seeds can do.
+func collidingKeys(s *Shard[rec], n int) []uint64 {
+	var out []uint64
+	for i := uint64(1 << 40); len(out) < n; i++ {
+		k := keyOf(i)
+		if s.BucketOf(hashOf(&k)) == 0 {
+			out = append(out, i)
+		}
+	}
+	return out
+}
+
+func TestFloodWithoutDefenceGrowsChain(t *testing.T) {
+	s := newTest(t, 4096)
+	s.Lock()
+	s.SetMaxChainLocked(-1)
+	s.Unlock()
+	for _, i := range collidingKeys(s, 400) {
+		put(s, i)
+	}
+	s.Lock()
+	defer s.Unlock()
+	if c := s.LongestChainLocked(); c < 90 {
+		t.Fatalf("400 colliding keys made a chain of only %d buckets", c)
+	}
+	if s.Counts().Floods != 0 {
+		t.Fatal("defence off but a flood rebuild ran")
+	}
+}
+
+func TestFloodTriggersReseed(t *testing.T) {
+	s := newTest(t, 4096)
+	keys := collidingKeys(s, 400)
+	for _, i := range keys {
+		put(s, i)
+	}
+	if s.Counts().Floods == 0 {
+		t.Fatal("a flood of colliding keys did not reseed the shard")
+	}
+	s.Lock()
+	c := s.LongestChainLocked()
+	s.Unlock()
+	if c > MaxChain {
+		t.Fatalf("after reseeding, longest chain is %d buckets, bound %d", c, MaxChain)
+	}
+	for _, i := range keys {
+		if lookup(s, i) == nil {
+			t.Fatal("a flooded key was lost")
+		}
+	}
+}
+
+// The pass's scan streams stamps and class bytes: it returns exactly the
+// first keys whose stamp is under their class's cut.
+func TestStaleStepByClass(t *testing.T) {
+	s := newTest(t, 1024)
+	for i := range uint64(100) {
+		s.Lock()
+		e, ref, _ := s.AllocLocked(false)
+		e.key = keyOf(i)
+		s.PlaceLocked(hashOf(&e.key), ref, uint32(i), uint8(i%3))
+		s.Unlock()
+	}
+	s.Lock()
+	defer s.Unlock()
+	cuts := [Classes]uint32{50, 10, 0} // class 2: nothing can have expired
+	got, buckets := s.StaleStepLocked(0, 1<<30, &cuts, nil)
+	if buckets != s.Buckets() {
+		t.Fatal("bucket count")
+	}
+	want := 0
+	for i := range 100 {
+		if c := cuts[i%3]; uint32(i) < c {
+			want++
+		}
+	}
+	if len(got) != want {
+		t.Fatalf("stale step: %d slots, want %d", len(got), want)
+	}
+	for _, p := range got {
+		if p.Stamp() >= cuts[p.Class()] {
+			t.Fatalf("slot with stamp %d class %d returned", p.Stamp(), p.Class())
+		}
+	}
+}
+
+// The eviction scan looks at no more than it is allowed to.
+func TestNearIsBounded(t *testing.T) {
+	s := newTest(t, 4096)
+	for i := range uint64(2000) {
+		put(s, i)
+	}
+	s.Lock()
+	defer s.Unlock()
+	for i := range uint64(100) {
+		k := keyOf(i)
+		if got := s.NearLocked(hashOf(&k), 64, nil); len(got) == 0 || len(got) > 64 {
+			t.Fatalf("NearLocked returned %d slots", len(got))
+		}
+	}
+}
+
+func TestResetLocked(t *testing.T) {
+	s := newTest(t, 64)
+	for i := range uint64(500) {
+		put(s, i)
+	}
+	s.Lock()
+	flows := s.FlowsLocked(nil)
+	released := s.ResetLocked()
+	s.Unlock()
+	if len(flows) != 500 || released <= 0 || s.Len() != 0 || s.Slots() != MinSlots {
+		t.Fatalf("reset: %d flows, %d bytes, len %d, slots %d", len(flows), released, s.Len(), s.Slots())
+	}
+	if lookup(s, 3) != nil {
+		t.Fatal("key found after reset")
+	}
+}
+
+func TestGenerationCountsArrays(t *testing.T) {
+	s := newTest(t, 64)
+	s.Lock()
+	defer s.Unlock()
+	g0 := s.Generation()
+	s.RebuildLocked(64) // same size: the address could even come back, the count cannot
+	g1 := s.Generation()
+	s.ResetLocked()
+	if g2 := s.Generation(); g1 != g0+1 || g2 != g1+1 {
+		t.Fatalf("generations %d, %d, %d; want consecutive", g0, g1, g2)
+	}
+}
+
+func BenchmarkLookup(b *testing.B) {
+	s := newTest(b, 1<<16)
+	for i := range uint64(40000) {
+		put(s, i)
+	}
+	keys := make([]Key, 4096)
+	hs := make([]uint64, len(keys))
+	for i := range keys {
+		keys[i] = keyOf(uint64(i * 7))
+		hs[i] = hashOf(&keys[i])
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; b.Loop(); i++ {
+		j := i & (len(keys) - 1)
+		if e, _, _ := s.Lookup(hs[j], &keys[j]); e == nil {
+			b.Fatal("miss")
+		}
+	}
+}
