@@ -11,8 +11,9 @@ import (
 	"github.com/flowcache/flowcache/reclaim"
 )
 
-// wval is a walk-test flow's value: bursts are moved to class 1 (1 ms)
-// and expire at the next pass; every other flow is in class 0 (1000 h).
+// wval is a walk-test flow's value: bursts go to class 1 (1 ms, by
+// Config.Class) and expire at the next pass; every other flow is in class
+// 0 (1000 h).
 type wval struct{ burst bool }
 
 // TestWalkUnderWrites: Range, All (range-over-func) and Dump run while
@@ -45,8 +46,14 @@ func TestWalkUnderWrites(t *testing.T) {
 		Shards:   4,
 		TTL:      1000 * time.Hour,
 		Timeouts: []time.Duration{time.Millisecond}, // class 1: bursts
-		Clock:    clock.Now,
-		Domain:   dom,
+		Class: func(v *wval) int {
+			if v.burst {
+				return 1
+			}
+			return 0
+		},
+		Clock:  clock.Now,
+		Domain: dom,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -125,8 +132,8 @@ func TestWalkUnderWrites(t *testing.T) {
 	wg.Add(1)
 	go func() { // rebuilds: a burst grows the shards, a pass drops it, shrinks and compacts them
 		defer wg.Done()
-		// Registered: it holds each burst flow from Insert to SetClass.
-		// Its Synchronize runs the folds of the moves its passes make.
+		// Registered, as a forwarder's worker is: its Synchronize runs
+		// the folds of the moves its passes make.
 		rd := dom.Register()
 		defer rd.Unregister()
 		for r := 0; ; r++ {
@@ -136,12 +143,10 @@ func TestWalkUnderWrites(t *testing.T) {
 			default:
 			}
 			for i := range burst {
-				e, err := tb.Insert(key(1<<28|uint32(r%4)<<16|uint32(i)), wval{burst: true})
-				if err != nil {
+				if _, err := tb.Insert(key(1<<28|uint32(r%4)<<16|uint32(i)), wval{burst: true}); err != nil {
 					fail.add("burst insert: %v", err)
 					break
 				}
-				tb.SetClass(e, 1)
 				if i%64 == 63 {
 					rd.Quiescent()
 				}
