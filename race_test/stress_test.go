@@ -189,7 +189,7 @@ func runStress(t *testing.T, cfg stressConfig) {
 		// (with Evict) served by an eviction.
 		pressure := func() int64 { return r.full.Load() + int64(tb.Stats().Evicted) }
 		phase, last := 0, int64(0)
-		lastClear := time.Now()
+		lastClear := int64(0)
 		for n := 0; ; n++ {
 			select {
 			case <-stop:
@@ -217,10 +217,13 @@ func runStress(t *testing.T, cfg stressConfig) {
 				}
 				r.clock.Advance(40 * time.Millisecond)
 			}
-			// By the wall clock: under load this goroutine gets few ticks.
-			if cfg.clear && time.Since(lastClear) > 50*time.Millisecond {
+			// By the workers' progress, not by ticks or the wall clock,
+			// which run at other paces under load and -race: often
+			// enough that a run clears several times, rarely enough
+			// that the table fills and drains between clears.
+			if ops := r.totalOps(); cfg.clear && ops-lastClear >= 20_000 {
 				tb.Clear()
-				lastClear = time.Now()
+				lastClear = ops
 			}
 		}
 	}()
