@@ -1,7 +1,10 @@
 // Package race_test holds the tests that back flowcache's concurrency
-// claims: stress, walks under writes, linearizability (porcupine), model
-// tests (rapid), an op-sequence fuzzer, hash-flood attacks, and faults.
-// They are meant for go test -race; see DESIGN.md "Invariants".
+// claims: stress (causes and counts per flow, evictions, pairs), moves
+// that must lose no count or state swap, walks under writes,
+// linearizability of one- and two-key flows (porcupine), model tests
+// (rapid), an op-sequence fuzzer, hash-flood attacks, and faults. They
+// are meant for go test -race; see DESIGN.md "Invariants". Tests named
+// TestBug... show a library bug and fail until it is fixed.
 //
 // Budgets: every stress test runs until it has done its share of
 // operations or hit its time cap, whichever comes first. STRESS=long (and

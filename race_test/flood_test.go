@@ -3,10 +3,11 @@ package race_test
 // The hash-flood tests take the attacker's view: the seed is known, so
 // keys can be ground until they share one bucket. The flowcache Table has
 // no switch to turn its defence off, so part (a) builds a bare shard
-// (package shard) with Config.MaxChain = -1 and a fixed seed.Source; that
-// is the one place race_test reaches under flowcache/, together with the
-// table's hashing (xxh3 of the 40 key bytes with Config.Seed) that part (b)
-// reproduces from outside.
+// (package shard, generic over a record that begins with shard.Node) with
+// its chain bound turned off (SetMaxChainLocked(-1), a test hook) and a
+// fixed seed.Source; that is the one place race_test reaches under
+// flowcache/, together with the table's hashing (xxh3 of the 40 key bytes
+// with Config.Seed) that part (b) reproduces from outside.
 
 import (
 	"math/rand/v2"
@@ -39,7 +40,7 @@ func shardKey(k *flowcache.FlowKey) *shard.Key { return (*shard.Key)(unsafe.Poin
 
 // craft grinds keys (from index start on) until n of them land in bucket
 // b of s for the table hash with seed, and accept(h) holds.
-func craft(s *shard.Shard, seed uint64, b uint64, n int, accept func(h uint64) bool) []flowcache.FlowKey {
+func craft(s *shard.Shard[node], seed uint64, b uint64, n int, accept func(h uint64) bool) []flowcache.FlowKey {
 	keys := make([]flowcache.FlowKey, 0, n)
 	for i := uint32(0); len(keys) < n; i++ {
 		k := key(1<<31 | i)
@@ -51,31 +52,48 @@ func craft(s *shard.Shard, seed uint64, b uint64, n int, accept func(h uint64) b
 	return keys
 }
 
+// node is the bare shard's record: a key and nothing else.
 type node struct{ shard.Node }
 
-func newShard(maxChain int) *shard.Shard {
-	return shard.New(shard.Config{
-		Slots:    4096, // 1024 buckets: 2000 keys leave the load under 3/4, so no grow
-		MaxChain: maxChain,
+// moveNode is the bare shard's move function: the shard copies the key
+// itself, and a node holds nothing more.
+func moveNode(dst, src *node) {}
+
+// newShard is a bare shard with a fixed seed source; maxChain < 0 turns
+// the flood defence off, 0 keeps the default bound (shard.MaxChain).
+func newShard(maxChain int) *shard.Shard[node] {
+	s := new(shard.Shard[node])
+	s.Init(shard.Config{
+		Slots: 4096, // 1024 buckets: 2000 keys leave the load under 3/4, so no grow
 		Hash: func(k *shard.Key) uint64 {
 			return xxh3.HashSeed(unsafe.Slice((*byte)(unsafe.Pointer(k)), 40), floodSeed)
 		},
 		Seeds: seed.NewSource(floodShard),
-	})
+	}, moveNode)
+	if maxChain != 0 {
+		s.Lock()
+		s.SetMaxChainLocked(maxChain)
+		s.Unlock()
+	}
+	return s
 }
 
-func insertAll(s *shard.Shard, keys []flowcache.FlowKey) {
+func insertAll(s *shard.Shard[node], keys []flowcache.FlowKey) {
 	s.Lock()
 	defer s.Unlock()
 	for i := range keys {
-		n := &node{}
+		h := tableHash(&keys[i], floodSeed)
+		if _, ok := s.FindLocked(h, shardKey(&keys[i])); ok {
+			panic("insertAll: a key twice")
+		}
+		n, ref, _ := s.AllocLocked(false)
 		n.SetKey(shardKey(&keys[i]))
-		s.InsertLocked(tableHash(&keys[i], floodSeed), &n.Node, 0)
+		s.PlaceLocked(h, ref, 0, 0)
 	}
 }
 
 // TestFloodChainGrowsWithoutDefence: (a) with the seed known and fixed and
-// the defence off (MaxChain -1), 2000 crafted keys pile into one bucket's
+// the defence off (chain bound -1), 2000 crafted keys pile into one bucket's
 // chain; (b) the same keys into the same shard with the default bound
 // make it reseed, and the chains stay short.
 func TestFloodChainGrowsWithoutDefence(t *testing.T) {
@@ -84,7 +102,7 @@ func TestFloodChainGrowsWithoutDefence(t *testing.T) {
 	keys := craft(open, floodSeed, 7, n, nil)
 	insertAll(open, keys)
 	open.Lock()
-	chain := open.LongestChain()
+	chain := open.LongestChainLocked()
 	open.Unlock()
 	if want := n/4 - 1; chain < want || open.Counts().Floods != 0 {
 		t.Errorf("no defence: longest chain %d overflow buckets (want >= %d), floods %d (want 0)", chain, want, open.Counts().Floods)
@@ -96,10 +114,10 @@ func TestFloodChainGrowsWithoutDefence(t *testing.T) {
 	}
 	insertAll(defended, keys)
 	defended.Lock()
-	dchain := defended.LongestChain()
+	dchain := defended.LongestChainLocked()
 	defended.Unlock()
-	if defended.Counts().Floods == 0 || dchain > shard.DefaultMaxChain {
-		t.Errorf("defence: floods %d (want > 0), longest chain %d (want <= %d)", defended.Counts().Floods, dchain, shard.DefaultMaxChain)
+	if defended.Counts().Floods == 0 || dchain > shard.MaxChain {
+		t.Errorf("defence: floods %d (want > 0), longest chain %d (want <= %d)", defended.Counts().Floods, dchain, shard.MaxChain)
 	}
 	t.Logf("%d keys in one bucket: longest chain %d without the defence; %d with it after %d reseeding rebuilds", n, chain, dchain, defended.Counts().Floods)
 }
@@ -122,7 +140,8 @@ func floodTable(tb testing.TB, n int) (*flowcache.Table[int], []flowcache.FlowKe
 	if err != nil {
 		tb.Fatal(err)
 	}
-	shadow := shard.New(shard.Config{Slots: shard.MinSlots, Hash: func(*shard.Key) uint64 { return 0 }, Seeds: seed.NewSource(floodSeed)})
+	shadow := new(shard.Shard[node])
+	shadow.Init(shard.Config{Slots: shard.MinSlots, Hash: func(*shard.Key) uint64 { return 0 }, Seeds: seed.NewSource(floodSeed)}, moveNode)
 	keys := craft(shadow, floodSeed, 3, n, func(h uint64) bool { return h>>62 == 0 })
 	return t, keys
 }
@@ -245,7 +264,7 @@ func BenchmarkFloodedLookup(b *testing.B) {
 			rng := rand.New(rand.NewPCG(1, 2))
 			for b.Loop() {
 				i := rng.IntN(len(keys))
-				if n, _ := s.Lookup(hs[i], shardKey(&keys[i])); n == nil {
+				if n, _, _ := s.Lookup(hs[i], shardKey(&keys[i])); n == nil {
 					b.Fatal("miss")
 				}
 			}
