@@ -3,8 +3,8 @@
 // that must lose no count or state swap, walks under writes,
 // linearizability of one- and two-key flows (porcupine), model tests
 // (rapid), an op-sequence fuzzer, hash-flood attacks, and faults. They
-// are meant for go test -race; see DESIGN.md "Invariants". Tests named
-// TestBug... show a library bug and fail until it is fixed.
+// are meant for go test -race; docs/DESIGN.md lists the invariants each
+// one holds.
 //
 // Budgets: every stress test runs until it has done its share of
 // operations or hit its time cap, whichever comes first. STRESS=long (and

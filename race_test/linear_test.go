@@ -36,7 +36,7 @@ type linOut struct {
 
 // kvModel is the sequential specification of the table restricted to Get,
 // Insert and Remove: per key, absent (0) or one value. Histories are
-// partitioned by key (the table is linearizable per key, DESIGN.md
+// partitioned by key (the table is linearizable per key, docs/DESIGN.md
 // invariant 2), which keeps the check fast.
 var kvModel = porcupine.Model{
 	Partition: func(h []porcupine.Operation) [][]porcupine.Operation {
@@ -229,7 +229,7 @@ func splitPair(h []porcupine.Operation) []porcupine.Operation {
 }
 
 // pairModel is the sequential specification of a table of flows under
-// one or two keys (DESIGN.md, "Connections"): Get of either key of a pair
+// one or two keys (docs/DESIGN.md, "Connections"): Get of either key of a pair
 // finds the pair; Remove of either removes both; an insert of a key that
 // is present, alone or in a pair, replaces that flow whole (a replaced
 // pair leaves with both its keys); GetOrInsertPair returns the flow stored
@@ -237,7 +237,7 @@ func splitPair(h []porcupine.Operation) []porcupine.Operation {
 // that fails (ErrFull) changes nothing. Each write is decided at one
 // point and its effects land key by key before it returns (see
 // pairStep): the only freedom the model gives the table is that a reader
-// may see one key of a write before another, as DESIGN.md allows
+// may see one key of a write before another, as docs/DESIGN.md allows
 // ("Readers may find one key a moment before the other; once InsertPair
 // returns, both are found").
 var pairModel = porcupine.Model{
@@ -456,7 +456,7 @@ func describePair(input, output any) string {
 // that drop the rest (the drained shards are rebuilt and compacted: every
 // checked flow moves). The checked flows never expire (class 0, TTL of
 // 1000 h); the fillers are in class 1, whose timeout is 1 ms. Every
-// history must be linearizable (DESIGN.md invariant 2) against pairModel;
+// history must be linearizable (invariant 2 in docs/DESIGN.md) against pairModel;
 // a history that is not fails the test, naming the file with porcupine's
 // visualisation.
 func TestLinearizable(t *testing.T) {

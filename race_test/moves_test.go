@@ -15,7 +15,7 @@ import (
 	"go.uber.org/goleak"
 )
 
-// mflow is a moves-test flow's value: pointer-free, as DESIGN.md's
+// mflow is a moves-test flow's value: pointer-free, as docs/DESIGN.md's
 // "Storage" means V to be, and fixed. id names the flow (not its key: a
 // key that is stored again gets a new flow), so that the workers' tallies
 // and the table's counters can be matched.
@@ -33,7 +33,7 @@ type final struct {
 	calls          int
 }
 
-// TestMovesLoseNothing (DESIGN.md invariant 13): registered workers count
+// TestMovesLoseNothing (invariant 13 in docs/DESIGN.md): registered workers count
 // packets (Count) and step a per-flow counter in the state word
 // (CompareAndSwapState(s, s+1)) on flows they looked up, holding each
 // entry across their whole batch, while the main goroutine forces moves

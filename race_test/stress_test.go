@@ -353,7 +353,7 @@ func runStress(t *testing.T, cfg stressConfig) {
 		t.Logf("note: %d of %d ops within the %v cap", ops, cfg.ops, b.maxDur)
 	}
 	switch {
-	case st.Grows == 0 || st.Compactions == 0 || st.Replaced == 0 || st.Removed == 0 || r.pairs.Load() == 0:
+	case st.Grows == 0 || st.Moved == 0 || st.Replaced == 0 || st.Removed == 0 || r.pairs.Load() == 0:
 		t.Errorf("the run did not exercise rebuilds, moves, replacements, removals and pairs: %v", st)
 	case !cfg.clear && (st.Shrinks == 0 || st.Expired == 0):
 		t.Errorf("the run did not exercise expiry and shrinks: %v", st)
