@@ -38,10 +38,11 @@ func (t *Table[V]) getChunk(keys []FlowKey, out []*Entry[V]) int {
 	var pa [batchChunk]shard.Probe
 	var ca [batchChunk]unsafe.Pointer
 	var la [batchChunk]int
-	var wa [batchChunk]uint64
-	probes, cands, lanes, words := pa[:len(keys)], ca[:len(keys)], la[:len(keys)], wa[:len(keys)]
+	var wa, ha [batchChunk]uint64
+	probes, cands, lanes, words, hashes := pa[:len(keys)], ca[:len(keys)], la[:len(keys)], wa[:len(keys)], ha[:len(keys)]
 	for i := range keys {
 		h := t.hash(&keys[i])
+		hashes[i] = h
 		probes[i] = t.shardOf(h).Locate(h)
 	}
 	// Touch every bucket, then every candidate record, each in a loop of
@@ -59,7 +60,11 @@ func (t *Table[V]) getChunk(keys []FlowKey, out []*Entry[V]) int {
 	}
 	for _, c := range cands {
 		if c != nil {
-			touched += *(*uint64)(c) // the key's first word: a record begins with its key
+			// The key's first word (a record begins with its key) and the
+			// last-seen time, which for most records lies on the next
+			// cache line: both misses in flight now, not one per key in
+			// the loop below.
+			touched += *(*uint64)(c) + uint64((*Entry[V])(c).lastSeen.Load())
 		}
 	}
 	now := t.now.Load()
@@ -69,7 +74,7 @@ func (t *Table[V]) getChunk(keys []FlowKey, out []*Entry[V]) int {
 	x := (rand.Uint64() ^ touched) | 1
 	hits, sampled := 0, 0
 	for i := range probes { // record misses, overlapped
-		r, slot, w := probes[i].Resolve(cands[i], lanes[i], words[i], skey(&keys[i]))
+		r, slot, w := probes[i].Resolve(cands[i], lanes[i], words[i], skey(&keys[i]), hashes[i])
 		e := (*Entry[V])(r) // the shard stores Entry[V] records (Init)
 		out[i] = e
 		if e == nil {

@@ -1,5 +1,10 @@
 package shard
 
+// The hooks below are for tests of the flood defence, here and in the
+// packages that own shards (flowcache's and race_test's model an attacker
+// who knows the seeds): they are exported because those tests live in
+// other packages, where export_test.go cannot reach.
+
 // BucketOf is the bucket index key hash h has in the current array; it is
 // for tests of the flood defence (an attacker who knows the seed).
 func (s *core) BucketOf(h uint64) uint64 {

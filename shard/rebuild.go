@@ -11,7 +11,7 @@ import "unsafe"
 // overflow chain of the new array.
 func (s *core) rebuild(slots int) int {
 	old := s.arr.Load()
-	a := newArray(max(slots, s.n), s.seeds.Uint64(), old.store)
+	a := s.newArray(max(slots, s.n), s.seeds.Uint64(), old.store)
 	longest := 0
 	old.each(func(b *bucket, i int, w uint64) {
 		h := s.hash(&(*Node)(s.keyRec(old, refOf(w))).key)
@@ -70,7 +70,7 @@ func (s *core) CompactLocked(slots int) (m Moved, released int64) {
 	ost := old.store
 	released = indexBytes(old) + ost.bytes()
 	nst := newStorage(s.layout)
-	a := newArray(max(slots, s.n), s.seeds.Uint64(), nst)
+	a := s.newArray(max(slots, s.n), s.seeds.Uint64(), nst)
 	m.layout = s.layout
 	remap := make([]uint32, ost.used) // new index + 1 of every moved flow record
 	moved := 0
@@ -222,6 +222,6 @@ func (s *core) ResetLocked() int64 {
 	s.n = 0
 	s.live.Store(0)
 	s.foreign.releaseAll()
-	s.publish(old, newArray(MinSlots, s.seeds.Uint64(), newStorage(s.layout)))
+	s.publish(old, s.newArray(MinSlots, s.seeds.Uint64(), newStorage(s.layout)))
 	return released
 }

@@ -82,9 +82,6 @@ func (s *core) staleChains(a *array, chains []*bucket, c *[2 * Classes]uint64, d
 	return dst
 }
 
-// Buckets is the bucket count of the current array.
-func (s *core) Buckets() int { return len(s.arr.Load().buckets) }
-
 // NearLocked appends to dst the slots holding a flow's first key among the
 // first max slots from hash h's bucket on: its chain, then the buckets
 // after it, wrapping around. It is the eviction scan: bounded, and local

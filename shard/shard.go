@@ -21,6 +21,7 @@ type array struct {
 	buckets  []bucket
 	store    *storage
 	overflow overflow
+	s        *core // the shard, for a Probe, which carries only its array
 }
 
 // overflow is an array's overflow buckets, allocated 64 at a time and
@@ -175,7 +176,7 @@ func (s *Shard[E]) Init(cfg Config, move func(dst, src *E)) {
 	s.hash = cfg.Hash
 	s.seeds = cfg.Seeds
 	s.maxChain = MaxChain
-	s.arr.Store(newArray(cfg.Slots, s.seeds.Uint64(), newStorage(s.layout)))
+	s.arr.Store(s.newArray(cfg.Slots, s.seeds.Uint64(), newStorage(s.layout)))
 }
 
 func bucketsFor(slots int) int {
@@ -184,9 +185,9 @@ func bucketsFor(slots int) int {
 	return 1 << bits.Len(uint(b-1))
 }
 
-func newArray(slots int, seed uint64, st *storage) *array {
+func (s *core) newArray(slots int, seed uint64, st *storage) *array {
 	n := bucketsFor(slots)
-	return &array{seed: seed, mask: uint64(n - 1), buckets: make([]bucket, n), store: st}
+	return &array{seed: seed, mask: uint64(n - 1), buckets: make([]bucket, n), store: st, s: s}
 }
 
 // Lock takes the shard's writer mutex. Lookups never take it.

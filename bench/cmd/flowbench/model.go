@@ -34,7 +34,13 @@ type source interface {
 //     A worker behind schedule catches up within the spike (with whole
 //     batches of flood if need be), never after it. They are marked
 //     syn, so they expire after the short SYN TTL, and the table drains
-//     once the spike is over.
+//     once the spike is over — but for one flood flow in survivorEvery,
+//     a connection opened during the flood: it is established (the
+//     TTL, not the SYN TTL) and keeps sending after the spike, one packet
+//     per batch in turn, so it survives the drain scattered among the
+//     flows that left. That is what makes the heap after the drain mean
+//     something: a table that keeps one heap object per flow keeps every
+//     span a survivor lies in.
 type model struct {
 	flows, workers     int
 	spikeFrom, spikeTo int64 // simulated ms since the start
@@ -49,6 +55,9 @@ const (
 	lifeMaxMs   = 3_600_000
 	zipfSamples = 1 << 18 // precomputed Zipf draws per worker
 	floodRing   = 64      // recent flood flows a retransmission picks from
+	// survivorEvery: one flood flow in this many is a connection that
+	// survives the spike.
+	survivorEvery = 100
 )
 
 type slot struct {
@@ -69,6 +78,8 @@ type modelSource struct {
 	floodTotal int // this worker's share of the spike
 	floodDone  int
 	ring       [floodRing]flowcache.FlowKey
+	survivors  []flowcache.FlowKey // this worker's flood flows that survive the spike
+	nextSurv   int                 // the survivor the next batch refreshes
 }
 
 func (m *model) source(w int) *modelSource {
@@ -118,10 +129,21 @@ func (s *modelSource) next(keys []flowcache.FlowKey, syn []bool, now int64) int 
 			} else {
 				keys[i] = floodKey(s.w, s.m.workers, s.floodDone)
 				s.ring[s.floodDone%floodRing] = keys[i]
+				if s.floodDone%survivorEvery == survivorEvery-1 {
+					// A connection opened during the flood: established.
+					syn[i] = false
+					s.survivors = append(s.survivors, keys[i])
+				}
 				s.floodDone++
 				flood--
 			}
 			z = z*1664525 + 1013904223
+			continue
+		}
+		if i == 0 && len(s.survivors) > 0 && now >= s.m.spikeTo {
+			// After the spike each batch refreshes one survivor in turn.
+			keys[i], syn[i] = s.survivors[s.nextSurv%len(s.survivors)], false
+			s.nextSurv++
 			continue
 		}
 		j := int(s.zipf[(z+uint32(i))%zipfSamples])

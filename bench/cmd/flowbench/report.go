@@ -33,6 +33,10 @@ type Report struct {
 	HeapBefore     uint64 // after runtime.GC, just before the spike
 	HeapPeak       uint64 // after runtime.GC, at the end of the spike
 	HeapAfter      uint64 // after runtime.GC, at the end (the spike drained)
+	// Heap in use (HeapInuse: bytes in spans that hold any object), at the
+	// same three moments: what the process keeps, which live objects
+	// scattered over many spans can hold far above HeapAlloc.
+	InuseBefore, InusePeak, InuseAfter uint64
 	Samples        []Sample
 }
 
@@ -90,8 +94,10 @@ func (r *Report) Print(w io.Writer) {
 		fmt.Fprintf(w, "  rebuilds  grow %d, shrink %d, flood %d; table holds %s at the end\n", r.Grows, r.Shrinks, r.Floods, mb(uint64(r.TableBytes)))
 	}
 	if r.Capture == "" {
-		fmt.Fprintf(w, "  heap      before the spike %s, at its end %s (%d flows), after the drain %s (after runtime.GC)\n",
+		fmt.Fprintf(w, "  heap      live objects before the spike %s, at its end %s (%d flows), after the drain %s (after runtime.GC)\n",
 			mb(r.HeapBefore), mb(r.HeapPeak), r.LiveAtPeakGC, mb(r.HeapAfter))
+		fmt.Fprintf(w, "            in use (HeapInuse) %s, %s, %s: %.1f %% of the peak left after the drain\n",
+			mb(r.InuseBefore), mb(r.InusePeak), mb(r.InuseAfter), 100*float64(r.InuseAfter)/float64(max(r.InusePeak, 1)))
 	} else {
 		fmt.Fprintf(w, "  heap      before %s, after %s (after runtime.GC)\n", mb(r.HeapStart), mb(r.HeapAfter))
 	}
@@ -100,10 +106,11 @@ func (r *Report) Print(w io.Writer) {
 // PrintCompare writes one line per run, side by side.
 func PrintCompare(w io.Writer, rs []*Report) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "impl\tMpps\thit ratio\tp50 ns\tp99 ns\tlive peak\tfull\theap before\theap peak\theap after\t")
+	fmt.Fprintln(tw, "impl\tMpps\thit ratio\tp50 ns\tp99 ns\tlive peak\tfull\theap before\theap peak\theap after\tin use peak\tin use after\t")
 	for _, r := range rs {
-		fmt.Fprintf(tw, "%s\t%.2f\t%.4f\t%.0f\t%.0f\t%d\t%d\t%s\t%s\t%s\t\n",
-			r.Impl, r.Mpps(), r.HitRatio(), r.P50, r.P99, r.LivePeak, r.Full, mb(r.HeapBefore), mb(r.HeapPeak), mb(r.HeapAfter))
+		fmt.Fprintf(tw, "%s\t%.2f\t%.4f\t%.0f\t%.0f\t%d\t%d\t%s\t%s\t%s\t%s\t%s\t\n",
+			r.Impl, r.Mpps(), r.HitRatio(), r.P50, r.P99, r.LivePeak, r.Full, mb(r.HeapBefore), mb(r.HeapPeak), mb(r.HeapAfter),
+			mb(r.InusePeak), mb(r.InuseAfter))
 	}
 	tw.Flush()
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"runtime"
+	"runtime/debug"
 	"runtime/metrics"
 	"slices"
 	"strings"
@@ -174,8 +175,7 @@ func run(cfg Config) (*Report, error) {
 	}
 	defer s.close()
 	rep := s.newReport(tr.model)
-	runtime.GC()
-	rep.HeapStart = heapAfterGC()
+	rep.HeapStart, _ = heapAfterGC()
 
 	stopPasses := s.startPasses()
 	done := s.startWorkers(tr)
@@ -390,13 +390,11 @@ func (s *sim) report(rep *Report, m *model, done <-chan struct{}) {
 		sim := s.simMs()
 		if m != nil && !gcBefore && sim >= m.spikeFrom {
 			gcBefore = true
-			runtime.GC()
-			rep.HeapBefore = heapAfterGC()
+			rep.HeapBefore, rep.InuseBefore = heapAfterGC()
 		}
 		if m != nil && !gcPeak && sim >= m.spikeTo {
 			gcPeak = true
-			runtime.GC()
-			rep.HeapPeak = heapAfterGC()
+			rep.HeapPeak, rep.InusePeak = heapAfterGC()
 			rep.LiveAtPeakGC = s.liveNow()
 		}
 		if el >= nextSample || finished {
@@ -422,10 +420,10 @@ func (s *sim) report(rep *Report, m *model, done <-chan struct{}) {
 	s.stop.Store(true)
 	<-done
 	s.progressDone()
-	runtime.GC()
-	rep.HeapAfter = heapAfterGC()
+	rep.HeapAfter, rep.InuseAfter = heapAfterGC()
 	if m == nil { // a replay has no spike: its peak is its end
 		rep.HeapBefore, rep.HeapPeak = rep.HeapStart, rep.HeapAfter
+		rep.InusePeak = rep.InuseAfter
 	}
 }
 
@@ -624,12 +622,16 @@ func heapObjects() uint64 {
 	return heapMetric[0].Value.Uint64()
 }
 
-// heapAfterGC is HeapAlloc, to be called just after runtime.GC: the heap
-// the program holds.
-func heapAfterGC() uint64 {
+// heapAfterGC collects the garbage (twice, and returns free spans to the
+// OS), then gives HeapAlloc, the live objects, and HeapInuse, the spans
+// that hold them: the heap the program holds.
+func heapAfterGC() (alloc, inuse uint64) {
+	runtime.GC()
+	runtime.GC()
+	debug.FreeOSMemory()
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
-	return ms.HeapAlloc
+	return ms.HeapAlloc, ms.HeapInuse
 }
 
 // percentile of sorted xs, q in [0, 1].
