@@ -36,9 +36,6 @@ func NewSource(start uint64) *Source {
 	return &Source{fixed: start != 0, state: start}
 }
 
-// Deterministic reports whether the source replays a fixed stream.
-func (s *Source) Deterministic() bool { return s.fixed }
-
 // Uint64 returns the next non-zero seed.
 func (s *Source) Uint64() uint64 {
 	if !s.fixed {

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -11,8 +10,8 @@ import (
 	"os"
 	"slices"
 
+	"github.com/flowcache/flowcache/bench"
 	"github.com/flowcache/flowcache/flowcache"
-	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
 	"github.com/gopacket/gopacket/pcapgo"
 )
@@ -69,7 +68,7 @@ func keyCapture(path string, maxFrame int, filtered io.Writer) (captureReport, [
 		return rep, nil, err
 	}
 	defer file.Close()
-	r, err := openCapture(file)
+	r, err := bench.OpenCapture(file)
 	if err != nil {
 		return rep, nil, fmt.Errorf("%s: %w", path, err)
 	}
@@ -123,23 +122,3 @@ func keyCapture(path string, maxFrame int, filtered io.Writer) (captureReport, [
 }
 
 const ethHeaderLen = 14
-
-// captureReader is what pcapgo's Reader and NgReader have in common.
-type captureReader interface {
-	ZeroCopyReadPacketData() ([]byte, gopacket.CaptureInfo, error)
-	LinkType() layers.LinkType
-}
-
-// openCapture reads pcapng when the file starts with a Section Header
-// Block (0a 0d 0d 0a), classic pcap otherwise.
-func openCapture(f io.Reader) (captureReader, error) {
-	br := bufio.NewReaderSize(f, 1<<20)
-	magic, err := br.Peek(4)
-	if err != nil {
-		return nil, err
-	}
-	if bytes.Equal(magic, []byte{0x0a, 0x0d, 0x0d, 0x0a}) {
-		return pcapgo.NewNgReader(br, pcapgo.DefaultNgReaderOptions)
-	}
-	return pcapgo.NewReader(br)
-}

@@ -1,18 +1,15 @@
 package main
 
 import (
-	"bufio"
-	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 
+	"github.com/flowcache/flowcache/bench"
 	"github.com/flowcache/flowcache/flowcache"
-	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
-	"github.com/gopacket/gopacket/pcapgo"
 )
 
 // captureInfo counts what loadCapture read.
@@ -50,7 +47,7 @@ func loadCapture(path string) ([]flowcache.FlowKey, captureInfo, error) {
 		return nil, info, err
 	}
 	defer f.Close()
-	r, err := openCapture(f)
+	r, err := bench.OpenCapture(f)
 	if err != nil {
 		return nil, info, fmt.Errorf("%s: %w", path, err)
 	}
@@ -107,26 +104,4 @@ func parseLinuxSLL(p []byte) (flowcache.FlowKey, error) {
 		return flowcache.FlowKey{}, flowcache.ErrNotIP
 	}
 	return flowcache.ParseFlowKey(p[16:])
-}
-
-// captureReader is what pcapgo's Reader and NgReader have in common.
-type captureReader interface {
-	ZeroCopyReadPacketData() ([]byte, gopacket.CaptureInfo, error)
-	LinkType() layers.LinkType
-}
-
-// openCapture reads pcapng when the stream starts with a Section Header
-// Block (0a 0d 0d 0a), classic pcap otherwise. It depends on gopacket
-// alone, not on flowcache: examples/forwarder (keys.go) and flowcache's
-// pcap test each carry a copy of it, and all three could share one.
-func openCapture(f io.Reader) (captureReader, error) {
-	br := bufio.NewReaderSize(f, 1<<20)
-	magic, err := br.Peek(4)
-	if err != nil {
-		return nil, err
-	}
-	if bytes.Equal(magic, []byte{0x0a, 0x0d, 0x0d, 0x0a}) {
-		return pcapgo.NewNgReader(br, pcapgo.DefaultNgReaderOptions)
-	}
-	return pcapgo.NewReader(br)
 }
