@@ -37,7 +37,7 @@ type Report struct {
 	// same three moments: what the process keeps, which live objects
 	// scattered over many spans can hold far above HeapAlloc.
 	InuseBefore, InusePeak, InuseAfter uint64
-	Samples        []Sample
+	Samples                            []Sample
 }
 
 // Sample is the state of a run at one moment (every sampleEvery).
