@@ -23,51 +23,66 @@ func BenchmarkMemory(b *testing.B) {
 	keys := Keys(flows, 3)
 	for _, name := range []string{"flowcache", "xsync3.MapOf", "map.Mutex"} {
 		b.Run(fmt.Sprintf("impl=%s/flows=%d", name, flows), func(b *testing.B) {
-			var full, drained, left float64
+			var d drained
 			for b.Loop() {
-				base := heapAlloc()
-				var m Map
-				var drain func()
-				if name == "flowcache" {
-					m, drain = expiringFlowcache(flows, keys)
-				} else {
-					im, _ := ImplNamed(name)
-					m = im.New(flows)
-					drain = func() {
-						for i, k := range keys {
-							if i%10 != 0 {
-								m.Remove(k)
-							}
-						}
-					}
-				}
-				for _, k := range keys {
-					if !m.Insert(k, State{Action: 1}) {
-						b.Fatal("insert failed")
-					}
-				}
-				peak := heapAlloc() - base
-				drain()
-				if m.Len() != flows/10 {
-					b.Fatalf("%d flows left after the drain, want %d", m.Len(), flows/10)
-				}
-				after := heapAlloc() - base
-				full = float64(peak) / flows
-				drained = float64(after) / float64(m.Len())
-				left = float64(after) / float64(peak)
-				runtime.KeepAlive(m)
+				d = fillAndDrain(b, name, keys, 10, heapAlloc)
 			}
-			b.ReportMetric(full, "bytes/flow-full")
-			b.ReportMetric(drained, "bytes/flow-drained")
-			b.ReportMetric(left, "heap-after/peak")
+			b.ReportMetric(float64(d.peak)/flows, "bytes/flow-full")
+			b.ReportMetric(float64(d.after)/float64(d.left), "bytes/flow-drained")
+			b.ReportMetric(float64(d.after)/float64(d.peak), "heap-after/peak")
 		})
 	}
 }
 
-// expiringFlowcache is a table on a fake clock and its drain: every tenth
-// key is looked up half a TTL after the fill, then a pass a TTL after the
-// fill expires the rest, and a grace period lets the domain go of them.
-func expiringFlowcache(flows int, keys []flowcache.FlowKey) (Map, func()) {
+// drained is what fillAndDrain measured: the heap over its base at the
+// peak and after the drain, and the flows left.
+type drained struct {
+	peak, after uint64
+	left        int
+}
+
+// fillAndDrain fills a table of implementation name with keys, measures
+// the heap (by heap, over what it was before), drains all but every
+// every-th flow (flowcache by its expiry pass, which rebuilds drained
+// shards and moves their survivors densely; the peers by Remove) and
+// measures again.
+func fillAndDrain(b *testing.B, name string, keys []flowcache.FlowKey, every int, heap func() uint64) drained {
+	base := heap()
+	var m Map
+	var drain func()
+	if name == "flowcache" {
+		m, drain = drainingFlowcache(len(keys), keys, every)
+	} else {
+		im, _ := ImplNamed(name)
+		m = im.New(len(keys))
+		drain = func() {
+			for i, k := range keys {
+				if i%every != 0 {
+					m.Remove(k)
+				}
+			}
+		}
+	}
+	for _, k := range keys {
+		if !m.Insert(k, State{Action: 1}) {
+			b.Fatal("insert failed")
+		}
+	}
+	d := drained{peak: heap() - base}
+	drain()
+	if want := (len(keys) + every - 1) / every; m.Len() != want {
+		b.Fatalf("%d flows left after the drain, want %d", m.Len(), want)
+	}
+	d.after, d.left = heap()-base, m.Len()
+	runtime.KeepAlive(m)
+	return d
+}
+
+// drainingFlowcache is a flowcache table on a fake clock whose drain is
+// its expiry pass: every every-th flow is seen half a TTL in, the rest go
+// idle and expire, and a grace period lets the domain go of them (and of
+// the storage the rebuilds left).
+func drainingFlowcache(flows int, keys []flowcache.FlowKey, every int) (Map, func()) {
 	d := reclaim.NewDomain()
 	t, err := flowcache.New(flowcache.Config[State]{
 		Limit: flows, TTL: time.Minute, Seed: 0x5eed, Domain: d,
@@ -79,10 +94,11 @@ func expiringFlowcache(flows int, keys []flowcache.FlowKey) (Map, func()) {
 	}
 	return &Flowcache{T: t}, func() {
 		t.Expire(base.Add(30 * time.Second))
-		for i := 0; i < len(keys); i += 10 {
+		for i := 0; i < len(keys); i += every {
 			t.Get(keys[i])
 		}
 		t.Expire(base.Add(time.Minute))
+		t.Expire(base.Add(time.Minute + time.Second))
 		d.Synchronize()
 	}
 }

@@ -6,10 +6,6 @@ import (
 	"runtime/debug"
 	"sync/atomic"
 	"testing"
-	"time"
-
-	"github.com/flowcache/flowcache/flowcache"
-	"github.com/flowcache/flowcache/reclaim"
 )
 
 // BenchmarkGetCount is what a forwarder does per packet: look the flow
@@ -68,64 +64,13 @@ func BenchmarkDrainScattered(b *testing.B) {
 	keys := Keys(flows, 7)
 	for _, name := range []string{"flowcache", "xsync3.MapOf", "sharded64.RWMutex", "map.Mutex"} {
 		b.Run(fmt.Sprintf("impl=%s/flows=%d", name, flows), func(b *testing.B) {
-			var ratio, live float64
+			var d drained
 			for b.Loop() {
-				base := heapInuse()
-				var m Map
-				var drain func()
-				if name == "flowcache" {
-					m, drain = drainingFlowcache(flows, keys, 100)
-				} else {
-					im, _ := ImplNamed(name)
-					m = im.New(flows)
-					drain = func() {
-						for i, k := range keys {
-							if i%100 != 0 {
-								m.Remove(k)
-							}
-						}
-					}
-				}
-				for _, k := range keys {
-					if !m.Insert(k, State{Action: 1}) {
-						b.Fatal("insert failed")
-					}
-				}
-				peak := heapInuse() - base
-				drain()
-				if m.Len() != flows/100 {
-					b.Fatalf("%d flows left, want %d", m.Len(), flows/100)
-				}
-				after := heapInuse() - base
-				ratio = float64(after) / float64(peak)
-				live = float64(after) / float64(m.Len())
-				runtime.KeepAlive(m)
+				d = fillAndDrain(b, name, keys, 100, heapInuse)
 			}
-			b.ReportMetric(ratio, "inuse-after/peak")
-			b.ReportMetric(live, "inuse-bytes/survivor")
+			b.ReportMetric(float64(d.after)/float64(d.peak), "inuse-after/peak")
+			b.ReportMetric(float64(d.after)/float64(d.left), "inuse-bytes/survivor")
 		})
-	}
-}
-
-// drainingFlowcache is a flowcache table whose drain is its expiry pass:
-// every every-th flow is seen half a TTL in, the rest go idle and expire.
-func drainingFlowcache(flows int, keys []flowcache.FlowKey, every int) (Map, func()) {
-	d := reclaim.NewDomain()
-	t, err := flowcache.New(flowcache.Config[State]{
-		Limit: flows, TTL: time.Minute, Seed: 0x5eed, Domain: d,
-		Clock: func() time.Time { return base },
-	})
-	if err != nil {
-		panic(err)
-	}
-	return &Flowcache{T: t}, func() {
-		t.Expire(base.Add(30 * time.Second))
-		for i := 0; i < len(keys); i += every {
-			t.Get(keys[i])
-		}
-		t.Expire(base.Add(time.Minute))
-		t.Expire(base.Add(time.Minute + time.Second))
-		d.Synchronize()
 	}
 }
 
