@@ -118,7 +118,7 @@ func (t *Table[V]) GetOrInsertBatch(keys []FlowKey, make func(i int) V, out []*E
 		if out[i] != nil {
 			continue
 		}
-		ks := oneKey(&keys[i])
+		ks := t.oneKey(&keys[i])
 		e, _, err := t.insertMissing(&ks, func() V { return make(i) })
 		if err == nil {
 			out[i] = e

@@ -175,7 +175,7 @@ func (p *pass[V]) expired(e *Entry[V], lastSeen int64) bool {
 // locked in order, if it is still stored and still idle.
 func (p *pass[V]) expirePair(e *Entry[V]) {
 	k := e.Key()
-	ks := oneKey(&k)
+	ks := p.t.oneKey(&k)
 	var l lockSet
 	p.t.lockFor(&ks, &l)
 	// Moved since the scan? Then e is an old copy: look at the flow's

@@ -64,15 +64,25 @@ func (t *Table[V]) keysOf(e *Entry[V], l *lockSet) bool {
 	return true
 }
 
-// keySet is the one or two keys a write stores or removes.
+// keySet is the one or two keys a write stores or removes, with their
+// table hashes, computed once.
 type keySet struct {
 	k [2]FlowKey
+	h [2]uint64
 	n int
 }
 
-func oneKey(k *FlowKey) keySet { return keySet{k: [2]FlowKey{*k}, n: 1} }
+func (t *Table[V]) oneKey(k *FlowKey) keySet {
+	return keySet{k: [2]FlowKey{*k}, h: [2]uint64{t.hash(k)}, n: 1}
+}
 
-func twoKeys(k, reply *FlowKey) keySet { return keySet{k: [2]FlowKey{*k, *reply}, n: 2} }
+// twoKeys is a pair's keys, or one key when they are the same.
+func (t *Table[V]) twoKeys(k, reply *FlowKey) keySet {
+	if *k == *reply {
+		return t.oneKey(k)
+	}
+	return keySet{k: [2]FlowKey{*k, *reply}, h: [2]uint64{t.hash(k), t.hash(reply)}, n: 2}
+}
 
 func (ks *keySet) keys() []FlowKey { return ks.k[:ks.n] }
 
@@ -100,17 +110,17 @@ func (t *Table[V]) lockFor(ks *keySet, l *lockSet) {
 		*l = lockSet{}
 		keys := ks.keys()
 		for i := range keys {
-			l.add(t.shardIndex(&keys[i]))
+			l.add(int(ks.h[i] >> t.shift))
 		}
 		for i := range keys {
-			if e := t.peek(&keys[i]); e != nil {
+			if e, _, _ := t.shardOf(ks.h[i]).Lookup(ks.h[i], skey(&keys[i])); e != nil {
 				t.keysOf(e, l)
 			}
 		}
 		t.lockAll(l)
 		ok := true
 		for i := range keys {
-			if e := t.findLocked(&keys[i]); e != nil {
+			if e := t.findLockedHashed(&keys[i], ks.h[i]); e != nil {
 				var need lockSet
 				t.keysOf(e, &need)
 				for _, j := range need.idx[:need.n] {
@@ -125,16 +135,11 @@ func (t *Table[V]) lockFor(ks *keySet, l *lockSet) {
 	}
 }
 
-// peek is a lookup that neither counts nor refreshes.
-func (t *Table[V]) peek(k *FlowKey) *Entry[V] {
-	h := t.hash(k)
-	e, _, _ := t.shardOf(h).Lookup(h, skey(k))
-	return e
-}
-
 // findLocked is the flow stored under k; k's shard is locked.
-func (t *Table[V]) findLocked(k *FlowKey) *Entry[V] {
-	h := t.hash(k)
+func (t *Table[V]) findLocked(k *FlowKey) *Entry[V] { return t.findLockedHashed(k, t.hash(k)) }
+
+// findLockedHashed is findLocked for a key whose hash is known.
+func (t *Table[V]) findLockedHashed(k *FlowKey, h uint64) *Entry[V] {
 	if p, ok := t.shardOf(h).FindLocked(h, skey(k)); ok {
 		return shard.FlowAt[Entry[V]](p)
 	}
@@ -186,8 +191,7 @@ func (t *Table[V]) clearKey(k *FlowKey) {
 // setKey points k's slot at ref, replacing the slot of a key already
 // present (so a reader finds the old flow or the new one, never neither)
 // or placing a new one.
-func (t *Table[V]) setKey(k *FlowKey, ref, stamp uint32, class uint8) {
-	h := t.hash(k)
+func (t *Table[V]) setKey(k *FlowKey, h uint64, ref, stamp uint32, class uint8) {
 	s := t.shardOf(h)
 	if p, ok := s.FindLocked(h, skey(k)); ok {
 		old := p.Ref()
@@ -204,9 +208,9 @@ func (t *Table[V]) setKey(k *FlowKey, ref, stamp uint32, class uint8) {
 // k's shard's storage, and publishes its keys. The shards of both keys are
 // locked; the caller has made room (a unit of the limit, or a replaced or
 // evicted flow) and removes the flows it replaces afterwards.
-func (t *Table[V]) store(k, reply *FlowKey, v V) *Entry[V] {
-	h := t.hash(k)
-	s := t.shardOf(h)
+func (t *Table[V]) store(ks *keySet, v V) *Entry[V] {
+	k, reply := &ks.k[0], ks.reply()
+	s := t.shardOf(ks.h[0])
 	pair := reply != nil
 	e, ref, m := s.AllocLocked(pair)
 	if !m.Empty() {
@@ -229,17 +233,17 @@ func (t *Table[V]) store(k, reply *FlowKey, v V) *Entry[V] {
 	if pair {
 		r := shard.Next(e)
 		r.node.SetKey(skey(reply))
-		rs := t.shardOf(t.hash(reply))
+		rs := t.shardOf(ks.h[1])
 		rref := shard.ReplyRef(ref)
 		if rs != s {
 			rref = rs.ForeignAllocLocked(r)
 			r.node.Aux.Store(rref)
 		}
-		t.setKey(k, ref, st, class)
-		t.setKey(reply, rref, st, shard.ReplyClass)
+		t.setKey(k, ks.h[0], ref, st, class)
+		t.setKey(reply, ks.h[1], rref, st, shard.ReplyClass)
 		t.pairs.Add(1)
 	} else {
-		t.setKey(k, ref, st, class)
+		t.setKey(k, ks.h[0], ref, st, class)
 	}
 	return e
 }
@@ -252,7 +256,7 @@ func (t *Table[V]) store(k, reply *FlowKey, v V) *Entry[V] {
 // otherwise returns an error matching ErrFull and changes nothing.
 func (t *Table[V]) Insert(k FlowKey, v V) (*Entry[V], error) {
 	t.mustInit()
-	ks := oneKey(&k)
+	ks := t.oneKey(&k)
 	return t.insert(&ks, v)
 }
 
@@ -265,10 +269,7 @@ func (t *Table[V]) Insert(k FlowKey, v V) (*Entry[V], error) {
 // (cause Replaced), whole. k == reply stores a one-key flow.
 func (t *Table[V]) InsertPair(k, reply FlowKey, v V) (*Entry[V], error) {
 	t.mustInit()
-	ks := twoKeys(&k, &reply)
-	if k == reply {
-		ks.n = 1
-	}
+	ks := t.twoKeys(&k, &reply)
 	return t.insert(&ks, v)
 }
 
@@ -281,12 +282,12 @@ func (t *Table[V]) insert(ks *keySet, v V) (*Entry[V], error) {
 	if t.closed.Load() {
 		return nil, t.errClose
 	}
-	k, reply := &ks.k[0], ks.reply()
+	k := &ks.k[0]
 	var old [2]*Entry[V]
 	n := 0
 	keys := ks.keys()
 	for i := range keys {
-		if e := t.findLocked(&keys[i]); e != nil && (n == 0 || old[0] != e) {
+		if e := t.findLockedHashed(&keys[i], ks.h[i]); e != nil && (n == 0 || old[0] != e) {
 			old[n] = e
 			n++
 		}
@@ -312,7 +313,7 @@ func (t *Table[V]) insert(ks *keySet, v V) (*Entry[V], error) {
 		gs[ng] = gone[V]{victim, Evicted}
 		ng++
 	}
-	e := t.store(k, reply, v)
+	e := t.store(ks, v)
 	for j, o := range old[:n] {
 		// store may have moved o (an evacuation to make room): unlink
 		// the flow's current record. The first replaced flow's unit of
@@ -436,7 +437,7 @@ func (t *Table[V]) GetOrInsert(k FlowKey, make func() V) (*Entry[V], bool, error
 	if e, ok := t.Get(k); ok {
 		return e, false, nil
 	}
-	ks := oneKey(&k)
+	ks := t.oneKey(&k)
 	return t.insertMissing(&ks, make)
 }
 
@@ -456,27 +457,28 @@ func (t *Table[V]) GetOrInsertPair(k, reply FlowKey, make func() V) (*Entry[V], 
 		}
 	}
 	t.misses.Inc()
-	ks := twoKeys(&k, &reply)
-	if k == reply {
-		ks.n = 1
-	}
+	ks := t.twoKeys(&k, &reply)
 	return t.insertMissing(&ks, make)
 }
 
 func (t *Table[V]) insertMissing(ks *keySet, make func() V) (e *Entry[V], inserted bool, err error) {
+	// Only the keys' own shards: a flow found under a key is returned,
+	// not changed, so the shard of its other key need not be locked.
 	var ls lockSet
 	l := &ls
-	t.lockFor(ks, l)
+	for i := range ks.n {
+		l.add(int(ks.h[i] >> t.shift))
+	}
+	t.lockAll(l)
 	defer t.unlockAll(l)
 	if t.closed.Load() {
 		return nil, false, t.errClose
 	}
-	k, reply := &ks.k[0], ks.reply()
-	keys := ks.keys()
-	for i := range keys {
-		if e := t.findLocked(&keys[i]); e != nil {
+	k := &ks.k[0]
+	for i := range ks.n {
+		if p, ok := t.shardOf(ks.h[i]).FindLocked(ks.h[i], skey(&ks.k[i])); ok {
 			// Another core inserted it between our lookup and the lock.
-			return e, false, nil
+			return shard.FlowAt[Entry[V]](p), false, nil
 		}
 	}
 	var victim *Entry[V]
@@ -507,7 +509,7 @@ func (t *Table[V]) insertMissing(ks *keySet, make func() V) (e *Entry[V], insert
 		t.releaseVictim(victim, l)
 		defer t.retireOne(victim, Evicted)
 	}
-	e = t.store(k, reply, v)
+	e = t.store(ks, v)
 	t.inserts.Inc()
 	return e, true, nil
 }
@@ -517,7 +519,7 @@ func (t *Table[V]) insertMissing(ks *keySet, make func() V) (e *Entry[V], insert
 // period, with cause Removed.
 func (t *Table[V]) Remove(k FlowKey) bool {
 	t.mustInit()
-	ks := oneKey(&k)
+	ks := t.oneKey(&k)
 	var l lockSet
 	t.lockFor(&ks, &l)
 	e := t.findLocked(&k)

@@ -45,6 +45,14 @@ func (p *Probe) Candidate() (unsafe.Pointer, int, uint64) {
 	if m := match(b.tags.Load(), p.tag); m != 0 {
 		i := lane(m)
 		w := b.slots[i].Load()
+		if ref := refOf(w); ref&refForeign == 0 {
+			// keyRec's local path, written out (see lookup).
+			if c := p.a.store.chunkAtIndex((ref & refIndex) >> chunkBits); c != nil {
+				s := p.a.s
+				return unsafe.Add(unsafe.Pointer(c), s.recs+uintptr(ref&(chunkLen-1))*s.size), i, w
+			}
+			return nil, i, w
+		}
 		return p.a.s.keyRec(p.a, refOf(w)), i, w
 	}
 	return nil, 0, 0

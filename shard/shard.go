@@ -207,7 +207,7 @@ func (s *core) keyRec(a *array, ref uint32) unsafe.Pointer {
 	if ref&refForeign != 0 {
 		return s.foreign.get(ref & refIndex)
 	}
-	c := (*a.store.dir.Load())[(ref&refIndex)>>chunkBits].Load()
+	c := a.store.chunkAtIndex((ref & refIndex) >> chunkBits)
 	if c == nil {
 		return nil
 	}
@@ -251,7 +251,7 @@ retry:
 					// keyRec's local path, written out: the directory
 					// is loaded after the slot word, so it covers the
 					// ref (a writer publishes a chunk before its refs).
-					c := (*a.store.dir.Load())[(ref&refIndex)>>chunkBits].Load()
+					c := a.store.chunkAtIndex((ref & refIndex) >> chunkBits)
 					if c == nil {
 						// A ref into a dropped chunk: look again in
 						// the current array.

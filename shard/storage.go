@@ -100,6 +100,9 @@ type storage struct {
 	// dir is the chunk directory readers index. Entries are set to nil
 	// when a chunk is dropped; growth publishes a new slice.
 	dir atomic.Pointer[[]atomic.Pointer[chunkHeader]]
+	// base is &(*dir)[0], republished with dir: what lookups index, one
+	// dependent load shorter than going through the slice header.
+	base atomic.Pointer[atomic.Pointer[chunkHeader]]
 	// The owner's record layout, fixed at Init.
 	layout *layout
 	// Writer state, under the shard mutex.
@@ -133,6 +136,15 @@ func newStorage(l *layout) *storage {
 	return st
 }
 
+// chunkAtIndex is the chunk with directory index ci, loaded through base,
+// for lookups: ci comes from a ref the caller loaded from a slot word
+// after the chunk was published, so it lies within the directory that
+// base points into.
+func (st *storage) chunkAtIndex(ci uint32) *chunkHeader {
+	p := (*atomic.Pointer[chunkHeader])(unsafe.Add(unsafe.Pointer(st.base.Load()), uintptr(ci)*unsafe.Sizeof(atomic.Pointer[chunkHeader]{})))
+	return p.Load()
+}
+
 // at is the record at position p of chunk c.
 func (st *storage) at(c *chunkHeader, p uint32) unsafe.Pointer {
 	return unsafe.Add(unsafe.Pointer(c), st.layout.recs+uintptr(p)*st.layout.size)
@@ -141,7 +153,7 @@ func (st *storage) at(c *chunkHeader, p uint32) unsafe.Pointer {
 // rec is the record at index i, or nil when its chunk was dropped (the
 // caller looks again from the current array).
 func (st *storage) rec(i uint32) unsafe.Pointer {
-	c := (*st.dir.Load())[i>>chunkBits].Load()
+	c := st.chunkAtIndex(i >> chunkBits)
 	if c == nil {
 		return nil
 	}
@@ -174,11 +186,14 @@ func (st *storage) grow() {
 	c.index = uint32(len(dir))
 	next[len(dir)].Store(c)
 	st.chunks.Add(1)
+	// Publish the directory before any ref into the new chunk: base
+	// first, then dir, since both readers and noteSparse below index it.
+	st.base.Store(&next[0])
+	st.dir.Store(&next)
 	if len(dir) > 0 {
 		// The old tail may have emptied while it was filling.
 		st.noteSparse(uint32(len(dir) - 1))
 	}
-	st.dir.Store(&next)
 }
 
 // alloc returns the index of a fresh record (two consecutive ones for a
