@@ -211,7 +211,7 @@ func (p *pass[V]) reclaim(s *shard.Shard[Entry[V]]) bool {
 		p.t.folds(s, m)
 		return true
 	}
-	m, _ := s.CompactLocked(slots)
+	m := s.CompactLocked(slots)
 	p.res.Rebuilt++
 	p.t.folds(s, m)
 	return false

@@ -26,7 +26,7 @@ func (t *Table[V]) CompactAll() {
 	for i := range t.shards {
 		s := &t.shards[i]
 		s.Lock()
-		m, _ := s.CompactLocked(s.Slots())
+		m := s.CompactLocked(s.Slots())
 		t.folds(s, m)
 		s.Unlock()
 	}

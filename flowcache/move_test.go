@@ -3,6 +3,7 @@ package flowcache
 import (
 	"fmt"
 	"testing"
+	"unsafe"
 
 	"github.com/flowcache/flowcache/reclaim"
 )
@@ -124,5 +125,27 @@ func TestCountAllocatesNothing(t *testing.T) {
 		_ = e.Packets() + e.Bytes()
 	}); a != 0 {
 		t.Fatalf("Count and the state word allocate %v times", a)
+	}
+}
+
+// The record layout Entry's doc comment draws: what a lookup reads (key,
+// last seen) in the first 56 bytes, what Count writes (the moved bit in
+// the state word, packets, bytes) right after, the value last.
+func TestEntryLayout(t *testing.T) {
+	var e Entry[[24]byte]
+	for _, f := range []struct {
+		name      string
+		got, want uintptr
+	}{
+		{"lastSeen", unsafe.Offsetof(e.lastSeen), 48},
+		{"state", unsafe.Offsetof(e.state), 56},
+		{"packets", unsafe.Offsetof(e.packets), 64},
+		{"bytes", unsafe.Offsetof(e.bytes), 72},
+		{"value", unsafe.Offsetof(e.value), 80},
+		{"size with a 24-byte value", unsafe.Sizeof(e), 104},
+	} {
+		if f.got != f.want {
+			t.Errorf("Entry %s at %d, the doc says %d", f.name, f.got, f.want)
+		}
 	}
 }

@@ -12,14 +12,14 @@
 // each) and the storage its refs point into. A bucket holds four keys'
 // slots; a full bucket links an overflow bucket.
 //
-//	0        8                                  40       44      48       56     64
-//	+--------+--------+--------+--------+--------+--------+-------+--------+------+
-//	| tags   | slot0  | slot1  | slot2  | slot3  | class  |       | next   |      |
-//	| 4×16b  | ref|stamp: 32+32 bits each        | 4×8b   |       | *bkt   |      |
-//	+--------+-----------------------------------+--------+-------+--------+------+
-//	 one word   which record holds the key, and    owner's         overflow
-//	 matched    the owner's coarse last-seen,      class per       link
-//	 at once    read by expiry passes              slot
+//	0        8                                  40       44       48              64
+//	+--------+--------+--------+--------+--------+--------+--------+---------------+
+//	| tags   | slot0  | slot1  | slot2  | slot3  | class  | next   |     (pad)     |
+//	| 4×16b  | ref|stamp: 32+32 bits each        | 4×8b   | 32b    |               |
+//	+--------+-----------------------------------+--------+--------+---------------+
+//	 one word   which record holds the key, and    owner's  overflow
+//	 matched    the owner's coarse last-seen,      class    link: an index into
+//	 at once    read by expiry passes              per slot the array's overflow area
 //
 // The tag is the top 16 bits of the bucket hash (0 means free), so a
 // lookup compares all four tags with one word operation (SWAR) and touches

@@ -43,13 +43,8 @@ func (a *array) each(fn func(b *bucket, i int, w uint64)) {
 }
 
 // RebuildLocked rebuilds the index at the given slot capacity with a
-// fresh seed, records staying where they are. It returns the bytes of
-// index memory the old array held.
-func (s *core) RebuildLocked(slots int) int64 {
-	released := indexBytes(s.arr.Load())
-	s.rebuild(slots)
-	return released
-}
+// fresh seed, records staying where they are.
+func (s *core) RebuildLocked(slots int) { s.rebuild(slots) }
 
 // CompactLocked rebuilds the index at the given slot capacity and the
 // storage densely, in one step: every record that a slot names is copied
@@ -64,11 +59,10 @@ func (s *core) RebuildLocked(slots int) int64 {
 // makes writes that land on src from now on reach dst. A pair's two
 // records move together. The caller holds the mutex; it folds what still
 // landed on the old copies, after a grace period, through the returned
-// Moved. It also returns the bytes released.
-func (s *core) CompactLocked(slots int) (m Moved, released int64) {
+// Moved.
+func (s *core) CompactLocked(slots int) (m Moved) {
 	old := s.arr.Load()
 	ost := old.store
-	released = indexBytes(old) + ost.bytes()
 	nst := newStorage(s.layout)
 	a := s.newArray(max(slots, s.n), s.seeds.Uint64(), nst)
 	m.layout = s.layout
@@ -109,7 +103,7 @@ func (s *core) CompactLocked(slots int) (m Moved, released int64) {
 	s.compactions.Add(1)
 	s.moved.Add(uint64(moved))
 	s.publish(old, a)
-	return m, released - indexBytes(a) - nst.bytes()
+	return m
 }
 
 // relocate moves a flow's record (and a pair's reply record) from src to
@@ -138,11 +132,6 @@ func (s *core) relocateOne(from *storage, dst, src unsafe.Pointer) {
 // caller that evacuates one chunk per hold of the mutex holds it briefly.
 // The caller folds the returned Moved as it folds a compaction's.
 func (s *core) EvacuateLocked(n int) Moved { return s.evacuateLocked(n) }
-
-// SparseLocked is how many chunks are queued for evacuation (some may
-// have been dropped since); the caller holds the
-// mutex.
-func (s *core) SparseLocked() int { return len(s.arr.Load().store.sparse) }
 
 func (s *core) evacuateLocked(n int) Moved {
 	a := s.arr.Load()

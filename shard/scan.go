@@ -135,11 +135,3 @@ func (s *Shard[E]) FlowsLocked(dst []*E) []*E {
 	})
 	return dst
 }
-
-// SlotsLocked appends every occupied slot to dst, first keys and reply
-// keys alike; the caller holds the mutex.
-func (s *core) SlotsLocked(dst []Pos) []Pos {
-	a := s.arr.Load()
-	a.each(func(b *bucket, i int, _ uint64) { dst = append(dst, Pos{s, a, b, i}) })
-	return dst
-}

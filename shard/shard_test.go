@@ -252,7 +252,7 @@ func TestPairLocalAndForeign(t *testing.T) {
 // from each old copy, and releases the memory of the dead ones.
 func TestCompactMovesLiveRecords(t *testing.T) {
 	s := newTest(t, 64)
-	const n = 10 * ChunkLen
+	const n = 10 * chunkLen
 	old := make([]*rec, n)
 	for i := range uint64(n) {
 		old[i] = put(s, i)
@@ -264,7 +264,7 @@ func TestCompactMovesLiveRecords(t *testing.T) {
 	}
 	s.Lock()
 	before := s.Bytes()
-	m, released := s.CompactLocked(MinSlots)
+	m := s.CompactLocked(MinSlots)
 	after := s.Bytes()
 	s.Unlock()
 	moved := 0
@@ -285,8 +285,8 @@ func TestCompactMovesLiveRecords(t *testing.T) {
 			t.Fatalf("key %d after compaction: %p (old %p)", i, e, old[i])
 		}
 	}
-	if released != before-after || after*10 > before {
-		t.Fatalf("bytes %d -> %d, released %d", before, after, released)
+	if c := s.Counts(); c.Compactions != 1 || c.Moved != uint64(moved) || after*10 > before {
+		t.Fatalf("bytes %d -> %d; counts %+v, %d moved", before, after, c, moved)
 	}
 }
 
@@ -296,7 +296,7 @@ func TestCompactMovesLiveRecords(t *testing.T) {
 // current array.
 func TestEvacuateSparseChunks(t *testing.T) {
 	s := newTest(t, 64)
-	const n = 8 * ChunkLen
+	const n = 8 * chunkLen
 	for i := range uint64(n) {
 		put(s, i)
 	}
@@ -306,8 +306,8 @@ func TestEvacuateSparseChunks(t *testing.T) {
 	_, chunks0, _ := s.StorageLocked()
 	s.Unlock()
 	// Chunk 0 empties; chunks 1..6 fall to a quarter live.
-	for i := range uint64(n - ChunkLen) {
-		if i < ChunkLen || i%4 != 0 {
+	for i := range uint64(n - chunkLen) {
+		if i < chunkLen || i%4 != 0 {
 			del(s, i)
 		}
 	}
@@ -320,12 +320,12 @@ func TestEvacuateSparseChunks(t *testing.T) {
 	for s.SparseLocked() > 0 {
 		m.add(s.EvacuateLocked(1))
 	}
-	if len(m.chunks) != 6 {
-		t.Fatalf("%d chunks evacuated, want 6", len(m.chunks))
+	if c := s.Counts(); len(m.chunks) != 6 || c.Evacuations != 6 || c.Compactions != 0 {
+		t.Fatalf("%d chunks evacuated, counts %+v; want 6 evacuations", len(m.chunks), c)
 	}
 	live, chunks, _ := s.StorageLocked()
 	s.Unlock()
-	want := 6*ChunkLen/4 + ChunkLen
+	want := 6*chunkLen/4 + chunkLen
 	if live != want || chunks >= chunks0-4 {
 		t.Fatalf("after evacuation: %d live records in %d chunks (from %d)", live, chunks, chunks0)
 	}
@@ -333,11 +333,11 @@ func TestEvacuateSparseChunks(t *testing.T) {
 	moved := 0
 	EachMoved(m, func(*rec) { moved++ })
 	s.Unlock()
-	if moved != 6*ChunkLen/4 {
-		t.Fatalf("%d moved, want %d", moved, 6*ChunkLen/4)
+	if moved != 6*chunkLen/4 {
+		t.Fatalf("%d moved, want %d", moved, 6*chunkLen/4)
 	}
 	for i := range uint64(n) {
-		present := i >= n-ChunkLen || i >= ChunkLen && i%4 == 0
+		present := i >= n-chunkLen || i >= chunkLen && i%4 == 0
 		if e := lookup(s, i); (e != nil) != present || present && e.val != i {
 			t.Fatalf("key %d: %v, present %v", i, e, present)
 		}

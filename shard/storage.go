@@ -53,8 +53,6 @@ func (n *Node) SetKey(k *Key) { n.key = *k }
 const (
 	chunkBits = 8
 	chunkLen  = 1 << chunkBits
-	// ChunkLen is how many records a storage allocates at a time.
-	ChunkLen = chunkLen
 	// sparseAt is the live count at or under which a chunk that is not
 	// being filled is evacuated: its survivors move to the tail and the
 	// chunk is dropped. At half, a chunk's survivors cost at most one
@@ -300,10 +298,6 @@ func recSize[E any]() uintptr { var e E; return unsafe.Sizeof(e) }
 // Next is the record after e in its chunk: a pair's reply record, given
 // the pair's first record.
 func Next[E any](e *E) *E { return (*E)(unsafe.Add(unsafe.Pointer(e), recSize[E]())) }
-
-// Prev is the record before e: a pair's first record, given its reply
-// record. Pairs never straddle chunks, so both lie in one object.
-func Prev[E any](e *E) *E { return (*E)(unsafe.Add(unsafe.Pointer(e), -int(recSize[E]()))) }
 
 // Forward is the record that a move took e to, or nil when e has not
 // moved. It takes no lock. The owner's protocol decides when a moved
