@@ -16,7 +16,9 @@ import (
 // does (a writer changed the flow in between), it unlocks and tries again
 // with the larger set.
 
-// lockSet is a set of shard indexes, locked in increasing order.
+// lockSet is a set of shard indexes, locked in increasing order. A write
+// touches at most four shards: its two keys' and the other keys of the
+// two flows it may replace.
 type lockSet struct {
 	idx [4]int
 	n   int
@@ -24,18 +26,14 @@ type lockSet struct {
 
 func (l *lockSet) has(i int) bool { return slices.Contains(l.idx[:l.n], i) }
 
-// add adds i and reports false when the set is full.
-func (l *lockSet) add(i int) bool {
+// add adds i.
+func (l *lockSet) add(i int) {
 	if l.has(i) {
-		return true
-	}
-	if l.n == len(l.idx) {
-		return false
+		return
 	}
 	l.idx[l.n] = i
 	l.n++
 	slices.Sort(l.idx[:l.n])
-	return true
 }
 
 func (t *Table[V]) lockAll(l *lockSet) {
@@ -53,15 +51,12 @@ func (t *Table[V]) unlockAll(l *lockSet) {
 func (t *Table[V]) shardIndex(k *FlowKey) int { return int(t.hash(k) >> t.shift) }
 
 // keysOf adds the shards of both of e's keys to l.
-func (t *Table[V]) keysOf(e *Entry[V], l *lockSet) bool {
+func (t *Table[V]) keysOf(e *Entry[V], l *lockSet) {
 	k := e.Key()
-	if !l.add(t.shardIndex(&k)) {
-		return false
-	}
+	l.add(t.shardIndex(&k))
 	if r, ok := e.Reply(); ok {
-		return l.add(t.shardIndex(&r))
+		l.add(t.shardIndex(&r))
 	}
-	return true
 }
 
 // keySet is the one or two keys a write stores or removes, with their
