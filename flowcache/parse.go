@@ -5,23 +5,25 @@ package flowcache
 // state machine reads. All four share one walk: walkFrame (Ethernet and
 // tags), walkIP (the version), parse4 and parse6 (the IP headers) and
 // transport (the ports), which fill the key in place and report where the
-// headers ended; the key parsers drop that report, the header parsers
-// read the transport header from it. So the four agree on every input:
-// the same key, the same error. They run once per packet on every core,
-// before the table lookup, so they are written like the lookup: no allocation on any path (the errors they
-// return are built once, below), no reflection, no calls through an
-// interface or a closure, one key filled in place rather than copied out
-// of each level, and each header length-checked once so that the compiler
-// drops the bounds checks on the fixed-offset reads after it.
+// headers end; the key parsers drop that report, the header parsers read
+// the transport header from it. So the four agree on every input: the
+// same key, the same error. They run once per packet on every core,
+// before the table lookup, so they are written like the lookup: no
+// allocation on any path (the errors they return are built once, below),
+// no reflection, no calls through an interface or a closure, one key
+// filled in place rather than copied out of each level, and each header
+// length-checked once so that the compiler drops the bounds checks on the
+// fixed-offset reads after it.
 //
-// What they read, in order, and where they stop:
+// What the walk reads, in order, and where it stops:
 //
 //	Ethernet (14) → 0..8 tags (4 each) → IPv4 (IHL×4) | IPv6 (40) → 0..8 extension headers → 0, 1, 4 or 6 bytes of the next header
 //
 // Nothing past what the key needs is read, so a capture cut at its snap
-// length parses as long as those headers are whole, and the length fields
+// length keys as long as those headers are whole, and the length fields
 // (IPv4 total length, IPv6 payload length) are never compared with the
-// buffer: frames captured with segmentation offload carry 0 there.
+// buffer: frames captured with segmentation offload carry 0 there. (The
+// header parsers read on past the walk, but never fail for it.)
 
 import (
 	"encoding/binary"
