@@ -87,16 +87,20 @@ func ImplNamed(name string) (Impl, bool) {
 }
 
 // Flowcache adapts a flowcache.Table to Map.
-type Flowcache struct{ T *flowcache.Table[State] }
+type Flowcache struct {
+	T *flowcache.Table[State]
+	D *reclaim.Domain // the table's domain, when NewFlowcache made it
+}
 
 // NewFlowcache returns a table with a fixed seed (reproducible runs) on a
 // domain of its own, so benchmarks do not share callbacks.
 func NewFlowcache(limit int) *Flowcache {
-	t, err := flowcache.New(flowcache.Config[State]{Limit: limit, Seed: 0x5eed, Domain: reclaim.NewDomain()})
+	d := reclaim.NewDomain()
+	t, err := flowcache.New(flowcache.Config[State]{Limit: limit, Seed: 0x5eed, Domain: d})
 	if err != nil {
 		panic(err)
 	}
-	return &Flowcache{T: t}
+	return &Flowcache{T: t, D: d}
 }
 
 func (f *Flowcache) Get(k flowcache.FlowKey) (*State, bool) {

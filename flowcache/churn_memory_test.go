@@ -75,7 +75,10 @@ func insertFlow[V any](tb *Table[V], pairs bool, i int, v V) (*Entry[V], error) 
 
 // checkBound checks the storage's bound in every shard: records held ≤
 // 2 × live records + one chunk.
-func checkBound[V any](t testing.TB, tb *Table[V], when string) {
+func checkBound[V any](t interface {
+	Helper()
+	Fatalf(string, ...any)
+}, tb *Table[V], when string) {
 	t.Helper()
 	for i := range tb.shards {
 		held, live := tb.shards[i].Records()
@@ -311,8 +314,22 @@ func TestMemoryEvictingFlood(t *testing.T) {
 					}
 				}
 			}
+			// The sampler is not a worker: a worker that stopped to
+			// collect would hold every grace period back meanwhile.
+			done := make(chan struct{})
+			var sampler sync.WaitGroup
+			sampler.Go(func() {
+				for {
+					sample()
+					select {
+					case <-done:
+						return
+					case <-time.After(time.Millisecond):
+					}
+				}
+			})
 			var wg sync.WaitGroup
-			for w := range 2 {
+			for range 2 {
 				wg.Go(func() {
 					r := d.Register()
 					defer r.Unregister()
@@ -325,14 +342,12 @@ func TestMemoryEvictingFlood(t *testing.T) {
 						if n%32 == 31 {
 							r.Quiescent()
 						}
-						if w == 0 && n%(flood/20) == 0 {
-							sample()
-						}
 					}
 				})
 			}
 			wg.Wait()
-			sample()
+			close(done)
+			sampler.Wait()
 			st := tb.Stats()
 			ratio := float64(peak.Load()) / float64(full)
 			t.Logf("full table %d B heap in use; flood peak %d B (%.2f×); evicted %d, pending %d B; %v",

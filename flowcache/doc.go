@@ -48,12 +48,18 @@
 //
 // # Storage
 //
-// Flows live inline in their shard's storage, 256 to a chunk, not one
+// Flows live inline in their shard's storage, 511 to a chunk, not one
 // heap object each: with a pointer-free V the collector marks a chunk per
-// 256 flows, and the table can give memory back however the surviving
+// 511 flows, and the table can give memory back however the surviving
 // flows lie, because it can move them. A shard that a pass drains is
-// rebuilt with its flows copied densely; a chunk that churn leaves half
-// empty has its survivors moved to the shard's tail. A registered
+// rebuilt with its flows copied densely; a chunk that churn leaves under
+// 13/16 live has its survivors moved to the shard's tail by the next
+// writer, so a shard holds at most twice its live records and a chunk.
+// What waits for a grace period (moved chunks, flows that left and their
+// OnRemove) is bounded: past a quarter of the live records' bytes a writer
+// asks the domain to reclaim at once (reclaim.Domain.TryReclaim) instead
+// of waiting for the Reclaimer's tick. A flow that left releases what its
+// value points to once its grace period is over. A registered
 // worker's *Entry stays usable until its next Quiescent across a move:
 // Value and Key read the flow as it was, and Count, State and
 // CompareAndSwapState on the old copy act on the flow's new home (see

@@ -33,10 +33,15 @@ import (
 type pending struct {
 	_ [cacheLine]byte
 	n atomic.Int64
+	// next is the pending count at which a writer tries again, after a
+	// try that left the count over the bound (a reader that has not
+	// passed a quiescent point holds the work back): a quarter bound
+	// later, so a stalled reader does not make every write try.
+	next atomic.Int64
 	// trying is set while a writer runs TryReclaim for the table, so that
 	// the writers behind it do not queue on the domain too.
 	trying atomic.Bool
-	_      [cacheLine - 16]byte
+	_      [cacheLine - 24]byte
 }
 
 // minPending is the smallest pending bound: below it a writer never asks
@@ -71,11 +76,22 @@ func (t *Table[V]) unlock(s *shard.Shard[Entry[V]]) {
 // with no shard locked: the work it may run takes shard locks (folds) and
 // calls OnRemove.
 func (t *Table[V]) reclaimIfPending() {
-	if t.pend.n.Load() <= t.pendingLimit() || !t.pend.trying.CompareAndSwap(false, true) {
+	p := t.pend
+	n, limit := p.n.Load(), t.pendingLimit()
+	if n <= limit {
+		if p.next.Load() != 0 {
+			p.next.Store(0)
+		}
+		return
+	}
+	if n < p.next.Load() || !p.trying.CompareAndSwap(false, true) {
 		return
 	}
 	t.domain.TryReclaim()
-	t.pend.trying.Store(false)
+	if n = p.n.Load(); n > limit {
+		p.next.Store(n + limit/4)
+	}
+	p.trying.Store(false)
 }
 
 // releasedMark is the last-seen time of a record whose value was

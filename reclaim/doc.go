@@ -65,6 +65,15 @@
 // (LagEpochs) and how old the oldest pending work is (LagTime). Once it
 // quiesces or unregisters, the next Tick runs everything that was held.
 //
+// TryReclaim is a Tick without the passes, for a writer that has retired
+// much since the last Tick: it advances the epoch if work waits, runs what
+// is due, and returns at once if another goroutine is running deferred
+// work. A writer that calls it past a bound on what it has deferred keeps
+// its garbage bounded by the bound and its workers' quiescent points, not
+// by the Reclaimer's period (DPDK's rte_rcu_qsbr defer queue reclaims on
+// enqueue past trigger_reclaim_limit the same way). A flowcache Table does
+// so past a quarter of its live records' bytes.
+//
 // Synchronize advances the epoch, waits until every reader registered at
 // that moment has seen the new epoch or unregistered, and then runs the
 // work that is due, including everything deferred before the call. It

@@ -527,3 +527,35 @@ func TestGracePeriods(t *testing.T) {
 		t.Fatal("workers made no progress")
 	}
 }
+
+// TryReclaim runs what is due without a tick and without waiting: work
+// deferred before a reader's quiescent point runs, work that reader still
+// holds back stays queued, and a call from inside deferred work (where
+// another drain is running) returns at once.
+func TestTryReclaim(t *testing.T) {
+	d := reclaim.NewDomain()
+	r := d.Register()
+	defer r.Unregister()
+	var ran atomic.Int64
+	d.Defer(func() { ran.Add(1) })
+	// The reader has not passed a quiescent point since the advance that
+	// TryReclaim makes: nothing is due yet, and TryReclaim does not wait.
+	if n := d.TryReclaim(); n != 0 || ran.Load() != 0 {
+		t.Fatalf("ran %d (%d) before the reader quiesced", n, ran.Load())
+	}
+	r.Quiescent()
+	if n := d.TryReclaim(); n != 1 || ran.Load() != 1 {
+		t.Fatalf("ran %d (%d) after the reader quiesced; want 1", n, ran.Load())
+	}
+	// From inside deferred work another drain is running: it returns 0
+	// at once instead of deadlocking on it.
+	inner := -1
+	d.Defer(func() { inner = d.TryReclaim() })
+	r.Quiescent()
+	d.TryReclaim()
+	r.Quiescent()
+	d.TryReclaim()
+	if inner != 0 {
+		t.Fatalf("TryReclaim inside deferred work returned %d, want 0", inner)
+	}
+}

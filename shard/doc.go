@@ -38,13 +38,16 @@
 //	foreign ref: 1 x f                entry f of the shard's foreign table, which
 //	                                  points at a reply record another shard stores
 //
-// Records live in chunks of 256, one heap object each; the storage's chunk
-// directory maps index>>8 to a chunk. With a pointer-free record type a
+// Records live in chunks of 511, one heap object each; the storage's chunk
+// directory maps index>>9 to a chunk. With a pointer-free record type a
 // chunk holds no pointer but its header's, so the garbage collector marks
-// one object per 256 flows and scans one word of it: a table with millions
-// of flows costs a collection almost nothing.
+// one object per 511 flows and scans one word of it: a table with millions
+// of flows costs a collection almost nothing. A chunk is a large object
+// (over 32 KiB), so the allocator gives it pages of its own and takes them
+// back whole when it is garbage; the header ends the chunk in the room of
+// a 512th record.
 //
-//	chunk: | header (64 B): forwards, index, live bitmap | rec 0 | rec 1 | … | rec 255 |
+//	chunk: | rec 0 | rec 1 | … | rec 510 | header (80 B): forwards, live bitmap, index, live count |
 //	record E: | Node: key (40 B), position, kind, Aux | the owner's fields … |
 //
 // # Read/write ordering
@@ -94,13 +97,20 @@
 // only under 1/4 leave a gap that keeps a shard near a steady size from
 // rebuilding back and forth.
 //
-// Churn needs no rebuild: a chunk whose records have all died is dropped
-// at once, and one that falls to half live is evacuated (EvacuateLocked,
-// and AllocLocked before it starts a new chunk) — its survivors are copied
-// to the tail and the slots naming them are pointed at the copies in
-// place, one slot-word store each; then the chunk is dropped. Each
-// evacuation moves at most 128 records, so it holds the mutex briefly, and
-// under steady churn chunks stay about three quarters full.
+// Churn needs no rebuild. Only the chunk being filled gains records; every
+// other chunk is dropped as soon as its last record dies, and evacuated as
+// soon as it is at sparseAt (13/16) live or under, however it got there
+// (SettleLocked, which writers call before they unlock; AllocLocked before
+// it starts a new chunk; EvacuateLocked, one chunk per step of the owner's
+// pass) — its survivors are copied to the chunk being filled and the slots
+// naming them are pointed at the copies in place, one slot-word
+// compare-and-swap each; then the chunk is dropped. So whenever no writer
+// holds the mutex the storage holds at most 2 × its live records + one
+// chunk. Each evacuation moves at most sparseAt records, tens of
+// microseconds. And since a published overflow link is never removed, an
+// insert that finds the index holding n/32 more overflow buckets than it
+// was built with rebuilds it at its size (a tidy), so chains do not creep
+// up under churn at a steady size.
 //
 // Moving a record the owner's workers may be writing to is a protocol
 // between the shard and the owner: the shard records the forward (Forward)

@@ -146,8 +146,8 @@ func (s *core) evacuateLocked(n int) Moved {
 			continue // dropped since: its last record died
 		}
 		// Only the chunk being filled gains records, and a queued chunk
-		// is never that one, so it is still at sparseAt or under.
-		c.queued = false
+		// is never that one, so it is still at sparseAt or under. It
+		// stays marked queued: the evacuation empties and drops it.
 		s.evacuate(a, c)
 		m.chunks = append(m.chunks, c)
 	}

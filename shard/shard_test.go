@@ -580,3 +580,52 @@ func BenchmarkLookup(b *testing.B) {
 		}
 	}
 }
+
+// Regression (issue 16): a chunk whose records all died while it was the
+// one being filled is dropped as soon as the next chunk starts, not kept
+// for good. Flows that end at once (insert, then remove) used to keep
+// every chunk they ever filled.
+func TestChunkEmptiedWhileFillingIsDropped(t *testing.T) {
+	s := newTest(t, 64)
+	for i := range uint64(5 * chunkRecs) {
+		put(s, i)
+		del(s, i)
+	}
+	s.Lock()
+	live, chunks, _ := s.StorageLocked()
+	s.Unlock()
+	if live != 0 || chunks > 1 {
+		t.Fatalf("%d live records in %d chunks after every record died: want at most the one being filled", live, chunks)
+	}
+}
+
+// Regression (issue 16): a chunk that is already at sparseAt or under when
+// it stops being the one being filled is queued for evacuation then; it
+// used to be queued only on the death that took it exactly to sparseAt
+// (and not at all while it was the tail), so a chunk that left the tail
+// lower kept its few survivors (and its whole memory) for good.
+func TestChunkLeavingTailSparseIsEvacuated(t *testing.T) {
+	s := newTest(t, 64)
+	// Chunk 0 fills while all but every 100th of its records die; its
+	// last record lives, so no death after it is full notes it.
+	for i := range uint64(chunkRecs) {
+		put(s, i)
+		if i%100 != 0 && i != chunkRecs-1 {
+			del(s, i)
+		}
+	}
+	// Starting chunk 1 notes chunk 0, no longer being filled, and the
+	// allocation that starts a chunk evacuates what is queued first.
+	put(s, chunkRecs)
+	s.Lock()
+	live, chunks, _ := s.StorageLocked()
+	s.Unlock()
+	if c := s.Counts(); c.Evacuations != 1 || live != 8 || chunks != 1 {
+		t.Fatalf("%d live records in %d chunks, %d evacuations; want 8 in 1, after 1", live, chunks, c.Evacuations)
+	}
+	for i := uint64(0); i < chunkRecs; i += 100 {
+		if e := lookup(s, i); e == nil || e.val != i {
+			t.Fatalf("survivor %d lost by the evacuation", i)
+		}
+	}
+}

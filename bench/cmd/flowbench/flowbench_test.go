@@ -84,7 +84,10 @@ func TestRunModel(t *testing.T) {
 	}
 	var rep bytes.Buffer
 	r.Print(&rep)
-	for _, want := range []string{"Mpps", "hit ratio", "p99.9", "rebuilds", "after the drain"} {
+	if r.TableAtPeak <= 0 || r.InusePeak == 0 {
+		t.Errorf("spike's end: heap in use %d against the table's %d bytes: want both measured", r.InusePeak, r.TableAtPeak)
+	}
+	for _, want := range []string{"Mpps", "hit ratio", "p99.9", "rebuilds", "after the drain", "against the table's"} {
 		if !strings.Contains(rep.String(), want) {
 			t.Errorf("report lacks %q:\n%s", want, rep.String())
 		}

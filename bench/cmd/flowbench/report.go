@@ -37,7 +37,12 @@ type Report struct {
 	// same three moments: what the process keeps, which live objects
 	// scattered over many spans can hold far above HeapAlloc.
 	InuseBefore, InusePeak, InuseAfter uint64
-	Samples                            []Sample
+	// TableAtPeak is the bytes the table says it holds (Stats.Bytes) when
+	// InusePeak is taken; flowcache only. Heap in use over it is what the
+	// spike costs beyond the table: garbage waiting for a grace period,
+	// the allocator's spans, the simulation's own memory.
+	TableAtPeak int64
+	Samples     []Sample
 }
 
 // Sample is the state of a run at one moment (every sampleEvery).
@@ -98,6 +103,10 @@ func (r *Report) Print(w io.Writer) {
 			mb(r.HeapBefore), mb(r.HeapPeak), r.LiveAtPeakGC, mb(r.HeapAfter))
 		fmt.Fprintf(w, "            in use (HeapInuse) %s, %s, %s: %.1f %% of the peak left after the drain\n",
 			mb(r.InuseBefore), mb(r.InusePeak), mb(r.InuseAfter), 100*float64(r.InuseAfter)/float64(max(r.InusePeak, 1)))
+		if r.TableAtPeak > 0 {
+			fmt.Fprintf(w, "            at the spike's end: heap in use %s against the table's %s (%.2f×)\n",
+				mb(r.InusePeak), mb(uint64(r.TableAtPeak)), float64(r.InusePeak)/float64(r.TableAtPeak))
+		}
 	} else {
 		fmt.Fprintf(w, "  heap      before %s, after %s (after runtime.GC)\n", mb(r.HeapStart), mb(r.HeapAfter))
 	}

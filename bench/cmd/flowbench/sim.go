@@ -396,6 +396,9 @@ func (s *sim) report(rep *Report, m *model, done <-chan struct{}) {
 			gcPeak = true
 			rep.HeapPeak, rep.InusePeak = heapAfterGC()
 			rep.LiveAtPeakGC = s.liveNow()
+			if s.t != nil {
+				rep.TableAtPeak = s.t.Stats().Bytes
+			}
 		}
 		if el >= nextSample || finished {
 			var pk uint64
