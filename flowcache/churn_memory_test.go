@@ -15,7 +15,11 @@ import (
 // The churn shapes a forwarder meets every day, each measured on heap in
 // use after a collection (spans, not the table's own accounting), with
 // one-key flows and with pairs (whose second key mostly lies in another
-// of the 16 shards): invariant 16 in docs/DESIGN.md.
+// of the 16 shards): invariant 16 in docs/DESIGN.md. Under the race
+// detector, whose runtime allocates beside the program's and at these
+// small sizes moves heap in use by more than the table holds, the heap
+// figures are logged, not checked; the storage's bound and the leases are
+// checked either way.
 
 // lease is what a NAT's flow value points to: a port lease, one heap
 // object per flow. Tests count the leases of flows that left which the
@@ -187,7 +191,7 @@ func TestMemorySurvivorsAmongShortFlows(t *testing.T) {
 
 				per, plainPer := float64(held)/float64(live), float64(filled)/float64(live)
 				t.Logf("%d live: %.0f B per live flow against %.0f B plainly filled: %.2f×", live, per, plainPer, per/plainPer)
-				if per > 2*plainPer {
+				if !raceEnabled && per > 2*plainPer {
 					t.Errorf("%.0f B per live flow, %.2f× a plainly filled table's %.0f B; want ≤ 2×", per, per/plainPer, plainPer)
 				}
 			})
@@ -361,7 +365,7 @@ func TestMemoryEvictingFlood(t *testing.T) {
 				}
 			}
 			checkBound(t, tb, "after the flood")
-			if ratio > 2.5 {
+			if !raceEnabled && ratio > 2.5 {
 				t.Errorf("heap in use peaked at %.2f× the full table's during the flood; want ≤ 2.5×", ratio)
 			}
 		})
@@ -416,7 +420,7 @@ func TestMemoryChurnAtConstantSize(t *testing.T) {
 				checkBound(t, tb, "after")
 				idx := func(st Stats) int64 { return st.Bytes - st.RecordsHeld/shard.ChunkRecords*tb.shards[0].ChunkBytes() }
 				t.Logf("table bytes %d → %d; slots %d → %d; index and directories %d → %d", st0.Bytes, st.Bytes, st0.Slots, st.Slots, idx(st0), idx(st))
-				if float64(after) > 1.10*float64(filled) {
+				if !raceEnabled && float64(after) > 1.10*float64(filled) {
 					t.Errorf("heap in use grew %.1f %% over the fill; want ≤ 10 %%", 100*(float64(after)/float64(filled)-1))
 				}
 			})
