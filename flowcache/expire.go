@@ -142,10 +142,10 @@ func (p *pass[V]) scan(s *shard.Shard[Entry[V]]) {
 		}
 		gen = s.Generation()
 		var buckets int
-		p.stale, buckets = s.StaleStepLocked(from, from+expireStep, &p.cut, p.stale[:0])
 		if p.heal {
-			// Disjoint from the stale slots: those are at or below cur.
-			p.stale = s.AheadStepLocked(from, from+expireStep, p.cur, p.stale)
+			p.stale, buckets = s.HealStepLocked(from, from+expireStep, &p.cut, p.cur, p.stale[:0])
+		} else {
+			p.stale, buckets = s.StaleStepLocked(from, from+expireStep, &p.cut, p.stale[:0])
 		}
 		for _, sl := range p.stale {
 			p.slot(s, sl)

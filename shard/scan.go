@@ -11,88 +11,121 @@ const (
 	ReplyClass uint8 = Classes
 )
 
-// StaleStepLocked appends to dst every slot in the buckets [from, to) of the
-// current array (overflow buckets included) that holds a flow's first key
-// and whose stamp is below the cut of its class, cuts[class], and returns
-// dst and the array's bucket count. It streams tag, slot and class words
-// and loads no record, which is what lets an expiry pass cost little per
-// flow. The caller holds the mutex; it may clear the returned slots before
-// it unlocks.
+// StaleStepLocked appends to dst every slot in the buckets [from, to) of
+// the current array that holds a flow's first key and whose stamp is below
+// the cut of its class, cuts[class], and returns dst and the array's bucket
+// count, overflow buckets included: indexes past the main buckets are the
+// overflow buckets, in the order of the overflow area. It streams tag,
+// slot and class words and loads no record, which is what lets an expiry
+// pass cost little per flow. The caller holds the mutex; it may clear the
+// returned slots before it unlocks.
 //
-// It is written for the pass's hot loop. Per bucket it compares all four
-// stamps with their class's cut without a branch (an unsigned difference's
-// top bit is the comparison) and masks the result with the occupied lanes,
-// so it branches only on a bucket that holds a stale slot, which in a pass
-// that expires little is rare. Overflow buckets, which are separate
-// allocations, are visited after the main buckets of the step, from a
-// list: their loads do not depend on each other, so their cache misses
-// overlap instead of stalling the stream one at a time.
+// It is written for the pass's hot loop, which memory bandwidth should
+// bound. Per bucket it compares all four stamps with their class's cut
+// without a branch (an unsigned difference's top bit is the comparison)
+// and masks the result with the occupied lanes, so it branches only on a
+// bucket that holds a stale slot, which in a pass that expires little is
+// rare: a free lane's word (stamp 0) would otherwise look stale, and the
+// branch on it, taken for most buckets at the loads a shard runs at, was
+// mispredicted. Overflow buckets are streamed block by block from the
+// overflow area, in no chain's order (the pass needs every slot, not a
+// chain): following the chains cost a dependent miss per overflow bucket.
 func (s *core) StaleStepLocked(from, to int, cuts *[Classes]uint32, dst []Pos) ([]Pos, int) {
+	return s.scanStep(from, to, cuts, 0, false, dst)
+}
+
+// HealStepLocked is StaleStepLocked for a pass after the owner's clock
+// stepped back: it also appends the slots holding a flow's first key whose
+// stamp is above ahead (the current stamp). Those stamps may say a flow was
+// seen later than it was — a refresh that lowered a flow's last-seen time
+// may have lowered its stamp in an array that a rebuild has since replaced
+// — and the owner heals them (a stamp may be early, never late). The stale
+// and the ahead slots are disjoint as long as no cut is above ahead + 1.
+// The ahead test is the stale one's mirror, branch-free beside it, so a
+// pass that heals still streams the index once.
+func (s *core) HealStepLocked(from, to int, cuts *[Classes]uint32, ahead uint32, dst []Pos) ([]Pos, int) {
+	return s.scanStep(from, to, cuts, ahead, true, dst)
+}
+
+// cutTable is a pass's cuts by class byte: the owner's classes, then the
+// reply class and the unused bytes, whose cut is 0 (never stale).
+type cutTable [2 * Classes]uint64
+
+func (s *core) scanStep(from, to int, cuts *[Classes]uint32, ahead uint32, heal bool, dst []Pos) ([]Pos, int) {
 	a := s.arr.Load()
-	to = min(to, len(a.buckets))
-	// Classes past the owner's (the reply class) have cut 0: never stale.
-	var c [2 * Classes]uint64
+	nb := len(a.buckets)
+	total := nb + int(a.overflow.n.Load())
+	to = min(to, total)
+	var c, up cutTable
 	for i, v := range cuts {
 		c[i] = uint64(v)
+		up[i] = uint64(ahead)
 	}
-	var over [64]*bucket
-	n := 0
-	for bi := from; bi < to; bi++ {
-		b := &a.buckets[bi]
-		// stale's test, written out: the call per bucket cost as much as
-		// the test, and a pass that expires little finds nothing in most
-		// buckets.
+	for i := Classes; i < len(up); i++ {
+		up[i] = 1<<32 - 1 // the reply class's stamps are never ahead either
+	}
+	scan := func(bs []bucket, dst []Pos) []Pos {
+		if heal {
+			return s.healRange(a, bs, &c, &up, dst)
+		}
+		return s.staleRange(a, bs, &c, dst)
+	}
+	if from < nb {
+		dst = scan(a.buckets[from:min(to, nb)], dst)
+	}
+	if to > nb {
+		dir := *a.overflow.dir.Load()
+		for i := max(from, nb) - nb; i < to-nb; {
+			j := i % overflowBlock
+			end := min(overflowBlock, j+to-nb-i)
+			dst = scan(dir[i/overflowBlock][j:end], dst)
+			i += end - j
+		}
+	}
+	return dst, total
+}
+
+// staleRange appends the stale occupied slots of bs.
+func (s *core) staleRange(a *array, bs []bucket, c *cutTable, dst []Pos) []Pos {
+	for i := range bs {
+		b := &bs[i]
 		cl := b.classes.Load()
+		t := b.tags.Load()
 		lt := (b.slots[0].Load()>>32-c[cl&31])>>63<<15 |
 			(b.slots[1].Load()>>32-c[cl>>8&31])>>63<<31 |
 			(b.slots[2].Load()>>32-c[cl>>16&31])>>63<<47 |
 			(b.slots[3].Load()>>32-c[cl>>24&31])>>63<<63
-		if lt != 0 {
-			dst = s.staleLanes(a, b, lt, dst)
+		// Occupied lanes: a nonzero tag's high bit after the carry-free
+		// add (free's complement, written out).
+		if lt &= ((t & laneLow15) + laneLow15) | t; lt != 0 {
+			dst = s.appendLanes(a, b, lt, dst)
 		}
-		if b.next.Load() != 0 {
-			if n == len(over) {
-				dst = s.staleChains(a, over[:n], &c, dst)
-				n = 0
-			}
-			over[n] = a.next(b)
-			n++
-		}
-	}
-	return s.staleChains(a, over[:n], &c, dst), len(a.buckets)
-}
-
-// stale appends b's occupied slots whose stamp is below their class's cut.
-// Written out by hand (the stamp is a slot word's high half; free is
-// match(tags, 0)) so that the common bucket, with nothing stale, is
-// straight-line code.
-func (s *core) stale(a *array, b *bucket, c *[2 * Classes]uint64, dst []Pos) []Pos {
-	cl := b.classes.Load()
-	lt := (b.slots[0].Load()>>32-c[cl&31])>>63<<15 |
-		(b.slots[1].Load()>>32-c[cl>>8&31])>>63<<31 |
-		(b.slots[2].Load()>>32-c[cl>>16&31])>>63<<47 |
-		(b.slots[3].Load()>>32-c[cl>>24&31])>>63<<63
-	if lt == 0 {
-		return dst
-	}
-	return s.staleLanes(a, b, lt, dst)
-}
-
-// staleLanes appends the lanes of lt that are occupied.
-func (s *core) staleLanes(a *array, b *bucket, lt uint64, dst []Pos) []Pos {
-	t := b.tags.Load()
-	occupied := ((t & laneLow15) + laneLow15) | t
-	for m := lt & occupied; m != 0; m &= m - 1 {
-		dst = append(dst, Pos{s, a, b, lane(m)})
 	}
 	return dst
 }
 
-func (s *core) staleChains(a *array, chains []*bucket, c *[2 * Classes]uint64, dst []Pos) []Pos {
-	for _, b := range chains {
-		for ; b != nil; b = a.next(b) {
-			dst = s.stale(a, b, c, dst)
+// healRange appends the stale or ahead occupied slots of bs.
+func (s *core) healRange(a *array, bs []bucket, c, up *cutTable, dst []Pos) []Pos {
+	for i := range bs {
+		b := &bs[i]
+		cl := b.classes.Load()
+		t := b.tags.Load()
+		s0, s1, s2, s3 := b.slots[0].Load()>>32, b.slots[1].Load()>>32, b.slots[2].Load()>>32, b.slots[3].Load()>>32
+		lt := (s0-c[cl&31])>>63<<15 | (s1-c[cl>>8&31])>>63<<31 |
+			(s2-c[cl>>16&31])>>63<<47 | (s3-c[cl>>24&31])>>63<<63
+		gt := (up[cl&31]-s0)>>63<<15 | (up[cl>>8&31]-s1)>>63<<31 |
+			(up[cl>>16&31]-s2)>>63<<47 | (up[cl>>24&31]-s3)>>63<<63
+		if m := (lt | gt) & (((t & laneLow15) + laneLow15) | t); m != 0 {
+			dst = s.appendLanes(a, b, m, dst)
 		}
+	}
+	return dst
+}
+
+// appendLanes appends the lanes of m (high bit per lane) of bucket b.
+func (s *core) appendLanes(a *array, b *bucket, m uint64, dst []Pos) []Pos {
+	for ; m != 0; m &= m - 1 {
+		dst = append(dst, Pos{s, a, b, lane(m)})
 	}
 	return dst
 }
@@ -133,30 +166,5 @@ func (s *Shard[E]) FlowsLocked(dst []*E) []*E {
 			dst = append(dst, (*E)(a.store.rec(refOf(w))))
 		}
 	})
-	return dst
-}
-
-// AheadStepLocked appends to dst every slot in the buckets [from, to) of
-// the current array (overflow buckets included) that holds a flow's first
-// key and whose stamp is above above. Once the owner's clock has stepped
-// back, these are the stamps that may say a flow was seen later than it
-// was — a refresh that lowered a flow's last-seen time may have lowered
-// its stamp in an array that a rebuild has since replaced — and the
-// owner's pass heals them (a stamp may be early, never late). It loads no
-// record; the caller holds the mutex. Only a pass after the clock stepped
-// back calls it, so it is written for clarity, not speed.
-func (s *core) AheadStepLocked(from, to int, above uint32, dst []Pos) []Pos {
-	a := s.arr.Load()
-	to = min(to, len(a.buckets))
-	for bi := from; bi < to; bi++ {
-		for b := &a.buckets[bi]; b != nil; b = a.next(b) {
-			t := b.tags.Load()
-			for i := range slotsPerBucket {
-				if t>>(i*tagBits)&tagMask != 0 && b.class(i) != ReplyClass && stampOf(b.slots[i].Load()) > above {
-					dst = append(dst, Pos{s, a, b, i})
-				}
-			}
-		}
-	}
 	return dst
 }
