@@ -161,7 +161,7 @@ func ParseFlowKey(packet []byte) (FlowKey, error) {
 	if len(packet) == 0 {
 		return FlowKey{}, errTruncVersion
 	}
-	var k FlowKey
+	var k keyFields
 	var err error
 	switch packet[0] >> 4 {
 	case 4:
@@ -178,11 +178,11 @@ func ParseFlowKey(packet []byte) (FlowKey, error) {
 // failed at the transport header has filled in the addresses already.
 // The helpers fill one key in place rather than return it, because
 // copying a 40-byte key out of each level costs more than the parse.
-func done(k FlowKey, err error) (FlowKey, error) {
+func done(k keyFields, err error) (FlowKey, error) {
 	if err != nil {
 		return FlowKey{}, err
 	}
-	return k, nil
+	return k.key(), nil
 }
 
 // ParseFrame returns the flow key of an Ethernet II frame (what an
@@ -224,7 +224,7 @@ func ParseFrame(frame []byte) (FlowKey, error) {
 	if len(p) == 0 {
 		return FlowKey{}, errTruncVersion
 	}
-	var k FlowKey
+	var k keyFields
 	switch v := p[0] >> 4; {
 	case v == want && v == 4:
 		return done(k, parse4(&k, p))
@@ -239,7 +239,7 @@ func ParseFrame(frame []byte) (FlowKey, error) {
 }
 
 // parse4 fills k from an IPv4 packet; p[0]>>4 == 4.
-func parse4(k *FlowKey, p []byte) error {
+func parse4(k *keyFields, p []byte) error {
 	if len(p) < ipv4HeaderLen {
 		return errTrunc4
 	}
@@ -266,7 +266,7 @@ func parse4(k *FlowKey, p []byte) error {
 }
 
 // parse6 fills k from an IPv6 packet; p[0]>>4 == 6.
-func parse6(k *FlowKey, p []byte) error {
+func parse6(k *keyFields, p []byte) error {
 	if len(p) < ipv6HeaderLen {
 		return errTrunc6
 	}
@@ -320,7 +320,7 @@ func parse6(k *FlowKey, p []byte) error {
 
 // transport fills in the ports of k from l, the bytes after the IP and
 // extension headers, according to k.proto.
-func transport(k *FlowKey, l []byte) error {
+func transport(k *keyFields, l []byte) error {
 	switch k.proto {
 	case ProtoTCP, ProtoUDP, ProtoSCTP, ProtoDCCP, protoUDPLite:
 		// All five start with source and destination port; the key
