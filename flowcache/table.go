@@ -310,10 +310,16 @@ func (t *Table[V]) stamp(ms int64) uint32 {
 // the flow's last-seen time from the table's coarse clock, and only when
 // that has ticked since the last refresh, so a flow that every core hits
 // is written once a tick.
-func (t *Table[V]) Get(k FlowKey) (*Entry[V], bool) {
+func (t *Table[V]) Get(k FlowKey) (*Entry[V], bool) { return t.get(&k) }
+
+// get is Get's body. Get only takes its key's address, so it is small
+// enough to inline into its caller (TestGetInlines), which then hands
+// get the address of the key it holds: a key passed to Get by value is
+// not copied again on its way in, however many wrappers it came through.
+func (t *Table[V]) get(k *FlowKey) (*Entry[V], bool) {
 	t.mustInit()
-	h := t.hash(&k)
-	e, slot, w := t.shardOf(h).Lookup(h, skey(&k))
+	h := t.hash(k)
+	e, slot, w := t.shardOf(h).Lookup(h, skey(k))
 	if e == nil {
 		t.misses.Inc()
 		return nil, false
