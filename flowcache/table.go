@@ -14,7 +14,6 @@ import (
 	"github.com/flowcache/flowcache/seed"
 	"github.com/flowcache/flowcache/shard"
 	"github.com/puzpuzpuz/xsync/v3"
-	"github.com/zeebo/xxh3"
 	uatomic "go.uber.org/atomic"
 )
 
@@ -274,14 +273,11 @@ const stampShift = 10
 const stampSlack = 1 << 40
 
 // hashKey is hash for a key the shard holds: a shard.Key is a FlowKey's
-// 40 bytes (skey), so hashing its bytes gives the same hash.
-func (t *Table[V]) hashKey(k *shard.Key) uint64 {
-	return xxh3.HashSeed(unsafe.Slice((*byte)(unsafe.Pointer(k)), unsafe.Sizeof(*k)), t.seed)
-}
+// five words (skey), so it hashes the same.
+func (t *Table[V]) hashKey(k *shard.Key) uint64 { return hash40((*[5]uint64)(k), t.seed) }
 
-func (t *Table[V]) hash(k *FlowKey) uint64 {
-	return xxh3.HashSeed(k.bytes(), t.seed)
-}
+// hash is the table hash of k: xxh3 of its 40 bytes with the table seed.
+func (t *Table[V]) hash(k *FlowKey) uint64 { return hash40(keyWords(k), t.seed) }
 
 func (t *Table[V]) shardOf(h uint64) *shard.Shard[Entry[V]] {
 	return &t.shards[h>>t.shift]
