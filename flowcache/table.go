@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"math/bits"
-	"math/rand/v2"
 	"runtime"
 	"sync/atomic"
 	"time"
@@ -263,6 +262,18 @@ func sampleHit[V any](e *Entry[V], draw uint64) bool {
 	return true
 }
 
+// cheaprand is the runtime's cheapest random source: wyrand on a state
+// kept per thread (per M), a few instructions and no shared write. Get
+// draws its hit sample from it: math/rand/v2's Uint32 reaches the
+// runtime's ChaCha8 generator through an interface call, and cost as
+// much as the rest of a hit's arithmetic (docs/PERFORMANCE.md). The draw
+// is independent of the flow, so the sampled count stays an unbiased
+// estimate (TestHitsEstimate). The runtime exports the symbol for
+// linkname and promises to keep its signature (go.dev/issue/67401).
+//
+//go:linkname cheaprand runtime.cheaprand
+func cheaprand() uint32
+
 // stampShift: slot stamps count 1024 ms units since the table's base time.
 // 32 bits of them last 139 years, and a pass touches an entry only in the
 // last unit before it could expire.
@@ -326,7 +337,7 @@ func (t *Table[V]) get(k *FlowKey) (*Entry[V], bool) {
 	if now := t.now.Load(); e.lastSeen.Load() != now {
 		t.refresh(e, slot, w, now)
 	}
-	if rand.Uint32()%hitSample == 0 {
+	if cheaprand()%hitSample == 0 {
 		t.sampled(e)
 	}
 	return e, true
