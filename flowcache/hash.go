@@ -13,9 +13,9 @@ import (
 // 16-byte blocks that xxh3 reads at offsets 16, 8, 0 and 24 overlap):
 //
 //	acc = 40 × prime64_1
-//	    + fold(w2 ^ (s32 + seed), w3 ^ (s40 − seed))
-//	    + fold(w1 ^ (s48 + seed), w2 ^ (s56 − seed))
 //	    + fold(w0 ^ (s00 + seed), w1 ^ (s08 − seed))
+//	    + fold(w1 ^ (s48 + seed), w2 ^ (s56 − seed))
+//	    + fold(w2 ^ (s32 + seed), w3 ^ (s40 − seed))
 //	    + fold(w3 ^ (s16 + seed), w4 ^ (s24 − seed))
 //	hash = avalanche(acc)
 //
@@ -31,11 +31,22 @@ import (
 // Yann Collet, Copyright (c) 2019 Jeff Wendling).
 func hash40(k *[5]uint64, seed uint64) uint64 {
 	w0, w1, w2, w3, w4 := le64(k[0]), le64(k[1]), le64(k[2]), le64(k[3]), le64(k[4])
-	acc := uint64(xxLen40)
-	acc += fold64(w2^(xxSecret032+seed), w3^(xxSecret040-seed))
-	acc += fold64(w1^(xxSecret048+seed), w2^(xxSecret056-seed))
-	acc += fold64(w0^(xxSecret000+seed), w1^(xxSecret008-seed))
-	acc += fold64(w3^(xxSecret016+seed), w4^(xxSecret024-seed))
+	return xxAvalanche(xxLen40 + hashLo(w0, w1, w2, seed) + hashHi(w2, w3, w4, seed))
+}
+
+// hashLo and hashHi are the halves of hash40's sum, each small enough to
+// inline: get, which is not inlined itself, writes hash40 out with them,
+// so a lookup hashes without a call. (hash40 is over the inliner's
+// budget.)
+func hashLo(w0, w1, w2, seed uint64) uint64 {
+	return fold64(w0^(xxSecret000+seed), w1^(xxSecret008-seed)) + fold64(w1^(xxSecret048+seed), w2^(xxSecret056-seed))
+}
+
+func hashHi(w2, w3, w4, seed uint64) uint64 {
+	return fold64(w2^(xxSecret032+seed), w3^(xxSecret040-seed)) + fold64(w3^(xxSecret016+seed), w4^(xxSecret024-seed))
+}
+
+func xxAvalanche(acc uint64) uint64 {
 	acc ^= acc >> 37
 	acc *= 0x165667919e3779f9
 	return acc ^ acc>>32

@@ -290,8 +290,11 @@ func (t *Table[V]) hashKey(k *shard.Key) uint64 { return hash40((*[5]uint64)(k),
 // hash is the table hash of k: xxh3 of its 40 bytes with the table seed.
 func (t *Table[V]) hash(k *FlowKey) uint64 { return hash40(keyWords(k), t.seed) }
 
+// shardOf is the shard of table hash h, chosen by its top bits: h >>
+// t.shift is below len(t.shards) = 1 << (64 - t.shift), so the shard is
+// taken from the slice's base without a bounds check.
 func (t *Table[V]) shardOf(h uint64) *shard.Shard[Entry[V]] {
-	return &t.shards[h>>t.shift]
+	return (*shard.Shard[Entry[V]])(unsafe.Add(unsafe.Pointer(unsafe.SliceData(t.shards)), uintptr(h>>t.shift)*unsafe.Sizeof(t.shards[0])))
 }
 
 // skey views a FlowKey as the shard's Key: both are 40 bytes, 8-aligned
@@ -325,7 +328,12 @@ func (t *Table[V]) Get(k FlowKey) (*Entry[V], bool) { return t.get(&k) }
 // not copied again on its way in, however many wrappers it came through.
 func (t *Table[V]) get(k *FlowKey) (*Entry[V], bool) {
 	t.mustInit()
-	h := t.hash(k)
+	// t.hash(k), written out (hash40 is over the inliner's budget; its
+	// halves are not), so that the hash, the shard's choice and the
+	// lookup are one call.
+	kw := keyWords(k)
+	w0, w1, w2, w3, w4 := le64(kw[0]), le64(kw[1]), le64(kw[2]), le64(kw[3]), le64(kw[4])
+	h := xxAvalanche(xxLen40 + hashLo(w0, w1, w2, t.seed) + hashHi(w2, w3, w4, t.seed))
 	e, slot, w := t.shardOf(h).Lookup(h, skey(k))
 	if e == nil {
 		t.misses.Inc()

@@ -240,11 +240,12 @@ retry:
 		a := s.arr.Load()
 		hh := mix(h, a.seed)
 		tag := tagOf(hh)
-		for b := &a.buckets[hh&a.mask]; b != nil; b = a.next(b) {
+		b := a.bucket(hh)
+		for {
 			// Tag first, then slot: writers publish a slot before its tag.
 			for m := match(b.tags.Load(), tag); m != 0; m &= m - 1 {
-				i := lane(m)
-				w := b.slots[i].Load()
+				slot := &b.slots[lane(m)&(slotsPerBucket-1)] // lane(m) < 4 for m != 0
+				w := slot.Load()
 				ref := refOf(w)
 				var r unsafe.Pointer
 				if ref&refForeign == 0 {
@@ -262,12 +263,21 @@ retry:
 					continue retry
 				}
 				if (*Node)(r).key.Equal(k) {
-					return s.flow(r, ref), &b.slots[i], w
+					return s.flow(r, ref), slot, w
 				}
 			}
+			if b = a.next(b); b == nil {
+				return nil, nil, 0
+			}
 		}
-		return nil, nil, 0
 	}
+}
+
+// bucket is the first bucket of the chain of bucket hash hh. The index
+// hh & a.mask is below len(a.buckets), a power of two whose mask it is,
+// so the bucket is taken from the array's base without a bounds check.
+func (a *array) bucket(hh uint64) *bucket {
+	return (*bucket)(unsafe.Add(unsafe.Pointer(unsafe.SliceData(a.buckets)), uintptr(hh&a.mask)*unsafe.Sizeof(bucket{})))
 }
 
 // Pos is where a key lives in the current array, found under the mutex.
