@@ -274,3 +274,53 @@ func mixedLoop[O mixedOps](b *testing.B, m O, rings []*mixedRing) {
 	}
 	reportRate(b, "Mops/s")
 }
+
+// BenchmarkGetBesideWriter looks up flows of a 10k-flow table (all hits,
+// the table in cache) from one goroutine while another inserts and
+// removes other flows of the same table as fast as it can: the lookup's
+// price for the lines writers write. A word a lookup reads that shares a
+// cache line with one a writer writes (false sharing) costs the lookup a
+// miss to the other core each time the writer has been there.
+func BenchmarkGetBesideWriter(b *testing.B) {
+	const flows = 10_000
+	runRounds(b, flows, func() ([]variant, func()) {
+		keys := Keys(2*flows, 5)
+		probe := probeOrder(keys[:flows])
+		fc := filled(Impls[0], keys[:flows]).(*Flowcache)
+		mo := filled(Impls[1], keys[:flows]).(*mapOf)
+		runtime.GC()
+		return []variant{
+			{"impl=flowcache/call=direct", func(b *testing.B) {
+				besideWriter(b, keys[flows:], fcDirect{fc.T}, func() { getFlowcache(b, fc.T, probe) })
+			}},
+			{"impl=xsync3.MapOf/call=direct", func(b *testing.B) {
+				besideWriter(b, keys[flows:], mapOfDirect{mo.m}, func() { getMapOf(b, mo.m, probe) })
+			}},
+		}, func() { fc.T.Close() }
+	})
+}
+
+// besideWriter runs lookups while a writer goroutine inserts and then
+// removes the keys of others, over and over, and reports the writer's
+// rate beside the lookups' ns/op.
+func besideWriter[O mixedOps](b *testing.B, others []flowcache.FlowKey, m O, lookups func()) {
+	var stop atomic.Bool
+	var writes atomic.Int64
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		n := int64(0)
+		for i := 0; !stop.Load(); i = (i + 1) % len(others) {
+			m.insert(others[i])
+			m.remove(others[i])
+			n += 2
+		}
+		writes.Store(n)
+	}()
+	lookups()
+	stop.Store(true)
+	<-done
+	if s := b.Elapsed().Seconds(); s > 0 {
+		b.ReportMetric(float64(writes.Load())/s/1e6, "Mwrites/s")
+	}
+}

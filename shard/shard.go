@@ -118,31 +118,38 @@ type Shard[E any] struct {
 	_ [shardPad]byte
 }
 
-// shardPad rounds a Shard up to whole cache lines, so that in an array of
-// shards no shard's writer words share a line with the next one's array
-// pointer, which every lookup reads.
-const shardPad = (64 - unsafe.Sizeof(core{})%64) % 64
+// shardPad rounds a Shard up to whole pairs of cache lines, so that in an
+// array of shards no shard's writer words share a line, or the pair of
+// lines x86's adjacent-line prefetcher pulls together, with the next
+// shard's lookup words.
+const shardPad = (readLines - unsafe.Sizeof(core{})%readLines) % readLines
 
-var _ [0]struct{} = [unsafe.Sizeof(Shard[struct{}]{}) % 64]struct{}{}
+// readLines is the bytes of a pair of cache lines: what a shard keeps its
+// lookup words in, alone.
+const readLines = 128
+
+var _ [0]struct{} = [unsafe.Sizeof(Shard[struct{}]{}) % readLines]struct{}{}
 
 // core is the shard without its record type.
 type core struct {
-	// Read by every lookup and written only by a rebuild: alone on its
-	// cache line, so that writers taking the mutex do not invalidate it.
+	// Read by every lookup and written only by Init (size, recs) and a
+	// rebuild (arr): alone on their pair of cache lines, so that writers
+	// taking the mutex, and the counters they bump, never invalidate them
+	// (TestLookupWordsApart).
 	arr atomic.Pointer[array]
-	_   [64 - 8]byte
-
-	// Under mu.
-	mu     sync.Mutex
-	n      int // occupied slots
-	hash   Hasher
-	seeds  *seed.Source
-	layout *layout
 	// size and recs are the layout's, copied here for the lookup path:
 	// a record is at chunk + recs + position × size.
 	size, recs uintptr
-	foreign    foreign
-	move       func(dst, src unsafe.Pointer) // the owner's move function (see CompactLocked)
+	_          [readLines - 24]byte
+
+	// Under mu.
+	mu      sync.Mutex
+	n       int // occupied slots
+	hash    Hasher
+	seeds   *seed.Source
+	layout  *layout
+	foreign foreign
+	move    func(dst, src unsafe.Pointer) // the owner's move function (see CompactLocked)
 	// maxChain is MaxChain; tests of the attack set it negative to turn
 	// the defence off.
 	maxChain int
