@@ -320,21 +320,27 @@ func (t *Table[V]) stamp(ms int64) uint32 {
 // the flow's last-seen time from the table's coarse clock, and only when
 // that has ticked since the last refresh, so a flow that every core hits
 // is written once a tick.
-func (t *Table[V]) Get(k FlowKey) (*Entry[V], bool) { return t.get(&k) }
-
-// get is Get's body. Get only takes its key's address, so it is small
-// enough to inline into its caller (TestGetInlines), which then hands
-// get the address of the key it holds: a key passed to Get by value is
-// not copied again on its way in, however many wrappers it came through.
-func (t *Table[V]) get(k *FlowKey) (*Entry[V], bool) {
+//
+// The key comes by value, in registers: a FlowKey is five words, which
+// Go's register ABI passes as five registers, so a key handed to Get
+// through a program's own by-value wrapper costs what one read from a
+// slice costs. Get is not a small wrapper over a body that takes the
+// key's address: inlined into its caller, such a wrapper copies its
+// 40-byte argument into a variable of its own with 16-byte moves, which
+// read the caller's 8-byte stores of the same key; the CPU cannot forward
+// those stores to the loads, which wait for them to retire, behind the
+// previous lookup's cache misses, and consecutive lookups stop
+// overlapping (1.8x slower at 1M flows through a wrapper, measured in
+// docs/PERFORMANCE.md). Get's own frame holds the key as five 8-byte
+// stores, which every later load of it matches.
+func (t *Table[V]) Get(k FlowKey) (*Entry[V], bool) {
 	t.mustInit()
-	// t.hash(k), written out (hash40 is over the inliner's budget; its
+	// t.hash(&k), written out (hash40 is over the inliner's budget; its
 	// halves are not), so that the hash, the shard's choice and the
 	// lookup are one call.
-	kw := keyWords(k)
-	w0, w1, w2, w3, w4 := le64(kw[0]), le64(kw[1]), le64(kw[2]), le64(kw[3]), le64(kw[4])
+	w0, w1, w2, w3, w4 := le64(k.w0), le64(k.w1), le64(k.w2), le64(k.w3), le64(k.w4)
 	h := xxAvalanche(xxLen40 + hashLo(w0, w1, w2, t.seed) + hashHi(w2, w3, w4, t.seed))
-	e, slot, w := t.shardOf(h).Lookup(h, skey(k))
+	e, slot, w := t.shardOf(h).Lookup(h, skey(&k))
 	if e == nil {
 		t.misses.Inc()
 		return nil, false
