@@ -12,6 +12,11 @@
 //	BenchmarkChurn        90 % hits, 5 % new flows, 5 % removals at 1M flows
 //	BenchmarkFill         inserts into an empty table up to 10k / 1M (Minserts/s)
 //	BenchmarkGC           one forced runtime.GC with 4M flows resident (gc-ms)
+//	BenchmarkGetValue     Get with the value read, direct and through a
+//	                      by-value wrapper (ValueMap), flowcache beside
+//	                      MapOf and the sharded map, interleaved (-rounds)
+//	BenchmarkMixed        BenchmarkChurn the same two ways, interleaved
+//	BenchmarkGetBesideWriter  lookups while another goroutine writes
 //
 // -short drops the 4M-flow cases (BenchmarkGC then runs at 1M). Each
 // sub-benchmark builds its table and drops it before the next, so at
