@@ -12,6 +12,11 @@
 //	BenchmarkChurn        90 % hits, 5 % new flows, 5 % removals at 1M flows
 //	BenchmarkFill         inserts into an empty table up to 10k / 1M (Minserts/s)
 //	BenchmarkGC           one forced runtime.GC with 4M flows resident (gc-ms)
+//	BenchmarkGetValue     Get with the value read, direct and through a
+//	                      by-value wrapper (ValueMap), flowcache beside
+//	                      MapOf and the sharded map, interleaved (-rounds)
+//	BenchmarkMixed        BenchmarkChurn the same two ways, interleaved
+//	BenchmarkGetBesideWriter  lookups while another goroutine writes
 //
 // -short drops the 4M-flow cases (BenchmarkGC then runs at 1M). Each
 // sub-benchmark builds its table and drops it before the next, so at
@@ -56,6 +61,65 @@ type Map interface {
 	// Range calls fn for every stored flow until fn returns false. fn
 	// must not call the Map (collect keys, then Remove them after).
 	Range(fn func(k flowcache.FlowKey, v *State) bool)
+}
+
+// ValueMap is the lookup of a program's own wrapper around whichever
+// map it uses, func (m *M) Get(k FlowKey) (V, bool): the key passed in and
+// the value copied out, by value. Map.Get hands back the value's address
+// instead. Called through this interface, as a harness that compares maps
+// calls it, nothing of the wrapper inlines into the caller: the key
+// crosses a call boundary twice (into the wrapper, then into the table).
+type ValueMap interface {
+	Get(k flowcache.FlowKey) (State, bool)
+}
+
+// FlowcacheValue is a by-value wrapper around a flowcache table.
+type FlowcacheValue struct{ T *flowcache.Table[State] }
+
+func (f FlowcacheValue) Get(k flowcache.FlowKey) (State, bool) {
+	e, ok := f.T.Get(k)
+	if !ok {
+		return State{}, false
+	}
+	return *e.Value(), true
+}
+
+// MapOfValue is the same wrapper around an xsync3.MapOf of *State.
+type MapOfValue struct {
+	M *xsync3.MapOf[flowcache.FlowKey, *State]
+}
+
+func (m MapOfValue) Get(k flowcache.FlowKey) (State, bool) {
+	v, ok := m.M.Load(k)
+	if !ok {
+		return State{}, false
+	}
+	return *v, true
+}
+
+// ValueOf returns the by-value wrapper of a Map built by Impls, for the
+// implementations that have one (flowcache, xsync3.MapOf,
+// sharded64.RWMutex), or nil.
+func ValueOf(m Map) ValueMap {
+	switch m := m.(type) {
+	case *Flowcache:
+		return FlowcacheValue{m.T}
+	case *mapOf:
+		return MapOfValue{m.m}
+	case *sharded:
+		return shardedValue{m}
+	}
+	return nil
+}
+
+type shardedValue struct{ s *sharded }
+
+func (s shardedValue) Get(k flowcache.FlowKey) (State, bool) {
+	v, ok := s.s.Get(k)
+	if !ok {
+		return State{}, false
+	}
+	return *v, true
 }
 
 // Impl is one implementation under test: its name for sub-benchmark

@@ -102,7 +102,7 @@ func checkAddrs(t *testing.T, p []byte, k FlowKey) {
 			t.Fatalf("% x: key %v does not hold the IPv4 header's addresses", p, k)
 		}
 	case 6:
-		if k.src != [16]byte(p[8:24]) || k.dst != [16]byte(p[24:40]) {
+		if k.fields().src != [16]byte(p[8:24]) || k.fields().dst != [16]byte(p[24:40]) {
 			t.Fatalf("% x: key %v does not hold the IPv6 header's addresses", p, k)
 		}
 	default:

@@ -166,7 +166,7 @@ func (f TCPFlags) String() string {
 // out. ParseHeaders does not allocate.
 func ParseHeaders(packet []byte, h *Headers) error {
 	*h = Headers{}
-	next, frag, err := walkIP(&h.Key, packet)
+	next, frag, err := walkIP(h.Key.fields(), packet)
 	if err != nil {
 		// The walk may have filled the addresses before it failed.
 		*h = Headers{}
@@ -184,7 +184,7 @@ func ParseHeaders(packet []byte, h *Headers) error {
 // allocate.
 func ParseFrameHeaders(frame []byte, h *Headers) error {
 	*h = Headers{}
-	l3, next, frag, err := walkFrame(&h.Key, frame)
+	l3, next, frag, err := walkFrame(h.Key.fields(), frame)
 	if err != nil {
 		*h = Headers{}
 		return err

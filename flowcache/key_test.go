@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"math/rand/v2"
 	"net/netip"
+	"reflect"
 	"slices"
 	"testing"
 	"unsafe"
@@ -54,8 +55,8 @@ func TestNewFlowKey(t *testing.T) {
 		t.Errorf("v4 %v != v4-mapped %v", plain, mapped)
 	}
 	want := [16]byte{10: 0xff, 11: 0xff, 12: 10, 13: 1, 14: 2, 15: 3}
-	if plain.src != want {
-		t.Errorf("stored source % x, want % x", plain.src, want)
+	if plain.fields().src != want {
+		t.Errorf("stored source % x, want % x", plain.fields().src, want)
 	}
 	// An invalid address is stored as ::, the same as the zero key.
 	if k := NewFlowKey(netip.Addr{}, netip.Addr{}, 0, 0, 0); k != (FlowKey{}) {
@@ -179,8 +180,10 @@ func TestFlowKeyCompareOrder(t *testing.T) {
 }
 
 // TestFlowKeyLayout pins what the table relies on to hash and compare
-// keys as memory: 40 bytes, 8-byte aligned, and padding that is always
-// zero, so equal keys are equal bytes.
+// keys as memory: 40 bytes, 8-byte aligned, no pointers (five words and
+// nothing else, so a key travels in registers), the fields where the
+// layout comment draws them, and padding that is always zero, so equal
+// keys are equal bytes.
 func TestFlowKeyLayout(t *testing.T) {
 	if s := unsafe.Sizeof(FlowKey{}); s != 40 {
 		t.Errorf("Sizeof(FlowKey) = %d, want 40", s)
@@ -188,16 +191,25 @@ func TestFlowKeyLayout(t *testing.T) {
 	if a := unsafe.Alignof(FlowKey{}); a != 8 {
 		t.Errorf("Alignof(FlowKey) = %d, want 8", a)
 	}
-	var k FlowKey
+	kt := reflect.TypeFor[FlowKey]()
+	if kt.NumField() != 5 {
+		t.Errorf("FlowKey has %d fields, want five words", kt.NumField())
+	}
+	for i := range kt.NumField() {
+		if f := kt.Field(i); f.Type.Kind() != reflect.Uint64 || f.Offset != uintptr(8*i) {
+			t.Errorf("FlowKey field %d: %s %v at %d, want uint64 at %d", i, f.Name, f.Type, f.Offset, 8*i)
+		}
+	}
+	var f keyFields
 	for _, f := range []struct {
 		name   string
 		offset uintptr
 	}{
-		{"src", unsafe.Offsetof(k.src)},
-		{"dst", unsafe.Offsetof(k.dst) - 16},
-		{"srcPort", unsafe.Offsetof(k.srcPort) - 32},
-		{"dstPort", unsafe.Offsetof(k.dstPort) - 34},
-		{"proto", unsafe.Offsetof(k.proto) - 36},
+		{"src", unsafe.Offsetof(f.src)},
+		{"dst", unsafe.Offsetof(f.dst) - 16},
+		{"srcPort", unsafe.Offsetof(f.srcPort) - 32},
+		{"dstPort", unsafe.Offsetof(f.dstPort) - 34},
+		{"proto", unsafe.Offsetof(f.proto) - 36},
 	} {
 		if f.offset != 0 {
 			t.Errorf("%s is %d bytes from where the layout comment puts it", f.name, f.offset)

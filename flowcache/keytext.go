@@ -123,27 +123,28 @@ func (k *FlowKey) UnmarshalText(text []byte) error {
 }
 
 func (k FlowKey) appendText(b []byte) []byte {
-	if name := protoNames[k.proto]; name != "" {
+	f := k.fields()
+	if name := protoNames[f.proto]; name != "" {
 		b = append(b, name...)
 	} else {
 		b = append(b, protoPrefix...)
-		b = strconv.AppendUint(b, uint64(k.proto), 10)
+		b = strconv.AppendUint(b, uint64(f.proto), 10)
 	}
 	ports, id := true, false
 	switch {
-	case hasPorts(k.proto):
-	case k.srcPort == 0 && k.dstPort == 0:
+	case hasPorts(f.proto):
+	case f.srcPort == 0 && f.dstPort == 0:
 		ports = false
-	case isICMP(k.proto) && k.srcPort == k.dstPort:
+	case isICMP(f.proto) && f.srcPort == f.dstPort:
 		ports, id = false, true
 	}
 	b = append(b, ' ')
-	b = appendEnd(b, k.Src(), k.srcPort, ports)
+	b = appendEnd(b, k.Src(), f.srcPort, ports)
 	b = append(b, " -> "...)
-	b = appendEnd(b, k.Dst(), k.dstPort, ports)
+	b = appendEnd(b, k.Dst(), f.dstPort, ports)
 	if id {
 		b = append(b, " id "...)
-		b = strconv.AppendUint(b, uint64(k.srcPort), 10)
+		b = strconv.AppendUint(b, uint64(f.srcPort), 10)
 	}
 	return b
 }

@@ -173,7 +173,7 @@ func ParseFlowKey(packet []byte) (k FlowKey, err error) {
 	// to inline (the named results keep it under the budget), so that the
 	// caller pays two calls, walkIP then parse4 or parse6, as it did when
 	// ParseFlowKey walked the headers itself.
-	if _, _, err = walkIP(&k, packet); err != nil {
+	if _, _, err = walkIP(k.fields(), packet); err != nil {
 		return FlowKey{}, err
 	}
 	return k, nil
@@ -183,7 +183,7 @@ func ParseFlowKey(packet []byte) (k FlowKey, err error) {
 // family. It returns where the IP headers end (the offset in p of the
 // transport header, or of a non-first fragment's data) and the packet's
 // fragment kind; only the header parsers read them.
-func walkIP(k *FlowKey, p []byte) (int, fragKind, error) {
+func walkIP(k *keyFields, p []byte) (int, fragKind, error) {
 	if len(p) == 0 {
 		return 0, 0, errTruncVersion
 	}
@@ -220,7 +220,7 @@ const (
 // ErrNotIP. ParseFrame does not allocate.
 func ParseFrame(frame []byte) (k FlowKey, err error) {
 	// Written to inline, like ParseFlowKey.
-	if _, _, _, err = walkFrame(&k, frame); err != nil {
+	if _, _, _, err = walkFrame(k.fields(), frame); err != nil {
 		return FlowKey{}, err
 	}
 	return k, nil
@@ -229,7 +229,7 @@ func ParseFrame(frame []byte) (k FlowKey, err error) {
 // walkFrame fills k from an Ethernet frame. It returns the offset of the
 // IP header in frame (after the tags), and walkIP's offset (from the IP
 // header) and fragment kind.
-func walkFrame(k *FlowKey, frame []byte) (l3, next int, frag fragKind, err error) {
+func walkFrame(k *keyFields, frame []byte) (l3, next int, frag fragKind, err error) {
 	if len(frame) < ethHeaderLen {
 		return 0, 0, 0, errTruncEth
 	}
@@ -280,7 +280,7 @@ func walkFrame(k *FlowKey, frame []byte) (l3, next int, frag fragKind, err error
 // parse4 fills k from an IPv4 packet; p[0]>>4 == 4. It returns the header
 // length (where the transport header or a later fragment's data starts)
 // and the fragment kind.
-func parse4(k *FlowKey, p []byte) (int, fragKind, error) {
+func parse4(k *keyFields, p []byte) (int, fragKind, error) {
 	if len(p) < ipv4HeaderLen {
 		return 0, 0, errTrunc4
 	}
@@ -314,7 +314,7 @@ func parse4(k *FlowKey, p []byte) (int, fragKind, error) {
 // parse6 fills k from an IPv6 packet; p[0]>>4 == 6. It returns where the
 // extension headers end (the transport header, or a later fragment's
 // data) and the fragment kind.
-func parse6(k *FlowKey, p []byte) (int, fragKind, error) {
+func parse6(k *keyFields, p []byte) (int, fragKind, error) {
 	if len(p) < ipv6HeaderLen {
 		return 0, 0, errTrunc6
 	}
@@ -373,7 +373,7 @@ func parse6(k *FlowKey, p []byte) (int, fragKind, error) {
 
 // transport fills in the ports of k from l, the bytes after the IP and
 // extension headers, according to k.proto.
-func transport(k *FlowKey, l []byte) error {
+func transport(k *keyFields, l []byte) error {
 	switch k.proto {
 	case ProtoTCP, ProtoUDP, ProtoSCTP, ProtoDCCP, protoUDPLite:
 		// All five start with source and destination port; the key

@@ -343,7 +343,7 @@ func (d *refDecoder) ipv6(p []byte) refResult {
 		case layers.LayerTypeIPv6HopByHop, layers.LayerTypeIPv6Routing, layers.LayerTypeIPv6Destination,
 			layers.LayerTypeIPv6Fragment, layers.LayerTypeIPSecAH:
 		default:
-			k.proto = uint8(nh)
+			k.fields().proto = uint8(nh)
 			switch nh {
 			case layers.IPProtocolIPv4, layers.IPProtocolIPv6, layers.IPProtocolGRE:
 				d.seen = append(d.seen, "tunnel keyed on its outer header ("+nh.String()+")")
@@ -360,7 +360,7 @@ func (d *refDecoder) ipv6(p []byte) refResult {
 			if err = d.frag.DecodeFromBytes(payload, nf); err == nil {
 				if d.frag.FragmentOffset != 0 {
 					d.seen = append(d.seen, "non-first IPv6 fragment")
-					k.proto = uint8(d.frag.NextHeader)
+					k.fields().proto = uint8(d.frag.NextHeader)
 					return result(refResult{key: k, hdr: Headers{
 						L4: -1, Payload: d.off(d.frag.Payload), PayloadLen: len(d.frag.Payload),
 						Fragment: true, NonFirstFragment: true,
@@ -405,7 +405,7 @@ func (d *refDecoder) transport(k FlowKey, proto layers.IPProtocol, p []byte) ref
 	switch lt {
 	case layers.LayerTypeTCP:
 		if err = d.tcp.DecodeFromBytes(p, nf); err == nil {
-			k.srcPort, k.dstPort = uint16(d.tcp.SrcPort), uint16(d.tcp.DstPort)
+			k.fields().srcPort, k.fields().dstPort = uint16(d.tcp.SrcPort), uint16(d.tcp.DstPort)
 			payload(d.tcp.Payload)
 			for i, set := range []bool{d.tcp.FIN, d.tcp.SYN, d.tcp.RST, d.tcp.PSH, d.tcp.ACK, d.tcp.URG, d.tcp.ECE, d.tcp.CWR} {
 				if set {
@@ -415,19 +415,19 @@ func (d *refDecoder) transport(k FlowKey, proto layers.IPProtocol, p []byte) ref
 		}
 	case layers.LayerTypeUDP:
 		if err = d.udp.DecodeFromBytes(p, nf); err == nil {
-			k.srcPort, k.dstPort = uint16(d.udp.SrcPort), uint16(d.udp.DstPort)
+			k.fields().srcPort, k.fields().dstPort = uint16(d.udp.SrcPort), uint16(d.udp.DstPort)
 			payload(d.udp.Payload)
 		}
 	case layers.LayerTypeSCTP:
 		if err = d.sctp.DecodeFromBytes(p, nf); err == nil {
-			k.srcPort, k.dstPort = uint16(d.sctp.SrcPort), uint16(d.sctp.DstPort)
+			k.fields().srcPort, k.fields().dstPort = uint16(d.sctp.SrcPort), uint16(d.sctp.DstPort)
 			payload(d.sctp.Payload)
 		}
 	case layers.LayerTypeUDPLite:
 		// UDPLite has no DecodingLayer; decode it as a packet of its own.
 		pkt := gopacket.NewPacket(p, layers.LayerTypeUDPLite, gopacket.NoCopy)
 		if u, ok := pkt.Layer(layers.LayerTypeUDPLite).(*layers.UDPLite); ok {
-			k.srcPort, k.dstPort = uint16(u.SrcPort), uint16(u.DstPort)
+			k.fields().srcPort, k.fields().dstPort = uint16(u.SrcPort), uint16(u.DstPort)
 			payload(u.Payload)
 		} else {
 			err = fmt.Errorf("UDPLite: %v", pkt.ErrorLayer().Error())
@@ -437,7 +437,7 @@ func (d *refDecoder) transport(k FlowKey, proto layers.IPProtocol, p []byte) ref
 			switch d.icmp4.TypeCode.Type() {
 			case layers.ICMPv4TypeEchoRequest, layers.ICMPv4TypeEchoReply:
 				d.seen = append(d.seen, "ICMP echo")
-				k.srcPort, k.dstPort = d.icmp4.Id, d.icmp4.Id
+				k.fields().srcPort, k.fields().dstPort = d.icmp4.Id, d.icmp4.Id
 			}
 			h.ICMPType, h.ICMPCode = d.icmp4.TypeCode.Type(), d.icmp4.TypeCode.Code()
 			payload(d.icmp4.Payload)
@@ -448,7 +448,7 @@ func (d *refDecoder) transport(k FlowKey, proto layers.IPProtocol, p []byte) ref
 			case layers.ICMPv6TypeEchoRequest, layers.ICMPv6TypeEchoReply:
 				if err = d.echo6.DecodeFromBytes(d.icmp6.Payload, nf); err == nil {
 					d.seen = append(d.seen, "ICMPv6 echo")
-					k.srcPort, k.dstPort = d.echo6.Identifier, d.echo6.Identifier
+					k.fields().srcPort, k.fields().dstPort = d.echo6.Identifier, d.echo6.Identifier
 				}
 			}
 			if len(d.icmp6.Payload) >= 4 {
@@ -530,13 +530,13 @@ func (d *refDecoder) compare(frame []byte) (verdictKind, string, refResult) {
 		switch {
 		case err == nil && k == r.key:
 			return verdictAgree, "same key", r
-		case errors.Is(err, errMalMapped) && (r.key.Is4() || is4(&r.key.dst)):
+		case errors.Is(err, errMalMapped) && (r.key.Is4() || is4(&r.key.fields().dst)):
 			return verdictExplained, whyMappedV6, r
-		case err == nil && k.src == r.key.src && k.dst == r.key.dst:
-			if k.proto == ProtoDCCP && r.key.proto == ProtoDCCP && r.key.srcPort == 0 && r.key.dstPort == 0 {
+		case err == nil && k.fields().src == r.key.fields().src && k.fields().dst == r.key.fields().dst:
+			if k.fields().proto == ProtoDCCP && r.key.fields().proto == ProtoDCCP && r.key.fields().srcPort == 0 && r.key.fields().dstPort == 0 {
 				return verdictExplained, whyDCCP, r
 			}
-			switch r.key.proto {
+			switch r.key.fields().proto {
 			case 135, 139, 140, 253, 254:
 				if !k.Is4() {
 					return verdictExplained, whyUnknownExt, r
@@ -725,10 +725,10 @@ func readmeKey(frame []byte) (k FlowKey, mpls, ok bool) {
 	if err != nil {
 		return FlowKey{}, mpls, false
 	}
-	switch k.proto {
+	switch k.fields().proto {
 	case ProtoTCP, ProtoUDP, ProtoSCTP, protoUDPLite:
 	default:
-		k.srcPort, k.dstPort = 0, 0
+		k.fields().srcPort, k.fields().dstPort = 0, 0
 	}
 	return k, mpls, true
 }

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"math/bits"
-	"math/rand/v2"
 	"reflect"
 	"runtime"
 	"sync/atomic"
@@ -15,7 +14,6 @@ import (
 	"github.com/flowcache/flowcache/seed"
 	"github.com/flowcache/flowcache/shard"
 	"github.com/puzpuzpuz/xsync/v3"
-	"github.com/zeebo/xxh3"
 	uatomic "go.uber.org/atomic"
 )
 
@@ -281,6 +279,18 @@ func sampleHit[V any](e *Entry[V], draw uint64) bool {
 	return true
 }
 
+// cheaprand is the runtime's cheapest random source: wyrand on a state
+// kept per thread (per M), a few instructions and no shared write. Get
+// draws its hit sample from it: math/rand/v2's Uint32 reaches the
+// runtime's ChaCha8 generator through an interface call, and cost as
+// much as the rest of a hit's arithmetic (docs/PERFORMANCE.md). The draw
+// is independent of the flow, so the sampled count stays an unbiased
+// estimate (TestHitsEstimate). The runtime exports the symbol for
+// linkname and promises to keep its signature (go.dev/issue/67401).
+//
+//go:linkname cheaprand runtime.cheaprand
+func cheaprand() uint32
+
 // stampShift: slot stamps count 1024 ms units since the table's base time.
 // 32 bits of them last 139 years, and a pass touches an entry only in the
 // last unit before it could expire.
@@ -291,17 +301,17 @@ const stampShift = 10
 const stampSlack = 1 << 40
 
 // hashKey is hash for a key the shard holds: a shard.Key is a FlowKey's
-// 40 bytes (skey), so hashing its bytes gives the same hash.
-func (t *Table[V]) hashKey(k *shard.Key) uint64 {
-	return xxh3.HashSeed(unsafe.Slice((*byte)(unsafe.Pointer(k)), unsafe.Sizeof(*k)), t.seed)
-}
+// five words (skey), so it hashes the same.
+func (t *Table[V]) hashKey(k *shard.Key) uint64 { return hash40((*[5]uint64)(k), t.seed) }
 
-func (t *Table[V]) hash(k *FlowKey) uint64 {
-	return xxh3.HashSeed(k.bytes(), t.seed)
-}
+// hash is the table hash of k: xxh3 of its 40 bytes with the table seed.
+func (t *Table[V]) hash(k *FlowKey) uint64 { return hash40(keyWords(k), t.seed) }
 
+// shardOf is the shard of table hash h, chosen by its top bits: h >>
+// t.shift is below len(t.shards) = 1 << (64 - t.shift), so the shard is
+// taken from the slice's base without a bounds check.
 func (t *Table[V]) shardOf(h uint64) *shard.Shard[Entry[V]] {
-	return &t.shards[h>>t.shift]
+	return (*shard.Shard[Entry[V]])(unsafe.Add(unsafe.Pointer(unsafe.SliceData(t.shards)), uintptr(h>>t.shift)*unsafe.Sizeof(t.shards[0])))
 }
 
 // skey views a FlowKey as the shard's Key: both are 40 bytes, 8-aligned
@@ -327,26 +337,46 @@ func (t *Table[V]) stamp(ms int64) uint32 {
 // the flow's last-seen time from the table's coarse clock, and only when
 // that has ticked since the last refresh, so a flow that every core hits
 // is written once a tick.
+//
+// The key comes by value, in registers: a FlowKey is five words, which
+// Go's register ABI passes as five registers, so a key handed to Get
+// through a program's own by-value wrapper costs what one read from a
+// slice costs. Get is not a small wrapper over a body that takes the
+// key's address: inlined into its caller, such a wrapper copies its
+// 40-byte argument into a variable of its own with 16-byte moves, which
+// read the caller's 8-byte stores of the same key; the CPU cannot forward
+// those stores to the loads, which wait for them to retire, behind the
+// previous lookup's cache misses, and consecutive lookups stop
+// overlapping (1.8x slower at 1M flows through a wrapper, measured in
+// docs/PERFORMANCE.md). Get's own frame holds the key as five 8-byte
+// stores, which every later load of it matches.
 func (t *Table[V]) Get(k FlowKey) (*Entry[V], bool) {
 	t.mustInit()
-	h := t.hash(&k)
-	for {
-		e, slot, w := t.shardOf(h).Lookup(h, skey(&k))
-		if e == nil {
+	// t.hash(&k), written out (hash40 is over the inliner's budget; its
+	// halves are not), so that the hash, the shard's choice and the
+	// lookup are one call.
+	w0, w1, w2, w3, w4 := le64(k.w0), le64(k.w1), le64(k.w2), le64(k.w3), le64(k.w4)
+	h := xxAvalanche(xxLen40 + hashLo(w0, w1, w2, t.seed) + hashHi(w2, w3, w4, t.seed))
+	e, slot, w := t.shardOf(h).Lookup(h, skey(&k))
+	if e == nil {
+		t.misses.Inc()
+		return nil, false
+	}
+	// The refresh and the hit sample, written out rather than called:
+	// the compiler does not inline calls inside a generic body that
+	// another package instantiates, and the common hit does neither.
+	if now := t.now.Load(); e.lastSeen.Load() != now && !t.refresh(e, slot, w, now) {
+		// A released record, reached through a slot word loaded before
+		// its flow left (see refresh): look again, off the hot path.
+		if e = t.lookupLive(&k, h); e == nil {
 			t.misses.Inc()
 			return nil, false
 		}
-		// The refresh and the hit sample, written out rather than called:
-		// the compiler does not inline calls inside a generic body that
-		// another package instantiates, and the common hit does neither.
-		if now := t.now.Load(); e.lastSeen.Load() != now && !t.refresh(e, slot, w, now) {
-			continue // a released record, reached through a stale slot word: look again
-		}
-		if rand.Uint32()%hitSample == 0 {
-			t.sampled(e)
-		}
-		return e, true
 	}
+	if cheaprand()%hitSample == 0 {
+		t.sampled(e)
+	}
+	return e, true
 }
 
 // touch refreshes a flow that a lookup found through the slot word w, as

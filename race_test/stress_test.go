@@ -355,6 +355,11 @@ func runStress(t *testing.T, cfg stressConfig) {
 	switch {
 	case st.Grows == 0 || st.Moved == 0 || st.Replaced == 0 || st.Removed == 0 || r.pairs.Load() == 0:
 		t.Errorf("the run did not exercise rebuilds, moves, replacements, removals and pairs: %v", st)
+	case !cfg.clear && (st.Shrinks == 0 || st.Expired == 0) && drains.Load() == 0 && !b.long:
+		// Shrinks come with a drain phase, which a machine too slow for
+		// the cap does not reach: logged, since a test must not fail
+		// because the machine was slow.
+		t.Logf("no drain within the %v cap, so no expiry and shrink to check: %v", b.maxDur, st)
 	case !cfg.clear && (st.Shrinks == 0 || st.Expired == 0):
 		t.Errorf("the run did not exercise expiry and shrinks: %v", st)
 	case cfg.evict && st.Evicted == 0:

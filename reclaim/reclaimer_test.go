@@ -1,6 +1,7 @@
 package reclaim_test
 
 import (
+	"runtime"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -85,6 +86,9 @@ func waitFor(t *testing.T, c <-chan struct{}, what string) {
 func TestReclaimerTicks(t *testing.T) {
 	d := reclaim.NewDomain()
 	o := &owner{}
+	// The domain holds o weakly and the pass does not use it: a
+	// collection before the first tick would drop the watch.
+	defer runtime.KeepAlive(o)
 	c, pass := ticks()
 	defer reclaim.Watch(d, o, pass)()
 	r := reclaim.NewReclaimer(d, time.Millisecond)
@@ -106,6 +110,9 @@ func TestReclaimerTicks(t *testing.T) {
 func TestReclaimerSurvivesPanics(t *testing.T) {
 	d := reclaim.NewDomain()
 	o := &owner{}
+	// The domain holds o weakly and the pass does not use it: a
+	// collection before the first tick would drop the watch.
+	defer runtime.KeepAlive(o)
 	c, pass := ticks()
 	defer reclaim.Watch(d, o, pass)()
 	r := reclaim.NewReclaimer(d, time.Millisecond)
@@ -132,6 +139,9 @@ func TestReclaimerDoesNotWaitForStalledReader(t *testing.T) {
 	d := reclaim.NewDomain()
 	stalled := d.Register()
 	o := &owner{}
+	// The domain holds o weakly and the pass does not use it: a
+	// collection before the first tick would drop the watch.
+	defer runtime.KeepAlive(o)
 	c, pass := ticks()
 	defer reclaim.Watch(d, o, pass)()
 	r := reclaim.NewReclaimer(d, time.Millisecond)

@@ -126,32 +126,39 @@ type Shard[E any] struct {
 	_ [shardPad]byte
 }
 
-// shardPad rounds a Shard up to whole cache lines, so that in an array of
-// shards no shard's writer words share a line with the next one's array
-// pointer, which every lookup reads. Never 0: a zero-size last field would
-// itself be padded.
-const shardPad = 64 - unsafe.Sizeof(core{})%64
+// shardPad rounds a Shard up to whole pairs of cache lines, so that in an
+// array of shards no shard's writer words share a line, or the pair of
+// lines x86's adjacent-line prefetcher pulls together, with the next
+// shard's lookup words. Never 0: a zero-size last field would itself be
+// padded.
+const shardPad = readLines - unsafe.Sizeof(core{})%readLines
 
-var _ [0]struct{} = [unsafe.Sizeof(Shard[struct{}]{}) % 64]struct{}{}
+// readLines is the bytes of a pair of cache lines: what a shard keeps its
+// lookup words in, alone.
+const readLines = 128
+
+var _ [0]struct{} = [unsafe.Sizeof(Shard[struct{}]{}) % readLines]struct{}{}
 
 // core is the shard without its record type.
 type core struct {
-	// Read by every lookup and written only by a rebuild: alone on its
-	// cache line, so that writers taking the mutex do not invalidate it.
+	// Read by every lookup and written only by Init (size, recs) and a
+	// rebuild (arr): alone on their pair of cache lines, so that writers
+	// taking the mutex, and the counters they bump, never invalidate them
+	// (TestLookupWordsApart).
 	arr atomic.Pointer[array]
-	_   [64 - 8]byte
-
-	// Under mu.
-	mu     sync.Mutex
-	n      int // occupied slots
-	hash   Hasher
-	seeds  *seed.Source
-	layout *layout
 	// size and recs are the layout's, copied here for the lookup path:
 	// a record is at chunk + recs + position × size.
 	size, recs uintptr
-	foreign    foreign
-	move       func(dst, src unsafe.Pointer) // the owner's move function (see CompactLocked)
+	_          [readLines - 24]byte
+
+	// Under mu.
+	mu      sync.Mutex
+	n       int // occupied slots
+	hash    Hasher
+	seeds   *seed.Source
+	layout  *layout
+	foreign foreign
+	move    func(dst, src unsafe.Pointer) // the owner's move function (see CompactLocked)
 	// maxChain is MaxChain; tests of the attack set it negative to turn
 	// the defence off (and with it the tidy rebuild, which also reseeds).
 	maxChain int
@@ -253,11 +260,12 @@ retry:
 		a := s.arr.Load()
 		hh := mix(h, a.seed)
 		tag := tagOf(hh)
-		for b := &a.buckets[hh&a.mask]; b != nil; b = a.next(b) {
+		b := a.bucket(hh)
+		for {
 			// Tag first, then slot: writers publish a slot before its tag.
 			for m := match(b.tags.Load(), tag); m != 0; m &= m - 1 {
-				i := lane(m)
-				w := b.slots[i].Load()
+				slot := &b.slots[lane(m)&(slotsPerBucket-1)] // lane(m) < 4 for m != 0
+				w := slot.Load()
 				ref := refOf(w)
 				var r unsafe.Pointer
 				if ref&refForeign == 0 {
@@ -275,12 +283,21 @@ retry:
 					continue retry
 				}
 				if (*Node)(r).key.Equal(k) {
-					return s.flow(r, ref), &b.slots[i], w
+					return s.flow(r, ref), slot, w
 				}
 			}
+			if b = a.next(b); b == nil {
+				return nil, nil, 0
+			}
 		}
-		return nil, nil, 0
 	}
+}
+
+// bucket is the first bucket of the chain of bucket hash hh. The index
+// hh & a.mask is below len(a.buckets), a power of two whose mask it is,
+// so the bucket is taken from the array's base without a bounds check.
+func (a *array) bucket(hh uint64) *bucket {
+	return (*bucket)(unsafe.Add(unsafe.Pointer(unsafe.SliceData(a.buckets)), uintptr(hh&a.mask)*unsafe.Sizeof(bucket{})))
 }
 
 // Pos is where a key lives in the current array, found under the mutex.

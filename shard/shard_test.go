@@ -151,6 +151,39 @@ func TestLayout(t *testing.T) {
 	}
 }
 
+// TestLookupWordsApart: what a lookup reads of its shard (the array
+// pointer, and the record size and offset it finds records with) lies in
+// the shard's first pair of cache lines, and every word a writer or a
+// pass writes (the mutex, the counts, the counters) lies after them, so
+// writes to a shard never invalidate a line its lookups read; a shard is
+// whole pairs of lines, so the next shard's lookup words are apart too.
+func TestLookupWordsApart(t *testing.T) {
+	var c core
+	for _, f := range []struct {
+		name string
+		off  uintptr
+	}{{"arr", unsafe.Offsetof(c.arr)}, {"size", unsafe.Offsetof(c.size)}, {"recs", unsafe.Offsetof(c.recs)}} {
+		if f.off >= readLines {
+			t.Errorf("lookup word %s at %d, past the first %d bytes", f.name, f.off, readLines)
+		}
+	}
+	for _, f := range []struct {
+		name string
+		off  uintptr
+	}{
+		{"mu", unsafe.Offsetof(c.mu)}, {"n", unsafe.Offsetof(c.n)}, {"foreign", unsafe.Offsetof(c.foreign)},
+		{"insertsSinceFlood", unsafe.Offsetof(c.insertsSinceFlood)}, {"live", unsafe.Offsetof(c.live)},
+		{"grows", unsafe.Offsetof(c.grows)}, {"moved", unsafe.Offsetof(c.moved)},
+	} {
+		if f.off < readLines {
+			t.Errorf("written word %s at %d, among the lookup words (the first %d bytes)", f.name, f.off, readLines)
+		}
+	}
+	if n := unsafe.Sizeof(Shard[rec]{}); n%readLines != 0 {
+		t.Errorf("Shard is %d bytes, not whole pairs of cache lines", n)
+	}
+}
+
 func TestInsertLookupRemoveReplace(t *testing.T) {
 	s := newTest(t, 64)
 	const n = 5000 // forces many grows from 64 slots

@@ -29,35 +29,49 @@ func short() Config {
 	}
 }
 
-// checkSane checks what any model run of cfg must report.
+// checkSane checks what any model run of cfg must report however fast or
+// slow the machine ran it: the report's own accounting, which no timing
+// can break. What does depend on the CPU the workers, the passes and the
+// reporter got — how much of the spike was sent, whether it drained
+// before the end, how much heap the collections at the spike's end and
+// after the drain found — is logged, not checked. The simulated clock
+// runs on the wall clock, so on a loaded machine the workers send less
+// of the spike, the heap "at the spike's end" is measured whenever the
+// reporter next runs (by then much of the spike may have expired; and
+// workers allocate while it collects), and xsync3.MapOf, which does not
+// shrink, then ends with as much heap as it had then: TestComparePeerSane
+// failed 5 runs in 20 on a loaded machine on "heap after the drain <
+// heap at the peak". That memory comes back is the table's invariant 14,
+// tested without a clock (TestHeapInUseComesBackAfterScatteredDrain).
 func checkSane(t *testing.T, cfg Config, r *Report) {
 	t.Helper()
+	t.Logf("%s: %d packets; spike sent %d of %d flows; live peak %d (sampled), %d at the end; created %d, expired %d; heap at the spike's end %d, after the drain %d",
+		r.Impl, r.Packets, r.FloodSent, cfg.SpikeFlows, r.LivePeak, r.LiveEnd, r.Inserted, r.Expired, r.HeapPeak, r.HeapAfter)
 	if r.Packets == 0 {
 		t.Fatalf("%s: no packets", r.Impl)
 	}
-	if r.FloodSent < cfg.SpikeFlows/4 {
-		// The spike is a window of simulated time, 0.4 s of real time
-		// here: a machine that gives the workers no CPU for most of it
-		// leaves no spike to drain.
-		t.Skipf("%s: the spike sent %d of %d flows: the machine starved the workers", r.Impl, r.FloodSent, cfg.SpikeFlows)
+	// Every packet is a hit, a new flow, or a drop at the limit.
+	if r.Hits+r.Inserted+r.Full != r.Packets {
+		t.Errorf("%s: %d hits + %d created + %d dropped != %d packets", r.Impl, r.Hits, r.Inserted, r.Full, r.Packets)
 	}
-	if h := r.HitRatio(); h < 0 || h > 1 || r.Hits > r.Packets {
-		t.Errorf("%s: hit ratio %v (%d hits of %d packets)", r.Impl, h, r.Hits, r.Packets)
-	}
-	if r.Inserted == 0 || r.Expired == 0 {
-		t.Errorf("%s: created %d flows, expired %d: want both > 0", r.Impl, r.Inserted, r.Expired)
+	// Flows come only from inserts and leave only by expiry: exactly for
+	// the table; a peer sent one new flow twice in a batch stores it once
+	// and counts two inserts (see peerWorker), so at most for a peer.
+	if live := uint64(r.LiveEnd) + r.Expired; live > r.Inserted || r.Impl == "flowcache" && live != r.Inserted {
+		t.Errorf("%s: %d live at the end + %d expired, but %d created", r.Impl, r.LiveEnd, r.Expired, r.Inserted)
 	}
 	if r.LivePeak > r.Limit || r.LiveEnd > r.LivePeak {
 		t.Errorf("%s: live %d at the end, peak %d, limit %d", r.Impl, r.LiveEnd, r.LivePeak, r.Limit)
 	}
+	if r.FloodSent > cfg.SpikeFlows {
+		t.Errorf("%s: the spike sent %d flows of %d", r.Impl, r.FloodSent, cfg.SpikeFlows)
+	}
 	if r.LatencySamples == 0 || r.P50 > r.P99 || r.P99 > r.P999 {
 		t.Errorf("%s: latency p50 %v p99 %v p999 %v from %d samples", r.Impl, r.P50, r.P99, r.P999, r.LatencySamples)
 	}
-	if r.HeapPeak == 0 || r.HeapAfter >= r.HeapPeak {
-		t.Errorf("%s: heap at the peak %d, after the drain %d: want after < peak", r.Impl, r.HeapPeak, r.HeapAfter)
-	}
-	if 2*r.LiveEnd >= r.LivePeak {
-		t.Errorf("%s: %d flows live at the end, %d at the peak: the spike did not drain", r.Impl, r.LiveEnd, r.LivePeak)
+	if r.HeapStart == 0 || r.HeapBefore == 0 || r.HeapPeak == 0 || r.HeapAfter == 0 {
+		t.Errorf("%s: heap at the start %d, before the spike %d, at its end %d, after the drain %d: want all measured",
+			r.Impl, r.HeapStart, r.HeapBefore, r.HeapPeak, r.HeapAfter)
 	}
 }
 
@@ -71,9 +85,15 @@ func TestRunModel(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkSane(t, cfg, r)
-	if r.Grows == 0 || r.Shrinks == 0 {
-		t.Errorf("rebuilds: grow %d, shrink %d: want the spike to grow the table and the drain to shrink it", r.Grows, r.Shrinks)
+	// A shard starts at 64 slots and grows past 48 keys, and the default
+	// shard count leaves at least 256 flows of the limit per shard, so
+	// more than 48/256 of the limit live at once has grown a shard,
+	// whatever the core count. A shrink needs a pass after the drain,
+	// which a starved machine may not have run in time: logged.
+	if r.LivePeak > r.Limit*48/256 && r.Grows == 0 {
+		t.Errorf("rebuilds: no grow with %d flows live at once", r.LivePeak)
 	}
+	t.Logf("rebuilds: grow %d, shrink %d", r.Grows, r.Shrinks)
 	if !strings.Contains(buf.String(), "drain") {
 		t.Errorf("progress line never reached the drain: %q", buf.String())
 	}

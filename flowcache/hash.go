@@ -1,0 +1,75 @@
+package flowcache
+
+import (
+	"math/bits"
+	"unsafe"
+)
+
+// hash40 is xxh3.HashSeed of the 40 bytes that hold k, with seed: the
+// table hash of a key. The xxh3 that zeebo/xxh3 implements takes a
+// slice and branches on its length; a key is always 40 bytes, so the
+// branch for 33 to 64 bytes is all that is left, written out here on the
+// five little-endian words it reads (word i is bytes 8i to 8i+7; the
+// 16-byte blocks that xxh3 reads at offsets 16, 8, 0 and 24 overlap):
+//
+//	acc = 40 × prime64_1
+//	    + fold(w0 ^ (s00 + seed), w1 ^ (s08 − seed))
+//	    + fold(w1 ^ (s48 + seed), w2 ^ (s56 − seed))
+//	    + fold(w2 ^ (s32 + seed), w3 ^ (s40 − seed))
+//	    + fold(w3 ^ (s16 + seed), w4 ^ (s24 − seed))
+//	hash = avalanche(acc)
+//
+// where fold(x, y) is the high word of the 128-bit product x×y xored
+// with the low one, and sNN is xxh3's default secret read at byte NN. It
+// is small enough to inline, and TestHash40MatchesXXH3 checks it gives
+// xxh3.HashSeed's value for random keys and seeds, so the hash is the
+// same one that race_test reproduces from outside and that every key
+// had before.
+//
+// The constants are xxh3's (xxHash by Yann Collet; the Go code this
+// follows is github.com/zeebo/xxh3, BSD 2-Clause, Copyright (c) 2012-2014
+// Yann Collet, Copyright (c) 2019 Jeff Wendling).
+func hash40(k *[5]uint64, seed uint64) uint64 {
+	w0, w1, w2, w3, w4 := le64(k[0]), le64(k[1]), le64(k[2]), le64(k[3]), le64(k[4])
+	return xxAvalanche(xxLen40 + hashLo(w0, w1, w2, seed) + hashHi(w2, w3, w4, seed))
+}
+
+// hashLo and hashHi are the halves of hash40's sum, each small enough to
+// inline: get, which is not inlined itself, writes hash40 out with them,
+// so a lookup hashes without a call. (hash40 is over the inliner's
+// budget.)
+func hashLo(w0, w1, w2, seed uint64) uint64 {
+	return fold64(w0^(xxSecret000+seed), w1^(xxSecret008-seed)) + fold64(w1^(xxSecret048+seed), w2^(xxSecret056-seed))
+}
+
+func hashHi(w2, w3, w4, seed uint64) uint64 {
+	return fold64(w2^(xxSecret032+seed), w3^(xxSecret040-seed)) + fold64(w3^(xxSecret016+seed), w4^(xxSecret024-seed))
+}
+
+func xxAvalanche(acc uint64) uint64 {
+	acc ^= acc >> 37
+	acc *= 0x165667919e3779f9
+	return acc ^ acc>>32
+}
+
+func fold64(x, y uint64) uint64 {
+	hi, lo := bits.Mul64(x, y)
+	return hi ^ lo
+}
+
+// 40 × xxh3's prime64_1 (11400714785074694791), modulo 2^64, and the
+// first 64 bytes of xxh3's default secret, as little-endian words.
+const (
+	xxLen40     = 0xb8ab03bcecd7a518
+	xxSecret000 = 0xbe4ba423396cfeb8
+	xxSecret008 = 0x1cad21f72c81017c
+	xxSecret016 = 0xdb979083e96dd4de
+	xxSecret024 = 0x1f67b3b7a4a44072
+	xxSecret032 = 0x78e5c0cc4ee679cb
+	xxSecret040 = 0x2172ffcc7dd05a82
+	xxSecret048 = 0x8e2443f7744608b8
+	xxSecret056 = 0x4c263a81e69035e0
+)
+
+// keyWords views k as its five words, for hash40.
+func keyWords(k *FlowKey) *[5]uint64 { return (*[5]uint64)(unsafe.Pointer(k)) }
