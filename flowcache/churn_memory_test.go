@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/flowcache/flowcache/reclaim"
-	"github.com/flowcache/flowcache/shard"
 )
 
 // The churn shapes a forwarder meets every day, each measured on heap in
@@ -86,7 +85,7 @@ func checkBound[V any](t interface {
 	t.Helper()
 	for i := range tb.shards {
 		held, live := tb.shards[i].Records()
-		if held > 2*live+shard.ChunkRecords {
+		if held > 2*live+int64(tb.shards[i].ChunkRecords()) {
 			t.Fatalf("%s: shard %d holds %d records for %d live: over 2 × live + one chunk", when, i, held, live)
 		}
 	}
@@ -418,7 +417,9 @@ func TestMemoryChurnAtConstantSize(t *testing.T) {
 				t.Logf("heap in use %d B filled, %d B after %d cycles: %+.1f %%; records %d held / %d live; moved %d (%.2f a cycle)",
 					filled, after, cycles, 100*(float64(after)/float64(filled)-1), st.RecordsHeld, st.RecordsLive, st.Moved, float64(st.Moved)/float64(cycles))
 				checkBound(t, tb, "after")
-				idx := func(st Stats) int64 { return st.Bytes - st.RecordsHeld/shard.ChunkRecords*tb.shards[0].ChunkBytes() }
+				idx := func(st Stats) int64 {
+					return st.Bytes - st.RecordsHeld/int64(tb.shards[0].ChunkRecords())*tb.shards[0].ChunkBytes()
+				}
 				t.Logf("table bytes %d → %d; slots %d → %d; index and directories %d → %d", st0.Bytes, st.Bytes, st0.Slots, st.Slots, idx(st0), idx(st))
 				if !raceEnabled && float64(after) > 1.10*float64(filled) {
 					t.Errorf("heap in use grew %.1f %% over the fill; want ≤ 10 %%", 100*(float64(after)/float64(filled)-1))

@@ -48,9 +48,9 @@
 //
 // # Storage
 //
-// Flows live inline in their shard's storage, 511 to a chunk, not one
-// heap object each: with a pointer-free V the collector marks a chunk per
-// 511 flows, and the table can give memory back however the surviving
+// Flows live inline in their shard's storage, up to 511 to a chunk, not
+// one heap object each: with a pointer-free V the collector marks a chunk
+// per about 500 flows, and the table can give memory back however the surviving
 // flows lie, because it can move them. A shard that a pass drains is
 // rebuilt with its flows copied densely; a chunk that churn leaves under
 // 13/16 live has its survivors moved to the shard's tail by the next

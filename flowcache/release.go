@@ -2,7 +2,6 @@ package flowcache
 
 import (
 	"math"
-	"reflect"
 	"sync/atomic"
 	"unsafe"
 
@@ -110,23 +109,4 @@ func release[V any](e *Entry[V]) {
 	e.lastSeen.Store(releasedMark)
 	var zero V
 	e.value = zero
-}
-
-// hasPointers reports whether a value of type t can hold a pointer that
-// the collector follows.
-func hasPointers(t reflect.Type) bool {
-	switch t.Kind() {
-	case reflect.Pointer, reflect.UnsafePointer, reflect.Map, reflect.Chan, reflect.Func,
-		reflect.Interface, reflect.Slice, reflect.String:
-		return true
-	case reflect.Array:
-		return t.Len() > 0 && hasPointers(t.Elem())
-	case reflect.Struct:
-		for i := range t.NumField() {
-			if hasPointers(t.Field(i).Type) {
-				return true
-			}
-		}
-	}
-	return false
 }

@@ -207,7 +207,7 @@ func New[V any](cfg Config[V]) (*Table[V], error) {
 	now := t.clock().UnixMilli()
 	t.now.Store(now)
 	t.maxNow.Store(now)
-	t.releaseValues = hasPointers(reflect.TypeFor[V]())
+	t.releaseValues = shard.HasPointers(reflect.TypeFor[V]())
 	t.pend = new(pending)
 	// The stamps' origin lies far in the past, so that a clock that
 	// steps back after New never goes below it (a stamp saturated at 0

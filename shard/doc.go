@@ -38,16 +38,17 @@
 //	foreign ref: 1 x f                entry f of the shard's foreign table, which
 //	                                  points at a reply record another shard stores
 //
-// Records live in chunks of 511, one heap object each; the storage's chunk
-// directory maps index>>9 to a chunk. With a pointer-free record type a
-// chunk holds no pointer but its header's, so the garbage collector marks
-// one object per 511 flows and scans one word of it: a table with millions
-// of flows costs a collection almost nothing. A chunk is a large object
-// (over 32 KiB), so the allocator gives it pages of its own and takes them
-// back whole when it is garbage; the header ends the chunk in the room of
-// a 512th record.
+// Records live in chunks of up to 511, one heap object each; the
+// storage's chunk directory maps index>>9 to a chunk. With a pointer-free
+// record type a chunk holds no pointer but its header's, so the garbage
+// collector marks one object per chunk and scans one word of it: a table
+// with millions of flows costs a collection almost nothing. A chunk is a
+// large object (over 32 KiB), so the allocator gives it pages of its own
+// and takes them back whole when it is garbage: for a pointer-free record
+// type, a raw block of the 5 to 8 pages that hold the most records per
+// byte; for a record type with pointers, a typed chunk of 510 records.
 //
-//	chunk: | rec 0 | rec 1 | … | rec 510 | header (80 B): forwards, live bitmap, index, live count |
+//	chunk: | header (80 B, in 128): forwards, live bitmap, index, live count | rec 0 | … | rec n−1 |
 //	record E: | Node: key (40 B), position, kind, Aux | the owner's fields … |
 //
 // # Read/write ordering
@@ -99,14 +100,14 @@
 //
 // Churn needs no rebuild. Only the chunk being filled gains records; every
 // other chunk is dropped as soon as its last record dies, and evacuated as
-// soon as it is at sparseAt (13/16) live or under, however it got there
+// soon as it is at the evacuation threshold (13/16 of its records) live or under, however it got there
 // (SettleLocked, which writers call before they unlock; AllocLocked before
 // it starts a new chunk; EvacuateLocked, one chunk per step of the owner's
 // pass) — its survivors are copied to the chunk being filled and the slots
 // naming them are pointed at the copies in place, one slot-word
 // compare-and-swap each; then the chunk is dropped. So whenever no writer
 // holds the mutex the storage holds at most 2 × its live records + one
-// chunk. Each evacuation moves at most sparseAt records, tens of
+// chunk. Each evacuation moves at most that many records, tens of
 // microseconds. And since a published overflow link is never removed, an
 // insert that finds the index holding n/32 more overflow buckets than it
 // was built with rebuilds it at its size (a tidy), so chains do not creep

@@ -129,7 +129,7 @@ func (s *core) relocateOne(from *storage, dst, src unsafe.Pointer) {
 // have fallen to half live: their live records move to the tail, the slots
 // that name them are pointed at the new homes in place (one store of the
 // slot word each, so a reader finds the old copy or the new one), and the
-// chunk is dropped. It moves at most sparseAt records per chunk, so a
+// chunk is dropped. It moves at most the threshold's records per chunk, so a
 // caller that evacuates one chunk per hold of the mutex holds it briefly.
 // The caller folds the returned Moved as it folds a compaction's.
 func (s *core) EvacuateLocked(n int) Moved { return s.evacuateLocked(n) }
@@ -146,7 +146,7 @@ func (s *core) evacuateLocked(n int) Moved {
 			continue // dropped since: its last record died
 		}
 		// Only the chunk being filled gains records, and a queued chunk
-		// is never that one, so it is still at sparseAt or under. It
+		// is never that one, so it is still at the threshold or under. It
 		// stays marked queued: the evacuation empties and drops it.
 		s.evacuate(a, c)
 		m.chunks = append(m.chunks, c)
@@ -154,11 +154,11 @@ func (s *core) evacuateLocked(n int) Moved {
 	return m
 }
 
-// SettleLocked evacuates every chunk that has fallen to sparseAt live or
+// SettleLocked evacuates every chunk that has fallen to the evacuation threshold or
 // under, so that the storage's bound holds again (records held ≤ 2 × live
 // records + one chunk): a writer calls it before it lets go of the mutex.
 // A write kills at most a few flows, so it finds at most a few chunks to
-// evacuate, each of at most sparseAt moves. The caller folds the returned
+// evacuate, each of at most the threshold's moves. The caller folds the returned
 // Moved as it folds a compaction's.
 func (s *core) SettleLocked() Moved {
 	if len(s.arr.Load().store.sparse) == 0 {

@@ -361,7 +361,7 @@ func (s *core) findIn(a *array, h uint64, k *Key) (Pos, bool) {
 // and its local ref is ReplyRef(ref).
 //
 // When the storage needs a new chunk and one has fallen to half live, it
-// evacuates that chunk first (at most sparseAt moves), so memory stays
+// evacuates that chunk first (at most the threshold's moves), so memory stays
 // flat under churn even where no pass runs; the owner folds what moved
 // (see CompactLocked).
 func (s *Shard[E]) AllocLocked(pair bool) (*E, uint32, Moved) {
@@ -531,11 +531,12 @@ func (s *core) Generation() uint64 { return s.arr.Load().gen }
 // them a slot names. It takes no lock.
 func (s *core) Records() (held, live int64) {
 	st := s.arr.Load().store
-	return st.chunks.Load() * chunkRecs, st.liveRec.Load()
+	return st.chunks.Load() * int64(st.layout.per), st.liveRec.Load()
 }
 
 // ChunkBytes is the size of one chunk of the shard's storage.
 func (s *core) ChunkBytes() int64 { return s.layout.chunk }
 
-// ChunkRecords is how many records one chunk holds.
-const ChunkRecords = chunkRecs
+// ChunkRecords is how many records one chunk of the shard's storage
+// holds: up to 511, as many as fit the chunk's pages (see layoutOf).
+func (s *core) ChunkRecords() int { return int(s.layout.per) }

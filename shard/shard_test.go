@@ -114,16 +114,17 @@ func TestMatchExhaustiveLanes(t *testing.T) {
 }
 
 // The layout claims, checked: a bucket is one cache line (also checked at
-// compile time), a shard is whole cache lines, a chunk's header ends it
-// and, for a record of at least 80 bytes (flowcache's smallest), takes no
-// more room than a record, and a chunk is a large object (over 32 KiB), so
-// the allocator gives it pages of its own.
+// compile time), a shard is whole pairs of cache lines, and a chunk is a
+// large object (over 32 KiB, so the allocator gives it pages of its own):
+// for a pointer-free record a raw block of whole pages holding as many
+// records as fit, for a record with pointers a typed chunk of 511 records
+// with the header in the room of a 512th.
 func TestLayout(t *testing.T) {
 	if n := unsafe.Sizeof(bucket{}); n != 64 {
 		t.Errorf("bucket is %d bytes", n)
 	}
-	if n := unsafe.Sizeof(Shard[rec]{}); n%64 != 0 {
-		t.Errorf("Shard is %d bytes, not whole cache lines", n)
+	if n := unsafe.Sizeof(Shard[rec]{}); n%128 != 0 {
+		t.Errorf("Shard is %d bytes, not whole pairs of cache lines", n)
 	}
 	if n := unsafe.Sizeof(Node{}); n != 48 {
 		t.Errorf("Node is %d bytes", n)
@@ -133,54 +134,45 @@ func TestLayout(t *testing.T) {
 	}
 	type rec80 struct {
 		Node
-		a, b, c, d uint64
+		a [4]uint64
 	}
-	for _, l := range []*layout{layoutOf[rec](), layoutOf[rec80](), layoutOf[[8]rec]()} {
-		if l.recs != 0-chunkRecs*l.size {
-			t.Errorf("records of %d bytes start %d bytes before the header", l.size, 0-l.recs)
-		}
-		if l.size < 80 {
-			continue // the shard's tests' own small records
-		}
-		if l.chunk <= 32<<10 {
-			t.Errorf("a chunk of %d-byte records is %d bytes: a small object", l.size, l.chunk)
-		}
-		if l.chunk > int64(chunkLen*l.size) {
-			t.Errorf("a chunk of %d-byte records is %d bytes, more than 512 records'", l.size, l.chunk)
-		}
+	type rec96 struct {
+		Node
+		a [6]uint64
 	}
-}
-
-// TestLookupWordsApart: what a lookup reads of its shard (the array
-// pointer, and the record size and offset it finds records with) lies in
-// the shard's first pair of cache lines, and every word a writer or a
-// pass writes (the mutex, the counts, the counters) lies after them, so
-// writes to a shard never invalidate a line its lookups read; a shard is
-// whole pairs of lines, so the next shard's lookup words are apart too.
-func TestLookupWordsApart(t *testing.T) {
-	var c core
-	for _, f := range []struct {
-		name string
-		off  uintptr
-	}{{"arr", unsafe.Offsetof(c.arr)}, {"size", unsafe.Offsetof(c.size)}, {"recs", unsafe.Offsetof(c.recs)}} {
-		if f.off >= readLines {
-			t.Errorf("lookup word %s at %d, past the first %d bytes", f.name, f.off, readLines)
-		}
+	type rec104 struct {
+		Node
+		a [7]uint64
 	}
-	for _, f := range []struct {
-		name string
-		off  uintptr
+	type withPtr struct {
+		Node
+		p *int
+		a [5]uint64
+	}
+	for _, tc := range []struct {
+		name  string
+		l     *layout
+		per   uint32
+		pages int64
 	}{
-		{"mu", unsafe.Offsetof(c.mu)}, {"n", unsafe.Offsetof(c.n)}, {"foreign", unsafe.Offsetof(c.foreign)},
-		{"insertsSinceFlood", unsafe.Offsetof(c.insertsSinceFlood)}, {"live", unsafe.Offsetof(c.live)},
-		{"grows", unsafe.Offsetof(c.grows)}, {"moved", unsafe.Offsetof(c.moved)},
+		{"80 B", layoutOf[rec80](), 510, 5},
+		{"96 B", layoutOf[rec96](), 510, 6},
+		{"104 B", layoutOf[rec104](), 471, 6},
+		{"pointers, 96 B", layoutOf[withPtr](), 510, 6},
 	} {
-		if f.off < readLines {
-			t.Errorf("written word %s at %d, among the lookup words (the first %d bytes)", f.name, f.off, readLines)
+		l := tc.l
+		if l.per != tc.per || l.sparse != l.per*13/16 {
+			t.Errorf("%s: %d records per chunk (threshold %d), want %d", tc.name, l.per, l.sparse, tc.per)
 		}
-	}
-	if n := unsafe.Sizeof(Shard[rec]{}); n%readLines != 0 {
-		t.Errorf("Shard is %d bytes, not whole pairs of cache lines", n)
+		if l.chunk <= 32<<10 || l.chunk > tc.pages*pageBytes || l.chunk <= (tc.pages-1)*pageBytes {
+			t.Errorf("%s: a chunk is %d bytes, want %d pages", tc.name, l.chunk, tc.pages)
+		}
+		if l.recs != rawHeader || rawHeader+uintptr(l.per)*l.size > uintptr(l.chunk) {
+			t.Errorf("%s: records from %d: %d of %d bytes do not fit the chunk's %d", tc.name, l.recs, l.per, l.size, l.chunk)
+		}
+		if c := l.newChunk(); uintptr(unsafe.Pointer(c))%64 != 0 {
+			t.Errorf("%s: a chunk's header (and so its records) is not on a cache line", tc.name)
+		}
 	}
 }
 
@@ -304,7 +296,7 @@ func TestPairLocalAndForeign(t *testing.T) {
 // from each old copy, and releases the memory of the dead ones.
 func TestCompactMovesLiveRecords(t *testing.T) {
 	s := newTest(t, 64)
-	const n = 10 * chunkRecs
+	n := 10 * s.ChunkRecords()
 	old := make([]*rec, n)
 	for i := range uint64(n) {
 		old[i] = put(s, i)
@@ -331,7 +323,7 @@ func TestCompactMovesLiveRecords(t *testing.T) {
 	if want := (n + 99) / 100; moved != want {
 		t.Fatalf("%d records moved, want %d", moved, want)
 	}
-	for i := uint64(0); i < n; i += 100 {
+	for i := uint64(0); i < uint64(n); i += 100 {
 		e := lookup(s, i)
 		if e == nil || e == old[i] || e.val != i || Forward(old[i]) != e {
 			t.Fatalf("key %d after compaction: %p (old %p)", i, e, old[i])
@@ -348,8 +340,9 @@ func TestCompactMovesLiveRecords(t *testing.T) {
 // current array.
 func TestEvacuateSparseChunks(t *testing.T) {
 	s := newTest(t, 64)
-	const n = 8 * chunkRecs // key i in chunk i/chunkRecs
-	for i := range uint64(n) {
+	per := uint64(s.ChunkRecords())
+	n := 8 * per // key i in chunk i/per
+	for i := range n {
 		put(s, i)
 	}
 	s.Lock()
@@ -359,15 +352,15 @@ func TestEvacuateSparseChunks(t *testing.T) {
 	s.Unlock()
 	// Chunk 0 empties; chunks 1..6 fall to a quarter live.
 	survivors := 0
-	for i := range uint64(n - chunkRecs) {
-		if i < chunkRecs || i%4 != 0 {
+	for i := range n - per {
+		if i < per || i%4 != 0 {
 			del(s, i)
 		} else {
 			survivors++
 		}
 	}
 	s.Lock()
-	// Chunk 0 was queued at sparseAt and dropped when it emptied.
+	// Chunk 0 was queued at the threshold and dropped when it emptied.
 	if sp := s.SparseLocked(); sp != 7 {
 		t.Fatalf("%d chunks queued for evacuation, want 7", sp)
 	}
@@ -380,7 +373,7 @@ func TestEvacuateSparseChunks(t *testing.T) {
 	}
 	live, chunks, _ := s.StorageLocked()
 	s.Unlock()
-	if want := survivors + chunkRecs; live != want || chunks >= chunks0-4 {
+	if want := survivors + int(per); live != want || chunks >= chunks0-4 {
 		t.Fatalf("after evacuation: %d live records in %d chunks (from %d); want %d live", live, chunks, chunks0, want)
 	}
 	s.Lock()
@@ -391,7 +384,7 @@ func TestEvacuateSparseChunks(t *testing.T) {
 		t.Fatalf("%d moved, want %d", moved, survivors)
 	}
 	for i := range uint64(n) {
-		present := i >= n-chunkRecs || i >= chunkRecs && i%4 == 0
+		present := i >= n-per || i >= per && i%4 == 0
 		if e := lookup(s, i); (e != nil) != present || present && e.val != i {
 			t.Fatalf("key %d: %v, present %v", i, e, present)
 		}
@@ -620,7 +613,7 @@ func BenchmarkLookup(b *testing.B) {
 // every chunk they ever filled.
 func TestChunkEmptiedWhileFillingIsDropped(t *testing.T) {
 	s := newTest(t, 64)
-	for i := range uint64(5 * chunkRecs) {
+	for i := range uint64(5 * s.ChunkRecords()) {
 		put(s, i)
 		del(s, i)
 	}
@@ -632,31 +625,32 @@ func TestChunkEmptiedWhileFillingIsDropped(t *testing.T) {
 	}
 }
 
-// Regression (issue 16): a chunk that is already at sparseAt or under when
+// Regression (issue 16): a chunk that is already at the threshold or under when
 // it stops being the one being filled is queued for evacuation then; it
-// used to be queued only on the death that took it exactly to sparseAt
+// used to be queued only on the death that took it exactly to the threshold
 // (and not at all while it was the tail), so a chunk that left the tail
 // lower kept its few survivors (and its whole memory) for good.
 func TestChunkLeavingTailSparseIsEvacuated(t *testing.T) {
 	s := newTest(t, 64)
 	// Chunk 0 fills while all but every 100th of its records die; its
 	// last record lives, so no death after it is full notes it.
-	for i := range uint64(chunkRecs) {
+	per := uint64(s.ChunkRecords())
+	for i := range per {
 		put(s, i)
-		if i%100 != 0 && i != chunkRecs-1 {
+		if i%100 != 0 && i != per-1 {
 			del(s, i)
 		}
 	}
 	// Starting chunk 1 notes chunk 0, no longer being filled, and the
 	// allocation that starts a chunk evacuates what is queued first.
-	put(s, chunkRecs)
+	put(s, per)
 	s.Lock()
 	live, chunks, _ := s.StorageLocked()
 	s.Unlock()
 	if c := s.Counts(); c.Evacuations != 1 || live != 8 || chunks != 1 {
 		t.Fatalf("%d live records in %d chunks, %d evacuations; want 8 in 1, after 1", live, chunks, c.Evacuations)
 	}
-	for i := uint64(0); i < chunkRecs; i += 100 {
+	for i := uint64(0); i < per; i += 100 {
 		if e := lookup(s, i); e == nil || e.val != i {
 			t.Fatalf("survivor %d lost by the evacuation", i)
 		}

@@ -2,6 +2,7 @@ package shard
 
 import (
 	"math/bits"
+	"reflect"
 	"sync/atomic"
 	"unsafe"
 )
@@ -47,44 +48,55 @@ func (n *Node) Kind() Kind { return n.kind }
 // SetKey sets the key of a record that has not been published yet.
 func (n *Node) SetKey(k *Key) { n.key = *k }
 
-// Records live in chunks: chunkRecs records and a header, in one heap
-// object. With a pointer-free record type the collector marks one object
-// per chunkRecs flows and scans only the header's pointer word.
+// Records live in chunks: up to 511 records and a header, in one heap
+// object; a record's index is its chunk's directory index × 512 + its
+// position, so the positions a chunk does not hold are never allocated.
+// With a pointer-free record type the collector marks one object per
+// chunk and scans only the header's pointer word.
 //
-// A chunk is a large object (over 32 KiB for any record, which is at
-// least 80 bytes), so the Go allocator gives it pages of its own: once the
-// chunk is garbage its pages go back whole, which a small object's would
-// not (a span of three 26 KiB objects stays in use while any of the three
-// lives, so chunks of 256 records kept up to three times their bytes in
-// use after churn). The header takes the room of a 512th record at the
-// end, so a chunk is 512 records' bytes exactly: whole pages for a record
-// whose size is a multiple of 16.
+// A chunk is a large object (over 32 KiB), so the Go allocator gives it
+// pages of its own: once the chunk is garbage its pages go back whole,
+// which a small object's would not (a span of three 26 KiB chunks of 256
+// records stayed in use while any of the three lived, and kept up to three
+// times their bytes in use after churn). A large object is rounded up to
+// whole 8 KiB pages, so for a pointer-free record type the chunk is a
+// block of 5 to 8 pages, whichever holds the most records per byte
+// (layoutOf): 510 records of 96 bytes in 6 pages, 471 of 104. A record type
+// with pointers needs the collector to know where they are, so its chunk
+// is typed: 510 records after the header.
 const (
 	chunkBits = 9
 	chunkLen  = 1 << chunkBits // the index space of one chunk
-	chunkRecs = chunkLen - 1   // records in a chunk: the last position is the header's
-	// sparseAt is the live count at or under which a chunk that is not
-	// being filled is evacuated: its survivors move to the tail and the
-	// chunk is dropped. Every chunk but the one being filled therefore
-	// holds more than sparseAt live records once its writer lets go of
-	// the mutex: records held ≤ chunkRecs/(sparseAt+1) × live records +
-	// one chunk, which invariant 16 in docs/DESIGN.md states as 2 ×.
-	//
-	// The fraction trades memory for moves. Under churn that removes
-	// flows uniformly at random (the worst case: chunks decay evenly
-	// instead of dying whole) chunks settle at about (1−f)/ln(1/f) live
-	// and each removal costs about f/(1−f) moves. Measured at 100k live
-	// flows and 1M cycles (TestMemoryChurnAtConstantSize): at 1/2, 1.44
-	// records held per live one, 1 move a removal, heap in use +31 % over
-	// the fill; at 3/4, 1.19, 3 moves, +6 to +10 %; at 13/16, 1.15, 4.3
-	// moves, +2 to +8 %; at 7/8, 1.11, 7 moves, +0 to +4 %. Flows that
-	// die young, the common case, empty chunks whole and move little.
-	sparseAt = chunkRecs * 13 / 16
+	maxRecs   = chunkLen - 1   // the most records a chunk holds
+	pageBytes = 8 << 10        // the Go allocator's page
+	// rawHeader is the room the header takes at the start of a chunk, raw
+	// or typed: two cache lines, so that records start on a line. Every
+	// chunk's records start there, so a record finds its chunk's header by
+	// its position alone, whatever the chunk's kind (Forward).
+	rawHeader = 128
 )
 
-// chunkHeader ends every chunk: the writer's bookkeeping and the forwards
-// of records that moved. It fits in the smallest record (80 bytes), so a
-// chunk is no larger than 512 records.
+// The evacuation threshold, as a fraction of a chunk's records: a chunk
+// that is not being filled is evacuated at sparseNum/sparseDen of them
+// live or under (layout.sparse). Every chunk but the one being filled
+// therefore holds more than that once its writer lets go of the mutex:
+// records held ≤ 16/13 × live records + one chunk, which invariant 16 in
+// docs/DESIGN.md states as 2 ×.
+//
+// The fraction trades memory for moves. Under churn that removes flows
+// uniformly at random (the worst case: chunks decay evenly instead of
+// dying whole) chunks settle at about (1−f)/ln(1/f) live and each removal
+// costs about f/(1−f) moves. Measured at 100k live flows and 1M cycles
+// (TestMemoryChurnAtConstantSize): at 1/2, 1.44 records held per live
+// one, 1 move a removal, heap in use +31 % over the fill; at 3/4, 1.19, 3
+// moves, +6 to +10 %; at 13/16, 1.15, 4.3 moves, +2 to +8 %; at 7/8,
+// 1.11, 7 moves, +0 to +4 %. Flows that die young, the common case, empty
+// chunks whole and move little.
+const sparseNum, sparseDen = 13, 16
+
+// chunkHeader starts every chunk, in a room of rawHeader bytes before the
+// first record: the chunk's bookkeeping and the forwards of records that
+// moved.
 type chunkHeader struct {
 	// fwd is nil until the chunk's records move; it then maps each moved
 	// record's position to its new home, for Forward.
@@ -96,16 +108,46 @@ type chunkHeader struct {
 	queued bool                  // on its storage's sparse queue
 }
 
-// A chunk is allocated with the owner's record type, so the collector
-// knows what the records hold; the shard's code reaches the records by
-// offset from the header (storage.rec), which is what lets it be written
-// without type parameters and compiled, inlined, in this package.
+// A typed chunk is allocated with the owner's record type, so the
+// collector knows what the records hold: for a record type with pointers.
+// Its 510 records and 128-byte header take no more than 512 records'
+// bytes for any record of 64 bytes or more. The shard's code reaches the
+// records by offset from the header (storage.rec), which is what lets it
+// be written without type parameters and compiled, inlined, in this
+// package.
 type chunk[E any] struct {
-	recs [chunkRecs]E
 	hdr  chunkHeader
+	_    [rawHeader - 80]byte
+	recs [maxRecs - 1]E
 }
 
+// Raw chunks, for a pointer-free record type: the header, then words the
+// records are laid in, the whole a number of pages.
+type (
+	rawChunk5 struct {
+		hdr  chunkHeader
+		_    [rawHeader - 80]byte
+		data [(5*pageBytes - rawHeader) / 8]uint64
+	}
+	rawChunk6 struct {
+		hdr  chunkHeader
+		_    [rawHeader - 80]byte
+		data [(6*pageBytes - rawHeader) / 8]uint64
+	}
+	rawChunk7 struct {
+		hdr  chunkHeader
+		_    [rawHeader - 80]byte
+		data [(7*pageBytes - rawHeader) / 8]uint64
+	}
+	rawChunk8 struct {
+		hdr  chunkHeader
+		_    [rawHeader - 80]byte
+		data [(8*pageBytes - rawHeader) / 8]uint64
+	}
+)
+
 var _ [0]struct{} = [unsafe.Sizeof(chunkHeader{}) - 80]struct{}{}
+var _ [0]struct{} = [unsafe.Sizeof(rawChunk6{}) - 6*pageBytes]struct{}{}
 
 // A storage holds one generation of a shard's records. Records are only
 // ever appended: a published record is never rewritten or reused, so a
@@ -127,7 +169,7 @@ type storage struct {
 	// Writer state, under the shard mutex.
 	used   uint32   // records allocated: the tail's index
 	live   int      // records a slot names
-	sparse []uint32 // chunks that are at sparseAt live or under and not being filled, to evacuate
+	sparse []uint32 // chunks at the evacuation threshold (layout.sparse) or under and not being filled, to evacuate
 	// Mirrors for Stats, which reads them without the mutex.
 	chunks  atomic.Int64 // chunks in the directory that are not dropped
 	liveRec atomic.Int64 // live
@@ -135,29 +177,72 @@ type storage struct {
 
 // layout is what the shard's untyped code knows of the owner's records.
 type layout struct {
-	size uintptr // of one record
-	// recs is the offset of the first record from the chunk's header: a
-	// negative number, as a uintptr (the header ends the chunk), so that
-	// header + recs + position × size is a record, wrapping as pointer
-	// arithmetic does.
-	recs     uintptr
-	chunk    int64 // bytes of one chunk
+	size     uintptr // of one record
+	recs     uintptr // where a chunk's records start, from its header: rawHeader
+	chunk    int64   // bytes of one chunk
+	per      uint32  // records in one chunk
+	sparse   uint32  // the live count at or under which a chunk is evacuated
 	newChunk func() *chunkHeader
 }
 
 func layoutOf[E any]() *layout {
-	return &layout{
-		size:     recSize[E](),
-		recs:     recsOffset[E](),
-		chunk:    int64(unsafe.Sizeof(chunk[E]{})),
-		newChunk: func() *chunkHeader { return &new(chunk[E]).hdr },
+	size := recSize[E]()
+	if HasPointers(reflect.TypeFor[E]()) {
+		return typedLayout[E](size)
 	}
+	// A raw chunk of the page count that holds the most records per byte.
+	l := &layout{size: size, recs: rawHeader}
+	best := 0
+	for pages := 5; pages <= 8; pages++ {
+		n := min(maxRecs, (pages*pageBytes-rawHeader)/int(size))
+		if best == 0 || n*best >= int(l.per)*pages { // on a tie, the larger chunk: fewer headers and evacuations
+			best, l.per = pages, uint32(n)
+		}
+	}
+	if l.per < 4 {
+		return typedLayout[E](size) // records too large for pages to hold a few
+	}
+	l.chunk = int64(best * pageBytes)
+	l.newChunk = [...]func() *chunkHeader{
+		5: func() *chunkHeader { return &new(rawChunk5).hdr },
+		6: func() *chunkHeader { return &new(rawChunk6).hdr },
+		7: func() *chunkHeader { return &new(rawChunk7).hdr },
+		8: func() *chunkHeader { return &new(rawChunk8).hdr },
+	}[best]
+	l.sparse = l.per * sparseNum / sparseDen
+	return l
 }
 
-// recsOffset is where a chunk's records start, from its header.
-func recsOffset[E any]() uintptr {
+// typedLayout is the layout of typed chunks of E.
+func typedLayout[E any](size uintptr) *layout {
 	var c chunk[E]
-	return -unsafe.Offsetof(c.hdr)
+	if unsafe.Offsetof(c.recs) != rawHeader {
+		panic("shard: a typed chunk's records do not start at rawHeader")
+	}
+	l := &layout{size: size, recs: rawHeader, chunk: int64(unsafe.Sizeof(c)), per: uint32(len(c.recs)),
+		newChunk: func() *chunkHeader { return &new(chunk[E]).hdr }}
+	l.sparse = l.per * sparseNum / sparseDen
+	return l
+}
+
+// HasPointers reports whether a value of type t can hold a pointer that
+// the collector follows: such records go in typed chunks, and flowcache
+// releases such values once their flows have left.
+func HasPointers(t reflect.Type) bool {
+	switch t.Kind() {
+	case reflect.Pointer, reflect.UnsafePointer, reflect.Map, reflect.Chan, reflect.Func,
+		reflect.Interface, reflect.Slice, reflect.String:
+		return true
+	case reflect.Array:
+		return t.Len() > 0 && HasPointers(t.Elem())
+	case reflect.Struct:
+		for i := range t.NumField() {
+			if HasPointers(t.Field(i).Type) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func newStorage(l *layout) *storage {
@@ -239,13 +324,16 @@ func (st *storage) grow() {
 // pair), zero but for its position and kind. A pair starts at an even
 // index, so both records share a chunk. The caller holds the mutex.
 func (st *storage) alloc(pair bool) (uint32, unsafe.Pointer) {
-	if pair && st.used&1 != 0 {
-		st.used++ // a hole: never live
-		st.filled()
-	}
-	if pair && st.used&(chunkLen-1) == chunkRecs-1 {
-		st.used += 2 // a hole, then the header: the pair goes to the next chunk
-		st.filled()
+	per := st.layout.per
+	if p := st.used & (chunkLen - 1); pair && p != 0 {
+		if (p+1)&^1 > per-2 {
+			// No room for a pair in the chunk being filled: the rest of it
+			// is holes, never live, and the pair starts the next chunk.
+			st.used = (st.used | (chunkLen - 1)) + 1
+			st.filled()
+		} else if p&1 != 0 {
+			st.used++ // a hole: never live
+		}
 	}
 	n := uint32(1)
 	if pair {
@@ -256,8 +344,8 @@ func (st *storage) alloc(pair bool) (uint32, unsafe.Pointer) {
 		st.grow()
 	}
 	st.used += n
-	if st.used&(chunkLen-1) == chunkRecs {
-		st.used++ // the header's position: the chunk is full
+	if st.used&(chunkLen-1) == per {
+		st.used = (st.used | (chunkLen - 1)) + 1 // the chunk is full
 	}
 	c := st.chunk(i >> chunkBits)
 	defer st.filled()
@@ -288,7 +376,7 @@ func (st *storage) addLive(n int) {
 // record) starts a new chunk.
 func (st *storage) startsChunk(pair bool) bool {
 	p := st.used & (chunkLen - 1)
-	return p == 0 || pair && p >= chunkRecs-2
+	return p == 0 || pair && (p+1)&^1 > st.layout.per-2
 }
 
 // filled notes the chunk that an allocation has just completed: it is no
@@ -307,7 +395,7 @@ func (c *chunkHeader) setLive(p uint32) {
 
 // kill counts the record e dead: no slot names it any more. A chunk left
 // with no live record is dropped at once (a reader that still resolves a
-// stale ref into it finds nil and looks again); one left at sparseAt is
+// stale ref into it finds nil and looks again); one left at the threshold is
 // queued for evacuation.
 func (st *storage) kill(e unsafe.Pointer) {
 	c := st.chunkOf(e)
@@ -322,7 +410,7 @@ func (st *storage) kill(e unsafe.Pointer) {
 }
 
 // noteSparse drops chunk ci if it is empty, or queues it for evacuation
-// if it is at sparseAt live or under and not queued yet, unless it is the
+// if it is at the threshold (layout.sparse) or under and not queued yet, unless it is the
 // chunk being filled (filled notes that one once it is full). A chunk
 // gets here however it fell that low: by deaths after it was full, or
 // while it was filling.
@@ -337,7 +425,7 @@ func (st *storage) noteSparse(ci uint32) {
 	switch {
 	case c.nlive == 0:
 		st.drop(c)
-	case c.nlive <= sparseAt && !c.queued:
+	case uint32(c.nlive) <= st.layout.sparse && !c.queued:
 		c.queued = true
 		st.sparse = append(st.sparse, ci)
 	}
@@ -379,7 +467,7 @@ func Next[E any](e *E) *E { return (*E)(unsafe.Add(unsafe.Pointer(e), recSize[E]
 // record's forward may be followed (see flowcache's moves): the shard
 // stores the forward before it calls the owner's move function.
 func Forward[E any](e *E) *E {
-	f := chunkAt(unsafe.Pointer(e), recsOffset[E](), recSize[E]()).fwd.Load()
+	f := chunkAt(unsafe.Pointer(e), rawHeader, recSize[E]()).fwd.Load()
 	if f == nil {
 		return nil
 	}
