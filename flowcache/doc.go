@@ -36,10 +36,13 @@
 //     all; Expire locks one shard (two for a pair) for one bounded step at
 //     a time. The limit is a table-wide count reserved before a store, so
 //     Len never exceeds Limit, even with every core inserting.
-//   - A flow's key and value are fixed when it is stored: Insert of a
-//     present key stores a new flow in its place. What changes per packet
-//     is the table's: Count (packets and bytes) and the state word
-//     (CompareAndSwapState). Never write through Value.
+//   - A flow's keys are fixed when it is stored, and its value is never
+//     rewritten in place: SetValue copies the flow, with its counters and
+//     state, to a record holding the new value and points its keys at it
+//     (Insert of a present key stores another flow in its place instead).
+//     What changes per packet is the table's: Count (packets and bytes)
+//     and the state word (CompareAndSwapState). Never write through Value.
+//     RemoveEntry removes exactly the flow it is given.
 //   - A flow that leaves the table (expired, removed, replaced, evicted,
 //     cleared) is handed to the table's reclaim.Domain; OnRemove runs once,
 //     with the cause, after every registered worker has passed a quiescent
