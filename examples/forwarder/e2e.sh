@@ -9,8 +9,10 @@
 #     rewritten into the test hosts' own prefixes, replayed by tcpreplay
 #     at $E2E_PPS through the forwarder on its rings (-io=ring, the
 #     default) and again on plain sockets (-io=syscall): the flows the
-#     forwarder inserted must be exactly the rewritten capture's keys
-#     (flowcache.ParseFrame), and the sink must receive every frame the
+#     forwarder inserted must be exactly the rewritten capture's flows
+#     (flowcache.ParseFrame's keys, a key and its reverse one flow under
+#     the key seen first, as the forwarder stores a connection's two
+#     directions as one pair), and the sink must receive every frame the
 #     forwarder was meant to forward (every IP frame), with no drops.
 #     Then each capture once more per path at --topspeed (looped to
 #     about $E2E_TOP_FRAMES frames), for the table at the end: the
@@ -239,7 +241,9 @@ wait_in() {
 #   * every frame read is accounted for: forwarded, send error, not IP or
 #     malformed, oversize; and nothing was rejected for a full table;
 #   * the flows inserted are a subset of the capture's keys (no key made
-#     up), and the SIGUSR1 dump holds exactly the flows inserted;
+#     up; a flow whose first packet was dropped is stored under its reply
+#     direction's key), and the SIGUSR1 dump holds exactly the flows
+#     inserted;
 #   * the sink counted every frame forwarded, less what its own socket
 #     dropped;
 #   * with no drops at all, everything the paced replay checks.
@@ -317,7 +321,7 @@ replay() {
 		say "$tag: the forwarder fell behind: $drops dropped by its $what, $((sent - in - drops)) lost before it; checking what drops allow"
 		[ "$((in + drops))" = "$sent" ] || bad+=("read $in + dropped $drops != sent $sent")
 		local extra
-		extra=$(comm -13 <(sort "$WORK/expected.txt") <(sort "$WORK/flows.txt") | wc -l)
+		extra=$(comm -13 <(sort "$WORK/keys.txt") <(sort "$WORK/flows.txt") | wc -l)
 		[ "$extra" = 0 ] || bad+=("$extra flows inserted that the capture does not have")
 		grep -v '^#' "$WORK/dump.txt" | sed 's/  forward  hits=.*//' | cmp -s - "$WORK/flows.txt" ||
 			bad+=("the SIGUSR1 dump is not the flows inserted, in order")
@@ -368,7 +372,7 @@ for cap in "${caps[@]}"; do
 	# no AF_PACKET send accepts, are left out here.
 	"$BIN" -keys-from "$cap" >"$WORK/original.json"
 	"$BIN" -keys-from "$rw" -max-frame $MAX_FRAME -write-filtered "$replay" \
-		-flows-file "$WORK/expected.txt" >"$WORK/expected.json"
+		-flows-file "$WORK/expected.txt" -keys-file "$WORK/keys.txt" >"$WORK/expected.json"
 	kept=$(jget "$WORK/expected.json" kept)
 	oversize=$(jget "$WORK/expected.json" oversize)
 	runts=$(jget "$WORK/expected.json" runts)

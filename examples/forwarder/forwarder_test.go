@@ -136,10 +136,11 @@ func TestHandleForwardsIPAndDropsTheRest(t *testing.T) {
 	if got := table.Len(); got != 3 || len(w.seen) != 3 || w.peak.Load() != 3 {
 		t.Errorf("Len %d, seen %d, peak %d: want 3 flows", got, len(w.seen), w.peak.Load())
 	}
-	// One lookup per IP frame (4 misses), and one per new flow for its
-	// reverse key (3 more): no frame is looked up twice.
-	if st := table.Stats(); st.Misses != 4+3 || st.Inserts != 3 {
-		t.Errorf("misses %d, inserts %d; want 7 and 3", st.Misses, st.Inserts)
+	// One lookup per IP frame (4 misses), and no other: the reply
+	// direction of a flow is its pair's second key, found by the same
+	// lookup as any packet. Each new flow is a pair.
+	if st := table.Stats(); st.Misses != 4 || st.Inserts != 3 || st.Pairs != 3 {
+		t.Errorf("misses %d, inserts %d, pairs %d; want 4, 3 and 3", st.Misses, st.Inserts, st.Pairs)
 	}
 
 	// The next batch of the same flows hits: nothing new is inserted.
@@ -238,6 +239,7 @@ func TestKeysFrom(t *testing.T) {
 	frames := [][]byte{
 		udp4("198.18.0.10", "198.18.0.1", 1000, 53),
 		udp4("198.18.0.10", "198.18.0.1", 1000, 53),
+		udp4("198.18.0.1", "198.18.0.10", 53, 1000), // the reply: the same flow
 		tcp6("fd66:6c6f:7763::10", "fd66:6c6f:7763::1", 40000, 443),
 		arp(),
 		{0, 0, 0, 0}, // a runt, as in a real capture
@@ -252,11 +254,11 @@ func TestKeysFrom(t *testing.T) {
 			writeCapture(t, in, ng, frames)
 
 			var filtered bytes.Buffer
-			rep, keys, err := keyCapture(in, 9014, &filtered)
+			rep, keys, all, err := keyCapture(in, 9014, &filtered)
 			if err != nil {
 				t.Fatal(err)
 			}
-			want := captureReport{File: in, MaxFrame: 9014, Frames: 7, Oversize: 1, Runts: 1, Kept: 5, IPFrames: 3, NotIP: 1, Malformed: 1, Flows: 2}
+			want := captureReport{File: in, MaxFrame: 9014, Frames: 8, Oversize: 1, Runts: 1, Kept: 6, IPFrames: 4, NotIP: 1, Malformed: 1, Flows: 2}
 			if rep != want {
 				t.Errorf("report\n got %+v\nwant %+v", rep, want)
 			}
@@ -267,12 +269,16 @@ func TestKeysFrom(t *testing.T) {
 			if err := os.WriteFile(path, filtered.Bytes(), 0o644); err != nil {
 				t.Fatal(err)
 			}
-			rep2, keys2, err := keyCapture(path, 0, nil)
+			rep2, keys2, _, err := keyCapture(path, 0, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if rep2.Frames != 5 || rep2.Flows != 2 {
-				t.Errorf("filtered file: %+v, want 5 frames and 2 flows", rep2)
+			if rep2.Frames != 6 || rep2.Flows != 2 {
+				t.Errorf("filtered file: %+v, want 6 frames and 2 flows", rep2)
+			}
+			// Every distinct key: the reply's too.
+			if len(all) != 3 {
+				t.Errorf("%d distinct keys %v, want 3", len(all), all)
 			}
 
 			// The flows file: sorted by the Dump order, one key a line.
