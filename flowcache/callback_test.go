@@ -241,13 +241,6 @@ func TestPanickingEvictWithAVictimsLockHeld(t *testing.T) {
 	}
 }
 
-// reentryCase is one callback calling back into the table.
-type reentryCase struct {
-	name string
-	cb   string // which callback calls the table: make, Class or Evict
-	call func(tb *Table[int], k FlowKey)
-}
-
 // TestCallbackCallingTablePanics: make, Config.Evict and Config.Class
 // calling the table on a shard their step holds panic with the rule
 // instead of deadlocking, and the table is left as it was and usable.

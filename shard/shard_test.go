@@ -133,7 +133,7 @@ func TestLayout(t *testing.T) {
 	}
 	type rec80 struct {
 		Node
-		a, b, c, d uint64
+		_ [4]uint64 // to 80 bytes
 	}
 	for _, l := range []*layout{layoutOf[rec](), layoutOf[rec80](), layoutOf[[8]rec]()} {
 		if l.recs != 0-chunkRecs*l.size {

@@ -101,8 +101,8 @@ type chunkHeader struct {
 // offset from the header (storage.rec), which is what lets it be written
 // without type parameters and compiled, inlined, in this package.
 type chunk[E any] struct {
-	recs [chunkRecs]E
-	hdr  chunkHeader
+	_   [chunkRecs]E // the records, reached by offset from hdr
+	hdr chunkHeader
 }
 
 var _ [0]struct{} = [unsafe.Sizeof(chunkHeader{}) - 80]struct{}{}
