@@ -31,8 +31,9 @@
 //   - Get and GetBatch only load (and, once per coarse-clock tick, store a
 //     flow's last-seen time and its slot's stamp). No lock, allocation or
 //     time.Now().
-//   - Insert, InsertPair, GetOrInsert (on a miss), Remove and SetClass lock
-//     the shards of the keys they touch, in shard order; Clear locks them
+//   - Insert, InsertPair, GetOrInsert* (on a miss), Remove, RemoveEntry,
+//     SetClass and SetValue lock the shards of the keys they touch, in
+//     shard order; Clear locks them
 //     all; Expire locks one shard (two for a pair) for one bounded step at
 //     a time. The limit is a table-wide count reserved before a store, so
 //     Len never exceeds Limit, even with every core inserting.
@@ -67,7 +68,9 @@
 //
 // InsertPair stores one flow under two keys — a connection's two
 // directions, or a NAT's inside tuple and translated reply tuple — which
-// expires, is evicted and is called back once. Timeout classes
+// expires, is evicted and is called back once. GetOrInsertPairBatch is
+// the batch step for such flows: its make names each new flow's reply key,
+// or refuses, and each key's Outcome says what happened. Timeout classes
 // (Config.Timeouts, SetClass, SetTimeout) give each flow the timeout of
 // its state, as conntrack's per-state timeouts do, and the pass reads each
 // flow's class from the bucket it streams. Config.Evict lets an insert at
