@@ -3,6 +3,7 @@ package flowcache
 import (
 	"fmt"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -350,5 +351,36 @@ func TestWriterWaitsForAnothersCallback(t *testing.T) {
 	}
 	if tb.Len() != 2 {
 		t.Fatalf("Len %d, want 2", tb.Len())
+	}
+}
+
+// An OnRemove that calls Synchronize would wait for the drain that runs
+// it: it panics with the rule instead; the domain recovers and shows it,
+// and the flows after it are still called back.
+func TestOnRemoveCallingSynchronizePanics(t *testing.T) {
+	d := reclaim.NewDomain()
+	var calls atomic.Int64
+	tb := newTable(t, Config[int]{Limit: 10, Domain: d, OnRemove: func(e *Entry[int], _ Cause) {
+		calls.Add(1)
+		if *e.Value() == 1 {
+			d.Synchronize()
+		}
+	}})
+	tb.Insert(testKey(1), 1)
+	tb.Insert(testKey(2), 2)
+	tb.Clear()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		d.Synchronize()
+		d.Synchronize() // the flows after the panicking one, deferred again
+	}()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("OnRemove's Synchronize waited for itself")
+	}
+	if s := d.Stats(); s.Panics != 1 || !strings.Contains(s.LastPanic, "inside deferred work") || calls.Load() != 2 {
+		t.Fatalf("Stats %v, %d callbacks: want the rule's panic counted and both callbacks run", s, calls.Load())
 	}
 }

@@ -30,6 +30,13 @@ func TestDocsAnswerFirstQuestions(t *testing.T) {
 	if !strings.Contains(readme, "ports held = live flows + flows evicted within the last grace period") {
 		t.Error("the README does not give the port-pool rule")
 	}
+	// A flow's value changes with SetValue; Insert under its key stores
+	// another flow (issue 18: the old advice freed a NAT's live port).
+	for _, want := range []string{"To change a flow's value,\n`t.SetValue(e, v)`", "`t.RemoveEntry(e)`"} {
+		if !strings.Contains(readme, want) {
+			t.Errorf("the README does not say %q", want)
+		}
+	}
 	pages, _ := filepath.Glob("../docs/*.md")
 	for _, p := range append(pages, "../README.md") {
 		b, _ := os.ReadFile(p)

@@ -35,7 +35,6 @@ type options struct {
 	keysFrom      string
 	maxFrame      int
 	writeFiltered string
-	keysFile      string
 
 	// -sink
 	sink  string
@@ -60,7 +59,7 @@ var flagGroups = []flagGroup{
 		"io", "ring-block-size", "ring-frame-size", "ring-blocks", "ring-block-timeout", "rcvbuf",
 	}},
 	{"-keys-from FILE (what the end-to-end test expects of a capture):", []string{
-		"keys-from", "max-frame", "write-filtered", "keys-file",
+		"keys-from", "max-frame", "write-filtered",
 	}},
 	{"-sink IFACE (the end-to-end test's receiver):", []string{
 		"sink", "watch",
@@ -81,7 +80,7 @@ keys frames, and -sink counts the frames arriving on an interface.
 
 Usage:
   forwarder -in IFACE -out IFACE -next-hop MAC [flags]
-  forwarder -keys-from FILE [-max-frame N] [-write-filtered FILE] [-flows-file FILE] [-keys-file FILE]
+  forwarder -keys-from FILE [-max-frame N] [-write-filtered FILE] [-flows-file FILE]
   forwarder -sink IFACE [-watch proto,src,sport,dst,dport]
 `
 
@@ -101,7 +100,7 @@ func defineFlags(fs *flag.FlagSet, o *options) {
 	fs.StringVar(&o.dumpFile, "dump-file", "", "where SIGUSR1 writes the table's dump (default stdout)")
 	fs.StringVar(&o.dumpFormat, "dump-format", "text", "the dump's format: text (one flow a line) or json (one JSON object a line)")
 	fs.StringVar(&o.metricsAddr, "metrics", "", "serve Prometheus metrics on http://ADDR/metrics (e.g. 127.0.0.1:9100; default off)")
-	fs.StringVar(&o.flowsFile, "flows-file", "", "write the first key of every flow ever inserted (forwarder) or found (-keys-from) here, sorted, one per line")
+	fs.StringVar(&o.flowsFile, "flows-file", "", "write both keys of every flow ever inserted (forwarder) or found (-keys-from) here, a key and its reverse, sorted, one per line")
 
 	fs.StringVar(&o.io, "io", "ring", "ring: read TPACKET_V3 mmap rings; syscall: one read(2) per frame (for comparison)")
 	fs.IntVar(&o.ring.blockSize, "ring-block-size", defaultRing.blockSize, "ring block size, bytes: a multiple of the page size, longer than the longest frame")
@@ -113,7 +112,6 @@ func defineFlags(fs *flag.FlagSet, o *options) {
 	fs.StringVar(&o.keysFrom, "keys-from", "", "key every frame of this pcap/pcapng capture, print a JSON report, and exit")
 	fs.IntVar(&o.maxFrame, "max-frame", 0, "with -keys-from: keep only frames an interface can send, 14 bytes to this many (0: keep all)")
 	fs.StringVar(&o.writeFiltered, "write-filtered", "", "with -keys-from: write the frames kept to this pcap file")
-	fs.StringVar(&o.keysFile, "keys-file", "", "with -keys-from: write every distinct key of the kept IP frames here, both directions of a flow, sorted, one per line")
 
 	fs.StringVar(&o.sink, "sink", "", "count the frames arriving on this interface until SIGTERM (SIGUSR1 prints the counts so far)")
 	fs.StringVar(&o.watch, "watch", "", "with -sink: also count one flow's frames, given as proto,src,sport,dst,dport")

@@ -152,9 +152,10 @@ type worker struct {
 	send   func(frame []byte) error
 	peak   *atomic.Int64 // the most live flows seen after a batch that inserted, shared
 
-	// seen, when not nil, collects the first key of every flow this
-	// worker inserted, so a test can compare the flows the forwarder saw
-	// with a capture's.
+	// seen, when not nil, collects both keys of every flow this worker
+	// inserted, so a test can compare the flows the forwarder saw with a
+	// capture's whichever direction of each came first (workers may race
+	// on a connection whose directions the fanout gives to two of them).
 	seen map[flowcache.FlowKey]struct{}
 
 	// Per-batch scratch, reused: the keys of the batch's IP frames, the
@@ -251,6 +252,7 @@ func (w *worker) handle(frames [][]byte) {
 				inserted = true
 				if w.seen != nil {
 					w.seen[w.keys[j]] = struct{}{}
+					w.seen[w.keys[j].Reverse()] = struct{}{}
 				}
 			}
 		} else {

@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
+	"slices"
 
 	"github.com/flowcache/flowcache/bench"
 	"github.com/flowcache/flowcache/flowcache"
@@ -26,7 +28,7 @@ type captureReport struct {
 	IPFrames  int    `json:"ip_frames"` // kept frames ParseFrame keys: to be forwarded
 	NotIP     int    `json:"not_ip"`    // kept frames that are not IP (ErrNotIP): to be dropped
 	Malformed int    `json:"malformed"` // kept frames ParseFrame refuses otherwise: to be dropped
-	Flows     int    `json:"flows"`     // flows of the IP frames: a key and its reverse are one flow (a pair), under the key seen first
+	Flows     int    `json:"flows"`     // flows of the IP frames: a key and its reverse are one flow (a pair)
 	MaxFrame  int    `json:"max_frame,omitempty"`
 }
 
@@ -42,7 +44,7 @@ func runKeys(o options) error {
 		defer bw.Flush()
 		filtered = bw
 	}
-	rep, keys, all, err := keyCapture(o.keysFrom, o.maxFrame, filtered)
+	rep, keys, err := keyCapture(o.keysFrom, o.maxFrame, filtered)
 	if err != nil {
 		return err
 	}
@@ -51,54 +53,48 @@ func runKeys(o options) error {
 			return err
 		}
 	}
-	if o.keysFile != "" {
-		if err := writeKeys(o.keysFile, all); err != nil {
-			return err
-		}
-	}
 	return json.NewEncoder(os.Stdout).Encode(rep)
 }
 
 // keyCapture keys every frame of the capture at path with ParseFrame, as
-// the forwarder keys what it reads, and returns the report, the first key
-// of every flow (a key and its reverse are one flow, under the key seen
-// first, as the forwarder stores them) and every distinct key. With
-// maxFrame > 0 it keeps only the frames an interface can send: those of
-// 14 bytes (a whole Ethernet header, which an AF_PACKET send requires)
-// to maxFrame. The frames kept are copied to filtered (as a pcap file)
-// when it is not nil.
-func keyCapture(path string, maxFrame int, filtered io.Writer) (captureReport, []flowcache.FlowKey, []flowcache.FlowKey, error) {
+// the forwarder keys what it reads, and returns the report and both keys
+// of every flow: a key and its reverse are one flow, as the forwarder
+// stores a connection as one pair, under the key of whichever direction
+// came first (which, with the directions on two workers, may not be the
+// capture's first). With maxFrame > 0 it keeps only the frames an
+// interface can send: those of 14 bytes (a whole Ethernet header, which
+// an AF_PACKET send requires) to maxFrame. The frames kept are copied to
+// filtered (as a pcap file) when it is not nil.
+func keyCapture(path string, maxFrame int, filtered io.Writer) (captureReport, []flowcache.FlowKey, error) {
 	rep := captureReport{File: path, MaxFrame: maxFrame}
 	file, err := os.Open(path)
 	if err != nil {
-		return rep, nil, nil, err
+		return rep, nil, err
 	}
 	defer file.Close()
 	r, err := bench.OpenCapture(file)
 	if err != nil {
-		return rep, nil, nil, fmt.Errorf("%s: %w", path, err)
+		return rep, nil, fmt.Errorf("%s: %w", path, err)
 	}
 	if r.LinkType() != layers.LinkTypeEthernet {
-		return rep, nil, nil, fmt.Errorf("%s: link type %v, want Ethernet", path, r.LinkType())
+		return rep, nil, fmt.Errorf("%s: link type %v, want Ethernet", path, r.LinkType())
 	}
 	var w *pcapgo.Writer
 	if filtered != nil {
 		w = pcapgo.NewWriter(filtered)
 		if err := w.WriteFileHeader(max(65535, uint32(maxFrame)), layers.LinkTypeEthernet); err != nil {
-			return rep, nil, nil, err
+			return rep, nil, err
 		}
 	}
-	// Every key of a flow: true for its first key, false for the reverse
-	// of a key seen before, as the forwarder stores a connection as one
-	// pair under the key of its first packet and that key's reverse.
-	seen := make(map[flowcache.FlowKey]bool)
+	// Both keys of every flow seen.
+	seen := make(map[flowcache.FlowKey]struct{})
 	for {
 		data, ci, err := r.ZeroCopyReadPacketData()
 		if err == io.EOF {
 			break
 		}
 		if err != nil {
-			return rep, nil, nil, fmt.Errorf("%s: frame %d: %w", path, rep.Frames+1, err)
+			return rep, nil, fmt.Errorf("%s: frame %d: %w", path, rep.Frames+1, err)
 		}
 		rep.Frames++
 		if maxFrame > 0 && len(data) > maxFrame {
@@ -112,7 +108,7 @@ func keyCapture(path string, maxFrame int, filtered io.Writer) (captureReport, [
 		rep.Kept++
 		if w != nil {
 			if err := w.WritePacket(ci, data); err != nil {
-				return rep, nil, nil, err
+				return rep, nil, err
 			}
 		}
 		k, err := flowcache.ParseFrame(data)
@@ -123,21 +119,14 @@ func keyCapture(path string, maxFrame int, filtered io.Writer) (captureReport, [
 			rep.Malformed++
 		default:
 			rep.IPFrames++
-			if _, ok := seen[k]; !ok {
-				_, reply := seen[k.Reverse()]
-				seen[k] = !reply
+			if _, ok := seen[k]; !ok { // neither it nor its reverse: a new flow
+				rep.Flows++
+				seen[k] = struct{}{}
+				seen[k.Reverse()] = struct{}{}
 			}
 		}
 	}
-	var firsts, all []flowcache.FlowKey
-	for k, first := range seen {
-		all = append(all, k)
-		if first {
-			firsts = append(firsts, k)
-		}
-	}
-	rep.Flows = len(firsts)
-	return rep, firsts, all, nil
+	return rep, slices.Collect(maps.Keys(seen)), nil
 }
 
 const ethHeaderLen = 14
