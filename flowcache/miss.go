@@ -124,32 +124,26 @@ func (t *Table[V]) missLocked(ks *keySet, mk *maker[V]) (*Entry[V], Outcome, V) 
 	if !ok {
 		return nil, Refused, v
 	}
+	// Config.Class now, while nothing has changed (store, or the write of
+	// its own, uses it).
+	ks.class, ks.classSet = t.classFor(&v, l), true
+	relock := false
 	if mk.pair != nil && reply != *k {
-		// Config.Class now, while nothing has changed, in case the flow
-		// is stored by a write of its own.
-		ks.class, ks.classSet = t.classFor(&v, l), true
 		*ks = t.twoKeys(k, &reply).withLocks(ks)
-		if !t.lockReply(ks, l) {
-			if victim != nil {
-				// Its unit is the new flow's, whatever happens after the
-				// unlock.
-				victim = victim.home()
-				t.unlinkKeepUnit(victim, Evicted)
-				t.retireOne(victim, Evicted)
-			}
-			kept = true
-			return nil, 0, v
-		}
+		relock = !t.lockReply(ks, l)
 	}
-	e := t.store(ks, v)
 	kept = true
 	if victim != nil {
-		// Its unit of the limit passes to the new flow; store may have
-		// moved it.
-		victim = victim.home()
+		// Its unit of the limit passes to the new flow, whatever happens
+		// after an unlock. It leaves before the new flow is stored, so
+		// that its record's death can make room for the new one.
 		t.unlinkKeepUnit(victim, Evicted)
 		defer t.retireOne(victim, Evicted)
 	}
+	if relock {
+		return nil, 0, v
+	}
+	e := t.store(ks, v)
 	t.inserts.Inc()
 	return e, Inserted, v
 }

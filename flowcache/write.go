@@ -215,9 +215,9 @@ func (t *Table[V]) store(ks *keySet, v V) *Entry[V] {
 	k, reply := &ks.k[0], ks.reply()
 	s := t.shardOf(ks.h[0])
 	pair := reply != nil
-	// The class first: Config.Class is the program's code, and if it
-	// panics nothing has been allocated yet (the callers give back what
-	// they took for the flow).
+	// The class first, unless the caller ran Config.Class already
+	// (classBefore): it is the program's code, and if it panics nothing
+	// has been allocated yet.
 	class := ks.class
 	if !ks.classSet {
 		class = t.classFor(&v, &ks.locks)
@@ -252,6 +252,24 @@ func (t *Table[V]) store(ks *keySet, v V) *Entry[V] {
 		t.setKey(k, ks.h[0], ref, st, class)
 	}
 	return e
+}
+
+// classBefore runs Config.Class for the new flow's value into ks, before
+// the write changes anything (store then uses it); if it panics, the unit
+// of the limit the write took (taken) goes back, and the write's deferred
+// unlock runs: nothing changed.
+func (t *Table[V]) classBefore(ks *keySet, v *V, taken bool) {
+	if ks.classSet {
+		return
+	}
+	done := false
+	defer func() {
+		if !done && taken {
+			t.live.Add(-1)
+		}
+	}()
+	ks.class, ks.classSet = t.classFor(v, &ks.locks), true
+	done = true
 }
 
 // classFor is Config.Class of v, or 0 without one or for a class the
@@ -335,27 +353,19 @@ func (t *Table[V]) insert(ks *keySet, v V, held bool) (*Entry[V], error) {
 			}
 		}
 	}
-	// The new flow is stored before any flow leaves: if Config.Class
-	// panics in store, nothing has changed but the unit reserved, which
-	// goes back here (and the deferred unlock runs).
-	stored := false
-	defer func() {
-		if !stored && taken {
-			t.live.Add(-1)
-		}
-	}()
-	e := t.store(ks, v)
-	stored = true
+	// Config.Class runs before anything changes, so that a panic in it
+	// changes nothing; then the victim leaves, before the new flow is
+	// stored, so that its record's death can make room for the new one.
+	t.classBefore(ks, &v, taken)
 	var gs [3]gone[V]
 	ng := 0
 	if victim != nil {
-		// Its unit of the limit passes to the new flow. store may have
-		// moved it (an evacuation to make room): unlink its home.
-		victim = victim.home()
+		// Its unit of the limit passes to the new flow.
 		t.unlinkKeepUnit(victim, Evicted)
 		gs[ng] = gone[V]{victim, Evicted}
 		ng++
 	}
+	e := t.store(ks, v)
 	for j, o := range old[:n] {
 		// store may have moved o (an evacuation to make room): unlink
 		// the flow's current record. The first replaced flow's unit of
