@@ -108,22 +108,14 @@ func (t *Table[V]) getChunk(keys []FlowKey, out []*Entry[V]) int {
 // set. Each key counts as one lookup, a hit or a miss, so a forwarder that
 // calls it once per batch counts each packet once. make runs at most once
 // per missing key, with that key's shard locked: it must not call the
-// table. A key that appears twice in keys is inserted once.
+// table. A key that appears twice in keys is inserted once. It allocates
+// nothing but the new flows' records. GetOrInsertPairBatch is the same step
+// for a program whose flows are pairs, or whose make may refuse.
 func (t *Table[V]) GetOrInsertBatch(keys []FlowKey, make func(i int) V, out []*Entry[V]) int {
 	set := t.GetBatch(keys, out)
 	if set == len(keys) {
 		return set
 	}
-	for i := range keys {
-		if out[i] != nil {
-			continue
-		}
-		ks := t.oneKey(&keys[i])
-		e, _, err := t.insertMissing(&ks, func() V { return make(i) })
-		if err == nil {
-			out[i] = e
-			set++
-		}
-	}
-	return set
+	mk := maker[V]{at: make}
+	return set + t.insertMisses(keys, &mk, out, nil)
 }

@@ -30,7 +30,7 @@ type lease struct {
 
 type leaseVal struct {
 	l *lease
-	n uint64
+	_ uint64 // a value of more than one word
 }
 
 type leases struct {

@@ -31,15 +31,19 @@
 //   - Get and GetBatch only load (and, once per coarse-clock tick, store a
 //     flow's last-seen time and its slot's stamp). No lock, allocation or
 //     time.Now().
-//   - Insert, InsertPair, GetOrInsert (on a miss), Remove and SetClass lock
-//     the shards of the keys they touch, in shard order; Clear locks them
+//   - Insert, InsertPair, GetOrInsert* (on a miss), Remove, RemoveEntry,
+//     SetClass and SetValue lock the shards of the keys they touch, in
+//     shard order; Clear locks them
 //     all; Expire locks one shard (two for a pair) for one bounded step at
 //     a time. The limit is a table-wide count reserved before a store, so
 //     Len never exceeds Limit, even with every core inserting.
-//   - A flow's key and value are fixed when it is stored: Insert of a
-//     present key stores a new flow in its place. What changes per packet
-//     is the table's: Count (packets and bytes) and the state word
-//     (CompareAndSwapState). Never write through Value.
+//   - A flow's keys are fixed when it is stored, and its value is never
+//     rewritten in place: SetValue copies the flow, with its counters and
+//     state, to a record holding the new value and points its keys at it
+//     (Insert of a present key stores another flow in its place instead).
+//     What changes per packet is the table's: Count (packets and bytes)
+//     and the state word (CompareAndSwapState). Never write through Value.
+//     RemoveEntry removes exactly the flow it is given.
 //   - A flow that leaves the table (expired, removed, replaced, evicted,
 //     cleared) is handed to the table's reclaim.Domain; OnRemove runs once,
 //     with the cause, after every registered worker has passed a quiescent
@@ -70,7 +74,9 @@
 //
 // InsertPair stores one flow under two keys — a connection's two
 // directions, or a NAT's inside tuple and translated reply tuple — which
-// expires, is evicted and is called back once. Timeout classes
+// expires, is evicted and is called back once. GetOrInsertPairBatch is
+// the batch step for such flows: its make names each new flow's reply key,
+// or refuses, and each key's Outcome says what happened. Timeout classes
 // (Config.Timeouts, SetClass, SetTimeout) give each flow the timeout of
 // its state, as conntrack's per-state timeouts do, and the pass reads each
 // flow's class from the bucket it streams. Config.Evict lets an insert at

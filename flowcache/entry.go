@@ -51,9 +51,10 @@ func (e *Entry[V]) Key() FlowKey {
 	return *(*FlowKey)(unsafe.Pointer(e.node.Key()))
 }
 
-// Value is the flow's value, fixed when the flow was stored. Read it; never
-// write through it: the table may copy the flow to compact its memory,
-// and a write through an old copy would be lost. Keep what changes per
+// Value is the flow's value, as it was when this record was stored. Read
+// it; never write through it: the table may copy the flow to compact its
+// memory, and a write through an old copy would be lost. Table.SetValue
+// gives the flow a new value (in a new record). Keep what changes per
 // packet in Count and the state word, or outside the table, keyed by
 // something in V.
 func (e *Entry[V]) Value() *V { return &e.value }

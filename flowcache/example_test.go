@@ -180,9 +180,14 @@ func ExampleTable_GetBatch() {
 
 // GetOrInsertBatch is a forwarder worker's whole step per batch: look the
 // batch up, create a flow for each key that missed, count each packet, and
-// declare a quiescent point before the next batch.
+// declare a quiescent point before the next batch; a Reclaimer expires
+// idle flows meanwhile.
 func ExampleTable_GetOrInsertBatch() {
 	d := reclaim.NewDomain()
+	// Without a Reclaimer, no flow ever expires and no OnRemove runs.
+	r := reclaim.NewReclaimer(d, time.Second) // expiry passes, then due OnRemoves, every second
+	r.Start()
+	defer r.Close()
 	t, _ := flowcache.New(flowcache.Config[Flow]{Limit: 1000, Domain: d})
 	defer t.Close()
 	worker := d.Register()

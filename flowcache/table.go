@@ -73,14 +73,17 @@ type Config[V any] struct {
 	// Class, when set, gives a new flow's timeout class from its value (a
 	// flow that has seen only a SYN, say), so that it starts in the right
 	// class without a SetClass (and its shard lock) per new flow. It runs
-	// with the shard locked: it must not call the table. A class the table
-	// does not have means 0.
+	// with the shard locked: it must not call the table (a call that needs
+	// that shard panics). A class the table does not have means 0. If it
+	// panics, the insert changes nothing.
 	Class func(v *V) int
 	// Evict, when set, lets an insert at the limit make room: among the
 	// flows near the new key's bucket (at most 64 slots of its shard) the
 	// one idle longest that Evict approves leaves, with cause Evicted, in
 	// the same locked step. With none approved the insert fails with
-	// ErrFull. It runs with shards locked: it must not call the table.
+	// ErrFull. It runs with shards locked: it must not call the table (a
+	// call that needs one of them panics). If it panics, the insert
+	// changes nothing.
 	Evict func(e *Entry[V]) bool
 	// OnRemove runs once for every flow that leaves the table, with the
 	// reason, after a grace period: no registered worker still holds the
@@ -220,7 +223,7 @@ func New[V any](cfg Config[V]) (*Table[V], error) {
 	// each rebuild draws from crypto/rand.
 	seeds := seed.NewSource(cfg.Seed)
 	for i := range t.shards {
-		t.shards[i].Init(shard.Config{Hash: t.hashKey, Seeds: seeds}, t.move)
+		t.shards[i].Init(shard.Config{Hash: t.hashKey, Seeds: seeds, Reentered: reentered}, t.move)
 	}
 	t.unwatch = reclaim.Watch(t.domain, t, func(t *Table[V]) { t.Expire(t.clock()) })
 	return t, nil

@@ -66,6 +66,13 @@ type keySet struct {
 	k [2]FlowKey
 	h [2]uint64
 	n int
+	// locks is the set of shards the write holds, once it has locked them:
+	// the program's callbacks run with them marked busy (callback).
+	locks lockSet
+	// class is the new flow's class when classSet: a step that ran
+	// Config.Class before it had every lock it needs (insertMissing).
+	class    uint8
+	classSet bool
 }
 
 func (t *Table[V]) oneKey(k *FlowKey) keySet {
@@ -208,13 +215,12 @@ func (t *Table[V]) store(ks *keySet, v V) *Entry[V] {
 	k, reply := &ks.k[0], ks.reply()
 	s := t.shardOf(ks.h[0])
 	pair := reply != nil
-	// The class first: Config.Class is the program's code, and if it
-	// panics nothing has been allocated yet.
-	var class uint8
-	if t.classOf != nil {
-		if c := t.classOf(&v); c > 0 && c < t.classes {
-			class = uint8(c)
-		}
+	// The class first, unless the caller ran Config.Class already
+	// (classBefore): it is the program's code, and if it panics nothing
+	// has been allocated yet.
+	class := ks.class
+	if !ks.classSet {
+		class = t.classFor(&v, &ks.locks)
 	}
 	e, ref, m := s.AllocLocked(pair)
 	if !m.Empty() {
@@ -248,6 +254,42 @@ func (t *Table[V]) store(ks *keySet, v V) *Entry[V] {
 	return e
 }
 
+// classBefore runs Config.Class for the new flow's value into ks, before
+// the write changes anything (store then uses it); if it panics, the unit
+// of the limit the write took (taken) goes back, and the write's deferred
+// unlock runs: nothing changed.
+func (t *Table[V]) classBefore(ks *keySet, v *V, taken bool) {
+	if ks.classSet {
+		return
+	}
+	done := false
+	defer func() {
+		if !done && taken {
+			t.live.Add(-1)
+		}
+	}()
+	ks.class, ks.classSet = t.classFor(v, &ks.locks), true
+	done = true
+}
+
+// classFor is Config.Class of v, or 0 without one or for a class the
+// table does not have. It runs the program's code with the shards of l
+// marked busy.
+func (t *Table[V]) classFor(v *V, l *lockSet) uint8 {
+	if t.classOf == nil {
+		return 0
+	}
+	// A copy, handed to the program: only a table with a Class pays for
+	// the value escaping to the heap.
+	cv := *v
+	var c int
+	t.callback(l, -1, func() { c = t.classOf(&cv) })
+	if c > 0 && c < t.classes {
+		return uint8(c)
+	}
+	return 0
+}
+
 // Insert stores v under k and returns the new flow. A flow already stored
 // under k (on its own or as either key of a pair) is replaced, as OPTE's
 // add does: the new flow takes k's slot for every later lookup, and the
@@ -257,7 +299,7 @@ func (t *Table[V]) store(ks *keySet, v V) *Entry[V] {
 func (t *Table[V]) Insert(k FlowKey, v V) (*Entry[V], error) {
 	t.mustInit()
 	ks := t.oneKey(&k)
-	return t.insert(&ks, v)
+	return t.insert(&ks, v, false)
 }
 
 // InsertPair stores v as one flow under two keys: k, and reply, the key
@@ -270,17 +312,22 @@ func (t *Table[V]) Insert(k FlowKey, v V) (*Entry[V], error) {
 func (t *Table[V]) InsertPair(k, reply FlowKey, v V) (*Entry[V], error) {
 	t.mustInit()
 	ks := t.twoKeys(&k, &reply)
-	return t.insert(&ks, v)
+	return t.insert(&ks, v, false)
 }
 
-func (t *Table[V]) insert(ks *keySet, v V) (*Entry[V], error) {
+// insert is Insert and InsertPair. held says the caller has already
+// taken a unit of the limit for the new flow (insertMissing): the write
+// uses it, or gives it back when the new flow replaces one.
+func (t *Table[V]) insert(ks *keySet, v V, held bool) (*Entry[V], error) {
 	defer t.reclaimIfPending() // after the unlock below
-	var ls lockSet
-	l := &ls
+	l := &ks.locks
 	t.lockFor(ks, l)
 	// Deferred, so that a panicking Config.Evict leaves no shard locked.
 	defer t.unlockAll(l)
 	if t.closed.Load() {
+		if held {
+			t.live.Add(-1)
+		}
 		return nil, t.errClose
 	}
 	k := &ks.k[0]
@@ -294,10 +341,11 @@ func (t *Table[V]) insert(ks *keySet, v V) (*Entry[V], error) {
 		}
 	}
 	var victim *Entry[V]
-	if n == 0 {
+	taken := held // a unit of the limit reserved for the new flow
+	if n == 0 && !held {
 		// A full table refuses (or evicts for) a new flow before
 		// allocating its record, so a flood at the limit makes no garbage.
-		if !t.reserve() {
+		if taken = t.reserve(); !taken {
 			var ok bool
 			if victim, ok = t.evictable(k, l); !ok {
 				t.full.Inc()
@@ -305,12 +353,15 @@ func (t *Table[V]) insert(ks *keySet, v V) (*Entry[V], error) {
 			}
 		}
 	}
+	// Config.Class runs before anything changes, so that a panic in it
+	// changes nothing; then the victim leaves, before the new flow is
+	// stored, so that its record's death can make room for the new one.
+	t.classBefore(ks, &v, taken)
 	var gs [3]gone[V]
 	ng := 0
 	if victim != nil {
 		// Its unit of the limit passes to the new flow.
 		t.unlinkKeepUnit(victim, Evicted)
-		t.releaseVictim(victim, l)
 		gs[ng] = gone[V]{victim, Evicted}
 		ng++
 	}
@@ -318,9 +369,10 @@ func (t *Table[V]) insert(ks *keySet, v V) (*Entry[V], error) {
 	for j, o := range old[:n] {
 		// store may have moved o (an evacuation to make room): unlink
 		// the flow's current record. The first replaced flow's unit of
-		// the limit passes to the new flow; the others' go back.
+		// the limit passes to the new flow (unless it has one already);
+		// the others' go back.
 		o = o.home()
-		t.unlinkReplaced(o, ks, j > 0)
+		t.unlinkReplaced(o, ks, j > 0 || held)
 		gs[ng] = gone[V]{o, Replaced}
 		ng++
 	}
@@ -374,8 +426,9 @@ const evictScan = 64
 // the one idle longest that Config.Evict approves. A pair whose reply key
 // lies in a shard the set l does not hold needs that shard's lock too: it
 // is taken with TryLock, so the insert never waits out of order, and a
-// pair whose shard is busy is passed over for the next idlest. The victim
-// keeps its extra lock until releaseVictim.
+// pair whose shard is busy is passed over for the next idlest. The
+// victim's extra lock joins l, and goes with the write's other locks.
+// Evict runs with every shard held marked busy (callback).
 func (t *Table[V]) evictable(k *FlowKey, l *lockSet) (*Entry[V], bool) {
 	if t.evict == nil {
 		return nil, false
@@ -399,7 +452,12 @@ func (t *Table[V]) evictable(k *FlowKey, l *lockSet) (*Entry[V], bool) {
 	for _, p := range cands {
 		e := shard.FlowAt[Entry[V]](p)
 		ls := e.lastSeen.Load()
-		if best != nil && ls >= bestSeen || !t.evict(e) {
+		if best != nil && ls >= bestSeen {
+			continue
+		}
+		approved := false
+		t.callback(l, held, func() { approved = t.evict(e) })
+		if !approved {
 			continue
 		}
 		extra := -1
@@ -418,15 +476,10 @@ func (t *Table[V]) evictable(k *FlowKey, l *lockSet) (*Entry[V], bool) {
 		}
 		best, bestSeen, held = e, ls, extra
 	}
-	return best, best != nil
-}
-
-func (t *Table[V]) releaseVictim(v *Entry[V], l *lockSet) {
-	if r, ok := v.Reply(); ok {
-		if i := t.shardIndex(&r); !l.has(i) {
-			t.shards[i].Unlock()
-		}
+	if held >= 0 {
+		l.add(held)
 	}
+	return best, best != nil
 }
 
 // GetOrInsert is the miss path of a forwarder: it returns the flow stored
@@ -439,7 +492,7 @@ func (t *Table[V]) GetOrInsert(k FlowKey, make func() V) (*Entry[V], bool, error
 		return e, false, nil
 	}
 	ks := t.oneKey(&k)
-	return t.insertMissing(&ks, make)
+	return t.getOrInsertResult(t.insertMissing(&ks, &maker[V]{one: make}))
 }
 
 // GetOrInsertPair is GetOrInsert for a pair: it returns the flow stored
@@ -458,61 +511,7 @@ func (t *Table[V]) GetOrInsertPair(k, reply FlowKey, make func() V) (*Entry[V], 
 	}
 	t.misses.Inc()
 	ks := t.twoKeys(&k, &reply)
-	return t.insertMissing(&ks, make)
-}
-
-func (t *Table[V]) insertMissing(ks *keySet, make func() V) (e *Entry[V], inserted bool, err error) {
-	// Only the keys' own shards: a flow found under a key is returned,
-	// not changed, so the shard of its other key need not be locked.
-	defer t.reclaimIfPending() // after the unlock below
-	var ls lockSet
-	l := &ls
-	for i := range ks.n {
-		l.add(int(ks.h[i] >> t.shift))
-	}
-	t.lockAll(l)
-	defer t.unlockAll(l)
-	if t.closed.Load() {
-		return nil, false, t.errClose
-	}
-	k := &ks.k[0]
-	for i := range ks.n {
-		if p, ok := t.shardOf(ks.h[i]).FindLocked(ks.h[i], skey(&ks.k[i])); ok {
-			// Another core inserted it between our lookup and the lock.
-			return shard.FlowAt[Entry[V]](p), false, nil
-		}
-	}
-	var victim *Entry[V]
-	if !t.reserve() {
-		var ok bool
-		if victim, ok = t.evictable(k, l); !ok {
-			t.full.Inc()
-			return nil, false, t.errFull
-		}
-	}
-	// If make panics, the reservation goes back (or the victim stays) and
-	// the deferred unlock runs: nothing changed.
-	done := false
-	defer func() {
-		if !done {
-			if victim != nil {
-				t.releaseVictim(victim, l)
-			} else {
-				t.live.Add(-1)
-			}
-		}
-	}()
-	v := make()
-	done = true
-	if victim != nil {
-		// Its unit of the limit passes to the new flow.
-		t.unlinkKeepUnit(victim, Evicted)
-		t.releaseVictim(victim, l)
-		defer t.retireOne(victim, Evicted)
-	}
-	e = t.store(ks, v)
-	t.inserts.Inc()
-	return e, true, nil
+	return t.getOrInsertResult(t.insertMissing(&ks, &maker[V]{one: make}))
 }
 
 // Remove removes the flow stored under k (either key of a pair: both go)

@@ -48,9 +48,12 @@
 // NewDomainCollector(d) exports a reclaim.Domain, without labels: readers,
 // the epoch (flowcache_domain_epochs_total, a counter because the epoch
 // only grows), the slowest reader's lag in epochs and the age of the
-// oldest pending deferred function in seconds, the deferred functions
-// pending and run, the recovered panics, the watched passes and the
-// Synchronize calls waiting. DomainStats.LastPanic, a message, is not
+// oldest pending deferred function in seconds, how long the slowest
+// reader has held a grace period back and how many readers have held one
+// back past reclaim.StalledAfter (a leaked or blocked Reader: alert on
+// flowcache_domain_readers_stalled > 0), the deferred functions pending
+// and run, the recovered panics, the watched passes and the Synchronize
+// calls waiting. DomainStats.LastPanic, a message, is not
 // exported: it belongs in a log. A program with several domains wraps its
 // registerer with prometheus.WrapRegistererWith to label each one.
 //

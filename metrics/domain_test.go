@@ -26,6 +26,8 @@ func distinctDomainStats() reclaim.DomainStats {
 		LastPanic:     "deferred func: boom",
 		Watched:       8,
 		Synchronizing: 9,
+		HeldBack:      10500 * time.Millisecond,
+		Stalled:       11,
 	}
 }
 
@@ -39,6 +41,9 @@ flowcache_domain_deferred_run_total 6
 # HELP flowcache_domain_epochs_total The domain's global epoch: grace periods started since the domain was created.
 # TYPE flowcache_domain_epochs_total counter
 flowcache_domain_epochs_total 2
+# HELP flowcache_domain_held_back_seconds The longest any registered reader has held a grace period back right now: time since the epoch it has yet to report began. 0 when every reader is current.
+# TYPE flowcache_domain_held_back_seconds gauge
+flowcache_domain_held_back_seconds 10.5
 # HELP flowcache_domain_lag_epochs How many epochs the slowest reader is behind the global epoch.
 # TYPE flowcache_domain_lag_epochs gauge
 flowcache_domain_lag_epochs 3
@@ -51,6 +56,9 @@ flowcache_domain_panics_total 7
 # HELP flowcache_domain_readers Registered readers (worker goroutines) that every grace period waits for.
 # TYPE flowcache_domain_readers gauge
 flowcache_domain_readers 1
+# HELP flowcache_domain_readers_stalled Readers that have held a grace period back for more than 10 s (reclaim.StalledAfter): a worker that stopped calling Quiescent without unregistering, which stops every OnRemove on the domain.
+# TYPE flowcache_domain_readers_stalled gauge
+flowcache_domain_readers_stalled 11
 # HELP flowcache_domain_synchronize_waiters Synchronize calls waiting for a reader right now.
 # TYPE flowcache_domain_synchronize_waiters gauge
 flowcache_domain_synchronize_waiters 9
@@ -155,6 +163,7 @@ func TestDomainCollectorReal(t *testing.T) {
 		"flowcache_domain_panics_total":        float64(before.Panics),
 		"flowcache_domain_watched_passes":      float64(before.Watched),
 		"flowcache_domain_synchronize_waiters": float64(before.Synchronizing),
+		"flowcache_domain_readers_stalled":     float64(before.Stalled),
 	}
 	for name, w := range want {
 		if got[name] != w {
@@ -166,8 +175,12 @@ func TestDomainCollectorReal(t *testing.T) {
 	if lag := got["flowcache_domain_lag_seconds"]; lag < before.LagTime.Seconds() || lag > after.LagTime.Seconds() || lag == 0 {
 		t.Errorf("flowcache_domain_lag_seconds = %v, want in [%v, %v] and > 0", lag, before.LagTime.Seconds(), after.LagTime.Seconds())
 	}
-	if len(got) != 9 {
-		t.Errorf("%d series, want 9", len(got))
+	// Both readers hold the tick's epoch back, since the tick.
+	if h := got["flowcache_domain_held_back_seconds"]; h < before.HeldBack.Seconds() || h > after.HeldBack.Seconds() || h == 0 {
+		t.Errorf("flowcache_domain_held_back_seconds = %v, want in [%v, %v] and > 0", h, before.HeldBack.Seconds(), after.HeldBack.Seconds())
+	}
+	if len(got) != 11 {
+		t.Errorf("%d series, want 11", len(got))
 	}
 }
 

@@ -120,14 +120,11 @@ var evictInserts = []struct {
 // limit evicts, and Close returns). Config.Evict is the one user function
 // the table runs under its locks besides GetOrInsert's make
 // (TestGetOrInsertPanickingMakeChangesNothing in flowcache/); it took the
-// place of Config.Expiry, whose panics the pass had to survive the same
-// way. Insert and InsertPair fail this today: see
-// TestBugPanickingEvictLeavesShardLocked.
+// place of a per-flow expiry function, whose panics the pass had to
+// survive the same way. (flowcache's TestPanickingCallbackChangesNothing
+// checks every callback at every point.)
 func TestPanickingEvict(t *testing.T) {
 	for _, in := range evictInserts {
-		if in.name == "Insert" || in.name == "InsertPair" {
-			continue // TestBugPanickingEvictLeavesShardLocked
-		}
 		t.Run(in.name, func(t *testing.T) {
 			if err := panickingEvict(in.do); err != nil {
 				t.Error(err)

@@ -126,36 +126,50 @@ const (
 	linInsertPair = iota + linRemove + 1
 	linGetOrInsert
 	linGetOrInsertPair
+	linSetValue    // SetValue of the flow a Get found: a new value, the same flow
+	linRemoveEntry // RemoveEntry of the flow a Get found
 )
+
+// linV is the pair model's value: the flow (the value its insert gave
+// it, unique) and its current value, which SetValue changes.
+type linV struct{ flow, val int }
 
 // pairIn is one operation of the pair model, on keys of one group.
 type pairIn struct {
 	op    int
 	group int
-	key   int // index in the group
-	reply int // InsertPair, GetOrInsertPair: the second key's index (== key: a one-key flow)
-	val   int // inserts: the value stored (unique per operation)
+	key   int // index in the group; SetValue, RemoveEntry: the flow's first key
+	reply int // InsertPair, GetOrInsertPair: the second key's index (== key: a one-key flow); SetValue, RemoveEntry: the flow's
+	val   int // inserts, SetValue: the value stored (unique per operation)
+	flow  int // SetValue, RemoveEntry: the flow (linV.flow of the entry a Get found)
 }
 
 type pairOut struct {
-	ok       bool // Get, GetOrInsert*: found or stored; Insert*: stored; Remove: removed
-	val      int  // Get, GetOrInsert*: the value of the flow returned
+	ok       bool // Get, GetOrInsert*: found or stored; Insert*, SetValue: stored; Remove*: removed
+	flow     int  // Get, GetOrInsert*: the flow returned
+	val      int  // Get, GetOrInsert*: its value
 	inserted bool // GetOrInsert*: this call stored the flow
 }
 
-// pairState is one group's state: the value of the flow stored under
-// each key, 0 when absent (values are unique per insert, so two keys
-// holding the same value are the two keys of one pair), and the writes
+// cell is what a key holds: the flow stored under it (0: none) and the
+// flow's value. Flows are unique per insert, so two keys holding the same
+// flow are the two keys of one pair.
+type cell struct{ flow, val int }
+
+// untouched is an effect that leaves a key as it is.
+var untouched = cell{flow: -1}
+
+// pairState is one group's state: what each key holds, and the writes
 // that have been decided but whose effects have not all landed yet.
 type pairState struct {
-	v    [pairGroupKeys]int
+	v    [pairGroupKeys]cell
 	pend [4]pairPending // sorted by id, zero entries last: == compares states
 }
 
 // pairPending is a write whose effects are landing key by key.
 type pairPending struct {
 	id    int                 // the operation's index in the history (+1)
-	eff   [pairGroupKeys]int  // per key: its new value (0: absent), or -1: untouched
+	eff   [pairGroupKeys]cell // per key: what it holds next ({0, 0}: absent), or untouched
 	named [pairGroupKeys]bool // the keys the caller named (k, and reply for a pair)
 	left  int                 // steps still to land
 }
@@ -198,6 +212,14 @@ func pairWrite(in pairIn, out pairOut) (named [pairGroupKeys]bool, steps int, ok
 			n++
 		}
 		return named, n, true // the keys were absent: nothing else to remove
+	case (in.op == linSetValue || in.op == linRemoveEntry) && out.ok:
+		// The flow's own keys, one store each; nothing else changes.
+		named[in.key], named[in.reply] = true, true
+		n := 1
+		if in.reply != in.key {
+			n++
+		}
+		return named, n, true
 	}
 	return named, 0, false
 }
@@ -230,7 +252,10 @@ func splitPair(h []porcupine.Operation) []porcupine.Operation {
 
 // pairModel is the sequential specification of a table of flows under
 // one or two keys (docs/DESIGN.md, "Connections"): Get of either key of a pair
-// finds the pair; Remove of either removes both; an insert of a key that
+// finds the pair; Remove of either removes both; SetValue gives a stored
+// flow a new value under both its keys and keeps it the same flow, and
+// fails once the flow has left; RemoveEntry removes exactly one flow,
+// and does nothing once it has left, whatever its keys hold then; an insert of a key that
 // is present, alone or in a pair, replaces that flow whole (a replaced
 // pair leaves with both its keys); GetOrInsertPair returns the flow stored
 // under either key, or stores a pair when neither is present. An insert
@@ -284,10 +309,10 @@ var pairModel = porcupine.Model{
 			if i > 0 {
 				b.WriteString(" ")
 			}
-			if v == 0 {
+			if v.flow == 0 {
 				fmt.Fprintf(&b, "k%d:-", i)
 			} else {
-				fmt.Fprintf(&b, "k%d:%d", i, v)
+				fmt.Fprintf(&b, "k%d:%d=%d", i, v.flow, v.val)
 			}
 		}
 		for _, p := range s.pend {
@@ -302,21 +327,29 @@ var pairModel = porcupine.Model{
 // pairRead checks an operation that changes nothing against state s.
 func pairRead(s pairState, in pairIn, out pairOut) bool {
 	k, r := in.key, in.reply
+	got := cell{out.flow, out.val}
 	switch in.op {
 	case linGet:
-		return out.ok == (s.v[k] != 0) && (!out.ok || out.val == s.v[k])
+		return out.ok == (s.v[k].flow != 0) && (!out.ok || got == s.v[k])
 	case linRemove: // removed nothing
-		return s.v[k] == 0
+		return s.v[k].flow == 0
 	case linInsert, linInsertPair: // refused (ErrFull): only when none of its keys was present
-		return s.v[k] == 0 && (in.op == linInsert || s.v[r] == 0)
+		return s.v[k].flow == 0 && (in.op == linInsert || s.v[r].flow == 0)
 	case linGetOrInsert, linGetOrInsertPair:
 		if in.op == linGetOrInsert {
 			r = k
 		}
 		if !out.ok { // refused: neither key present
-			return s.v[k] == 0 && s.v[r] == 0
+			return s.v[k].flow == 0 && s.v[r].flow == 0
 		}
-		return out.val != 0 && (out.val == s.v[k] || out.val == s.v[r])
+		return got.flow != 0 && (got == s.v[k] || got == s.v[r])
+	case linSetValue, linRemoveEntry: // failed: the flow is not stored
+		for _, c := range s.v {
+			if c.flow == in.flow {
+				return false
+			}
+		}
+		return true
 	}
 	return false
 }
@@ -334,15 +367,15 @@ func pairWriteStep(s pairState, st pairStep, out pairOut) (bool, pairState) {
 		// The first step: decide the write from the state now.
 		in := st.in
 		named, steps, _ := pairWrite(in, out)
-		var eff [pairGroupKeys]int
+		var eff [pairGroupKeys]cell
 		for j := range eff {
-			eff[j] = -1
+			eff[j] = untouched
 		}
 		drop := func(x int) { // the flow under key x leaves, whole
-			if v := s.v[x]; v != 0 {
+			if f := s.v[x].flow; f != 0 {
 				for j := range s.v {
-					if s.v[j] == v {
-						eff[j] = 0
+					if s.v[j].flow == f {
+						eff[j] = cell{}
 					}
 				}
 			}
@@ -356,24 +389,38 @@ func pairWriteStep(s pairState, st pairStep, out pairOut) (bool, pairState) {
 			}
 			for j := range named {
 				if named[j] {
-					eff[j] = in.val
+					eff[j] = cell{in.val, in.val}
 				}
 			}
 		case linRemove:
-			if s.v[in.key] == 0 {
+			if s.v[in.key].flow == 0 {
 				return false, s
 			}
 			drop(in.key)
+		case linSetValue, linRemoveEntry:
+			// The flow's keys are exactly the ones it names: its keys
+			// never change while it is stored.
+			for j := range s.v {
+				if (s.v[j].flow == in.flow) != named[j] {
+					return false, s
+				}
+				if named[j] {
+					eff[j] = cell{}
+					if in.op == linSetValue {
+						eff[j] = cell{in.flow, in.val}
+					}
+				}
+			}
 		default: // an inserting GetOrInsert*: its keys were absent
-			if out.val != in.val {
+			if out.flow != in.val || out.val != in.val {
 				return false, s
 			}
 			for j := range named {
 				if named[j] {
-					if s.v[j] != 0 {
+					if s.v[j].flow != 0 {
 						return false, s
 					}
-					eff[j] = in.val
+					eff[j] = cell{in.val, in.val}
 				}
 			}
 		}
@@ -381,7 +428,7 @@ func pairWriteStep(s pairState, st pairStep, out pairOut) (bool, pairState) {
 		// waited for its locks.
 		for _, p := range s.pend {
 			for j := range eff {
-				if p.id != 0 && p.eff[j] >= 0 && (eff[j] >= 0 || named[j]) {
+				if p.id != 0 && p.eff[j] != untouched && (eff[j] != untouched || named[j]) {
 					return false, s
 				}
 			}
@@ -401,7 +448,7 @@ func pairWriteStep(s pairState, st pairStep, out pairOut) (bool, pairState) {
 	p := &s.pend[pi]
 	for j := range p.eff {
 		mine := st.step == j || st.step == pairGroupKeys && !p.named[j]
-		if mine && p.eff[j] >= 0 {
+		if mine && p.eff[j] != untouched {
 			s.v[j] = p.eff[j]
 		}
 	}
@@ -427,7 +474,7 @@ func describePair(input, output any) string {
 	g := func(i int) string { return fmt.Sprintf("g%dk%d", in.group, i) }
 	res := "miss"
 	if out.ok {
-		res = fmt.Sprint(out.val)
+		res = fmt.Sprintf("%d=%d", out.flow, out.val)
 	}
 	switch in.op {
 	case linGet:
@@ -440,13 +487,18 @@ func describePair(input, output any) string {
 		return fmt.Sprintf("Remove(%s) -> %v", g(in.key), out.ok)
 	case linGetOrInsert:
 		return fmt.Sprintf("GetOrInsert(%s, %d) -> %s inserted %v", g(in.key), in.val, res, out.inserted)
+	case linSetValue:
+		return fmt.Sprintf("SetValue(flow %d [%s %s], %d) -> %v", in.flow, g(in.key), g(in.reply), in.val, out.ok)
+	case linRemoveEntry:
+		return fmt.Sprintf("RemoveEntry(flow %d [%s %s]) -> %v", in.flow, g(in.key), g(in.reply), out.ok)
 	default:
 		return fmt.Sprintf("GetOrInsertPair(%s, %s, %d) -> %s inserted %v", g(in.key), g(in.reply), in.val, res, out.inserted)
 	}
 }
 
 // TestLinearizable records concurrent histories of Get, Insert,
-// InsertPair, GetOrInsert, GetOrInsertPair and Remove on a small key set
+// InsertPair, GetOrInsert, GetOrInsertPair, Remove, and SetValue and
+// RemoveEntry of the flow a Get found, on a small key set
 // (pairs tie keys together within a group) of a two-shard table, so that
 // a pair's keys lie in one shard or in two, while another goroutine
 // forces rebuilds and moves all the time: it inserts bursts of filler
@@ -479,7 +531,7 @@ func TestLinearizable(t *testing.T) {
 	}
 	clock := newFakeClock()
 	dom := reclaim.NewDomain()
-	tb, err := flowcache.New(flowcache.Config[int]{
+	tb, err := flowcache.New(flowcache.Config[linV]{
 		Name:     "lin",
 		Limit:    1 << 16,
 		Shards:   2,
@@ -493,8 +545,12 @@ func TestLinearizable(t *testing.T) {
 	}
 	defer tb.Close()
 	keyOf := func(g, i int) flowcache.FlowKey { return key(1<<27 | uint32(g*pairGroupKeys+i)) }
+	indexOf := func(k flowcache.FlowKey) int { // the index in its group of a key keyOf made
+		return int(k.Src().As4()[3]) % pairGroupKeys
+	}
 
 	var ops, unknown int
+	var changes [2]int // SetValue and RemoveEntry calls that changed a flow
 	start := time.Now()
 	b := stressBudget(0, 0, 0)
 	var fail failures
@@ -529,7 +585,7 @@ func TestLinearizable(t *testing.T) {
 				// under a quarter of its slots (a shrink and compaction).
 				n := 200 + (r*37)%500
 				for i := range n {
-					e, err := tb.Insert(key(1<<26|uint32(i)), -1)
+					e, err := tb.Insert(key(1<<26|uint32(i)), linV{-1, -1})
 					if err != nil {
 						fail.add("filler insert: %v", err)
 						return
@@ -549,7 +605,7 @@ func TestLinearizable(t *testing.T) {
 						}
 					}
 					for i := range n {
-						if e, err := tb.Insert(key(1<<26|1<<16|uint32(i)), -1); err == nil {
+						if e, err := tb.Insert(key(1<<26|1<<16|uint32(i)), linV{-1, -1}); err == nil {
 							tb.SetClass(e, 1)
 						}
 					}
@@ -577,7 +633,7 @@ func TestLinearizable(t *testing.T) {
 					if rng.IntN(16) == 0 {
 						in.reply = in.key // k == reply: a one-key flow
 					}
-					switch x := rng.IntN(20); {
+					switch x := rng.IntN(24); {
 					case x < 7:
 						in.op = linGet
 					case x < 10:
@@ -588,42 +644,77 @@ func TestLinearizable(t *testing.T) {
 						in.op = linGetOrInsert
 					case x < 17:
 						in.op = linGetOrInsertPair
+					case x < 20:
+						in.op = linSetValue
+					case x < 21:
+						in.op = linRemoveEntry
 					default:
 						in.op = linRemove
 					}
 					k, r := keyOf(in.group, in.key), keyOf(in.group, in.reply)
 					var out pairOut
+					found := func(e *flowcache.Entry[linV]) pairOut {
+						return pairOut{ok: true, flow: e.Value().flow, val: e.Value().val}
+					}
+					record := func(in pairIn, out pairOut, call int64) {
+						ret := seq.Add(1)
+						hist[c] = append(hist[c], porcupine.Operation{ClientId: c, Input: in, Call: call, Output: out, Return: ret})
+					}
 					call := seq.Add(1)
 					switch in.op {
 					case linGet:
 						if e, ok := tb.Get(k); ok {
-							out = pairOut{ok: true, val: *e.Value()}
+							out = found(e)
 						}
 					case linInsert:
 						in.val = int(nextVal.Add(1))
-						_, err := tb.Insert(k, in.val)
+						_, err := tb.Insert(k, linV{in.val, in.val})
 						out.ok = err == nil
 					case linInsertPair:
 						in.val = int(nextVal.Add(1))
-						_, err := tb.InsertPair(k, r, in.val)
+						_, err := tb.InsertPair(k, r, linV{in.val, in.val})
 						out.ok = err == nil
 					case linGetOrInsert, linGetOrInsertPair:
 						in.val = int(nextVal.Add(1))
-						var e *flowcache.Entry[int]
+						var e *flowcache.Entry[linV]
+						var inserted bool
 						var err error
+						mk := func() linV { return linV{in.val, in.val} }
 						if in.op == linGetOrInsert {
-							e, out.inserted, err = tb.GetOrInsert(k, func() int { return in.val })
+							e, inserted, err = tb.GetOrInsert(k, mk)
 						} else {
-							e, out.inserted, err = tb.GetOrInsertPair(k, r, func() int { return in.val })
+							e, inserted, err = tb.GetOrInsertPair(k, r, mk)
 						}
 						if err == nil {
-							out.ok, out.val = true, *e.Value()
+							out = found(e)
+							out.inserted = inserted
+						}
+					case linSetValue, linRemoveEntry:
+						// The flow a Get finds (recorded as a Get), then
+						// the change to exactly that flow.
+						e, ok := tb.Get(k)
+						if !ok {
+							record(pairIn{op: linGet, group: in.group, key: in.key}, out, call)
+							continue
+						}
+						record(pairIn{op: linGet, group: in.group, key: in.key}, found(e), call)
+						in.flow = e.Value().flow
+						in.key = indexOf(e.Key())
+						in.reply = in.key
+						if rk, paired := e.Reply(); paired {
+							in.reply = indexOf(rk)
+						}
+						call = seq.Add(1)
+						if in.op == linSetValue {
+							in.val = int(nextVal.Add(1))
+							_, out.ok = tb.SetValue(e, linV{in.flow, in.val})
+						} else {
+							out.ok = tb.RemoveEntry(e)
 						}
 					default:
 						out.ok = tb.Remove(k)
 					}
-					ret := seq.Add(1)
-					hist[c] = append(hist[c], porcupine.Operation{ClientId: c, Input: in, Call: call, Output: out, Return: ret})
+					record(in, out, call)
 				}
 			}()
 		}
@@ -638,6 +729,11 @@ func TestLinearizable(t *testing.T) {
 			h = append(h, ch...)
 		}
 		ops += len(h)
+		for _, op := range h {
+			if in := op.Input.(pairIn); op.Output.(pairOut).ok && (in.op == linSetValue || in.op == linRemoveEntry) {
+				changes[in.op-linSetValue]++
+			}
+		}
 		res, path := checkLinearizable(t, pairModel, splitPair(h))
 		switch res {
 		case porcupine.Illegal:
@@ -653,8 +749,11 @@ func TestLinearizable(t *testing.T) {
 	}
 	fail.report(t)
 	st := tb.Stats()
-	t.Logf("%d operations checked in %v, %d rounds timed out (Unknown); rebuilds: grow %d, shrink %d, compactions %d (moved %d); pairs live at the end %d",
-		ops, time.Since(start).Round(time.Millisecond), unknown, st.Grows, st.Shrinks, st.Compactions, st.Moved, st.Pairs)
+	t.Logf("%d operations checked in %v (%d SetValue and %d RemoveEntry that changed a flow), %d rounds timed out (Unknown); rebuilds: grow %d, shrink %d, compactions %d (moved %d); pairs live at the end %d",
+		ops, time.Since(start).Round(time.Millisecond), changes[0], changes[1], unknown, st.Grows, st.Shrinks, st.Compactions, st.Moved, st.Pairs)
+	if changes[0] == 0 || changes[1] == 0 {
+		t.Errorf("no SetValue or no RemoveEntry changed a flow: %v", changes)
+	}
 	if st.Grows == 0 || st.Shrinks == 0 || st.Compactions == 0 || st.Moved == 0 {
 		t.Errorf("no rebuilds or moves under the histories: %v", st)
 	}
@@ -742,7 +841,9 @@ func TestPairModelCatchesBugs(t *testing.T) {
 	ins := func(op, k, r, v int) pairIn { return pairIn{op: op, key: k, reply: r, val: v} }
 	get := func(k int) pairIn { return pairIn{op: linGet, key: k} }
 	yes := pairOut{ok: true}
-	found := func(v int) pairOut { return pairOut{ok: true, val: v} }
+	found := func(v int) pairOut { return pairOut{ok: true, flow: v, val: v} }
+	foundAs := func(flow, v int) pairOut { return pairOut{ok: true, flow: flow, val: v} }
+	change := func(op, flow, k, r, v int) pairIn { return pairIn{op: op, flow: flow, key: k, reply: r, val: v} }
 	cases := []struct {
 		name string
 		h    []rec
@@ -786,6 +887,54 @@ func TestPairModelCatchesBugs(t *testing.T) {
 			{1, get(0), found(2), 11, 12},
 			{1, get(0), found(1), 13, 14},
 		}, porcupine.Illegal},
+		{"SetValue keeps the flow under both keys", []rec{
+			{0, ins(linInsertPair, 0, 1, 1), yes, 0, 1},
+			{0, change(linSetValue, 1, 0, 1, 5), yes, 2, 3},
+			{1, get(1), foundAs(1, 5), 4, 5},
+			{1, get(0), foundAs(1, 5), 6, 7},
+		}, porcupine.Ok},
+		{"a key shows the old value after SetValue returned", []rec{
+			{0, ins(linInsertPair, 0, 1, 1), yes, 0, 1},
+			{0, change(linSetValue, 1, 0, 1, 5), yes, 2, 3},
+			{1, get(1), found(1), 4, 5},
+		}, porcupine.Illegal},
+		{"SetValue made another flow", []rec{
+			{0, ins(linInsertPair, 0, 1, 1), yes, 0, 1},
+			{0, change(linSetValue, 1, 0, 1, 5), yes, 2, 3},
+			{1, get(0), found(5), 4, 5},
+		}, porcupine.Illegal},
+		{"a reader sees the new value on one key before the other", []rec{
+			{0, ins(linInsertPair, 0, 1, 1), yes, 0, 1},
+			{0, change(linSetValue, 1, 0, 1, 5), yes, 10, 20},
+			{1, get(0), foundAs(1, 5), 11, 12},
+			{1, get(1), found(1), 13, 14},
+		}, porcupine.Ok},
+		{"SetValue of a flow that left", []rec{
+			{0, ins(linInsertPair, 0, 1, 1), yes, 0, 1},
+			{0, pairIn{op: linRemove, key: 0}, yes, 2, 3},
+			{0, change(linSetValue, 1, 0, 1, 5), yes, 4, 5},
+		}, porcupine.Illegal},
+		{"RemoveEntry of a replaced flow leaves its successor", []rec{
+			{0, ins(linInsertPair, 0, 1, 1), yes, 0, 1},
+			{0, ins(linInsert, 0, 0, 2), yes, 2, 3},
+			{0, change(linRemoveEntry, 1, 0, 1, 0), pairOut{}, 4, 5},
+			{1, get(0), found(2), 6, 7},
+		}, porcupine.Ok},
+		{"RemoveEntry of a replaced flow removed its successor", []rec{
+			{0, ins(linInsertPair, 0, 1, 1), yes, 0, 1},
+			{0, ins(linInsert, 0, 0, 2), yes, 2, 3},
+			{0, change(linRemoveEntry, 1, 0, 1, 0), pairOut{}, 4, 5},
+			{1, get(0), pairOut{}, 6, 7},
+		}, porcupine.Illegal},
+		{"RemoveEntry failed while its flow was stored", []rec{
+			{0, ins(linInsertPair, 0, 1, 1), yes, 0, 1},
+			{0, change(linRemoveEntry, 1, 0, 1, 0), pairOut{}, 2, 3},
+		}, porcupine.Illegal},
+		{"RemoveEntry left the pair's other key", []rec{
+			{0, ins(linInsertPair, 0, 1, 1), yes, 0, 1},
+			{0, change(linRemoveEntry, 1, 0, 1, 0), yes, 2, 3},
+			{1, get(1), found(1), 4, 5},
+		}, porcupine.Illegal},
 	}
 	for _, c := range cases {
 		res, path := checkLinearizable(t, pairModel, build(c.h))
@@ -798,7 +947,7 @@ func TestPairModelCatchesBugs(t *testing.T) {
 	}
 
 	// A real, sequential history of the table with pairs...
-	tb, err := flowcache.New(flowcache.Config[int]{Limit: 16, Shards: 2, Domain: reclaim.NewDomain()})
+	tb, err := flowcache.New(flowcache.Config[linV]{Limit: 16, Shards: 2, Domain: reclaim.NewDomain()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -807,15 +956,22 @@ func TestPairModelCatchesBugs(t *testing.T) {
 	var h []rec
 	ts := int64(0)
 	do := func(in pairIn, out pairOut) { h = append(h, rec{0, in, out, ts, ts + 1}); ts += 2 }
-	_, err = tb.InsertPair(keyOf(0), keyOf(1), 1)
-	do(ins(linInsertPair, 0, 1, 1), pairOut{ok: err == nil})
-	do(pairIn{op: linRemove, key: 1}, pairOut{ok: tb.Remove(keyOf(1))})
-	e, ok := tb.Get(keyOf(0))
-	out := pairOut{ok: ok}
-	if ok {
-		out.val = *e.Value()
+	getOut := func(k int) pairOut {
+		e, ok := tb.Get(keyOf(k))
+		if !ok {
+			return pairOut{}
+		}
+		return foundAs(e.Value().flow, e.Value().val)
 	}
-	do(get(0), out)
+	_, err = tb.InsertPair(keyOf(0), keyOf(1), linV{1, 1})
+	do(ins(linInsertPair, 0, 1, 1), pairOut{ok: err == nil})
+	e, _ := tb.Get(keyOf(1))
+	_, ok := tb.SetValue(e, linV{1, 3})
+	do(change(linSetValue, 1, 0, 1, 3), pairOut{ok: ok})
+	do(get(0), getOut(0))
+	do(pairIn{op: linRemove, key: 1}, pairOut{ok: tb.Remove(keyOf(1))})
+	do(change(linRemoveEntry, 1, 0, 1, 0), pairOut{ok: tb.RemoveEntry(e)})
+	do(get(0), getOut(0))
 	if res, _ := checkLinearizable(t, pairModel, build(h)); res != porcupine.Ok {
 		t.Fatalf("real history against pairModel: %v", res)
 	}
@@ -827,8 +983,8 @@ func TestPairModelCatchesBugs(t *testing.T) {
 			if st.step == pairGroupKeys {
 				return true, s // forgets the pair's other key
 			}
-			ok := s.v[st.in.key] != 0
-			s.v[st.in.key] = 0
+			ok := s.v[st.in.key].flow != 0
+			s.v[st.in.key] = cell{}
 			return ok, s
 		}
 		return pairModel.Step(state, input, output)

@@ -19,7 +19,7 @@ import (
 // "Storage" means V to be, and fixed. id names the flow (not its key: a
 // key that is stored again gets a new flow), so that the workers' tallies
 // and the table's counters can be matched.
-type mflow struct{ id uint64 }
+type mflow struct{ id, version uint64 }
 
 // tally is what the workers did to one flow: the packets and bytes they
 // counted on it, and the swaps of its state word that succeeded.
@@ -50,7 +50,10 @@ type final struct {
 // during the run, or at Close, had exactly those values when its OnRemove
 // ran (after its grace period, and after the fold of every move before
 // it). The tallies are kept per worker, in maps keyed by the flow id in
-// V, and summed at the end.
+// V, and summed at the end. The main goroutine also gives tracked flows
+// new values (SetValue: the flow is copied to a new record, as a move
+// copies it, and keeps its counters and state) and removes some with
+// RemoveEntry.
 func TestMovesLoseNothing(t *testing.T) {
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
 	const (
@@ -99,9 +102,9 @@ func TestMovesLoseNothing(t *testing.T) {
 		id := nextID.Add(1)
 		var err error
 		if i%3 == 0 {
-			_, err = tb.InsertPair(trackedKey(i), replyKey(i), mflow{id})
+			_, err = tb.InsertPair(trackedKey(i), replyKey(i), mflow{id: id})
 		} else {
-			_, err = tb.Insert(trackedKey(i), mflow{id})
+			_, err = tb.Insert(trackedKey(i), mflow{id: id})
 		}
 		if err == nil {
 			stored = append(stored, id)
@@ -184,7 +187,7 @@ func TestMovesLoseNothing(t *testing.T) {
 	b := stressBudget(12, 8*time.Second, 4*time.Second) // at least 12 cycles
 	start := time.Now()
 	rng := rand.New(rand.NewPCG(99, 1))
-	cycles, left := 0, 0
+	cycles, left, setValues := 0, 0, 0
 	for !b.done(start, int64(cycles)) && fail.count() == 0 {
 		c := cycles
 		cycles++
@@ -201,9 +204,22 @@ func TestMovesLoseNothing(t *testing.T) {
 			}
 			if i%16 == 0 {
 				j := rng.IntN(tracked)
-				switch rng.IntN(3) {
+				switch rng.IntN(5) {
 				case 0: // leaves as Removed; stored again later
 					if tb.Remove(trackedKey(j)) {
+						left++
+					}
+				case 1: // a new value: the same flow, copied
+					if e, ok := tb.Get(trackedKey(j)); ok {
+						v := *e.Value()
+						v.version++
+						if _, ok := tb.SetValue(e, v); !ok {
+							t.Fatalf("SetValue of tracked %d failed", j)
+						}
+						setValues++
+					}
+				case 2: // exactly this flow leaves, as Removed
+					if e, ok := tb.Get(replyKey(j)); ok && tb.RemoveEntry(e) {
 						left++
 					}
 				default: // the old flow leaves as Replaced, or j was absent
@@ -354,10 +370,10 @@ func TestMovesLoseNothing(t *testing.T) {
 		t.Errorf("at Close:\n%s", joinLines(bad))
 	}
 	fail.report(t)
-	t.Logf("%d cycles in %v: %d packets counted by %d workers on %d flows (%d left during the run, %d removed by the mover); stats: %v",
-		cycles, elapsed.Round(time.Millisecond), counted.Load(), workers, len(stored), leftDuring, left, st)
-	if st.Compactions == 0 || st.Moved == 0 || st.Shrinks == 0 {
-		t.Errorf("no moves under the workers: %v", st)
+	t.Logf("%d cycles in %v: %d packets counted by %d workers on %d flows (%d left during the run, %d removed by the mover, %d new values); stats: %v",
+		cycles, elapsed.Round(time.Millisecond), counted.Load(), workers, len(stored), leftDuring, left, setValues, st)
+	if st.Compactions == 0 || st.Moved == 0 || st.Shrinks == 0 || setValues == 0 {
+		t.Errorf("no moves or no new values under the workers: %v, %d SetValue", st, setValues)
 	}
 }
 

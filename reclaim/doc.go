@@ -97,13 +97,17 @@
 //
 // # Rules
 //
-//   - One Reader per worker goroutine; only that goroutine calls its
-//     Quiescent. A goroutine whose own Reader is registered must not call
-//     Domain.Synchronize, or it waits on itself forever: the rule of every
-//     QSBR library. A Quiescent just before the call is not enough (it
-//     reports the epoch the grace period starts after); the goroutine
-//     calls its Reader's Synchronize, which counts the call as its own
-//     quiescent state, or unregisters first.
+//   - One Reader per worker goroutine, registered by that goroutine; only
+//     it calls its Quiescent. A goroutine whose own Reader is registered
+//     must not call Domain.Synchronize, or it would wait on itself
+//     forever: the rule of every QSBR library. A Quiescent just before the
+//     call is not enough (it reports the epoch the grace period starts
+//     after); the goroutine calls its Reader's Synchronize, which counts
+//     the call as its own quiescent state, or unregisters first. Such a
+//     call panics, naming the rule: at once when the Reader has reported
+//     from the calling goroutine, after a second's wait when the caller
+//     only registered it (it may have handed it to a worker that has not
+//     reported yet). misuse.go says exactly what is detected.
 //   - A worker that is about to block for long (an empty receive queue)
 //     should Unregister, and Register again when it resumes, so as not to
 //     hold grace periods back meanwhile.
@@ -114,7 +118,14 @@
 //     the order they were deferred (among those due). They may call Defer (the new work waits for a later grace
 //     period) and Stats. They must not call Synchronize, Reclaimer.Tick or
 //     Reclaimer.Close, which would wait for the deferred work in progress,
-//     i.e. for themselves.
+//     i.e. for themselves: such a call panics, naming the rule, and the
+//     panic is recovered and counted like any other (below).
+//   - A reader that holds a grace period back for more than StalledAfter
+//     (10 s) shows in DomainStats.Stalled, and DomainStats.HeldBack says
+//     how long the slowest reader has held one back: a Reader leaked
+//     without Unregister, or a worker blocked while registered, stops
+//     every OnRemove on the domain, and this is how it becomes visible.
+//   - The zero Domain is ready to use, as NewDomain's is.
 //   - A deferred function that panics is recovered: the panic is counted
 //     in DomainStats.Panics and its value kept, formatted, in
 //     DomainStats.LastPanic; the other functions still run and the

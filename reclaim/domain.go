@@ -39,8 +39,9 @@ var (
 // global epoch they report, and the work deferred until they have all
 // passed a quiescent state. See the package documentation for the design.
 //
-// A Domain must be created with NewDomain (or be Default()); all its
-// methods are safe for concurrent use.
+// The zero Domain is an empty domain ready to use, as NewDomain returns;
+// all its methods are safe for concurrent use. A Domain must not be
+// copied after first use.
 type Domain struct {
 	_ [cacheLine]byte
 	// epoch is the global epoch. Read by every worker on every Quiescent
@@ -55,10 +56,11 @@ type Domain struct {
 	// checks and Stats.
 	readers atomic.Pointer[[]*Reader]
 
-	mu      sync.Mutex
-	queue   []deferred    // FIFO; targets never decrease along it (see Defer)
-	watches []*watch      // the periodic passes (watch.go)
-	wake    chan struct{} // closed and replaced by every Unregister
+	mu       sync.Mutex
+	queue    []deferred    // FIFO; targets never decrease along it (see Defer)
+	watches  []*watch      // the periodic passes (watch.go)
+	wake     chan struct{} // closed and replaced by every Unregister; nil until first needed in a zero Domain
+	advances advanceLog    // when the latest epochs began, for DomainStats.HeldBack (misuse.go)
 
 	// runMu serializes the running of deferred work so that it runs in
 	// the order it was deferred even when a Tick and a Synchronize drain at
@@ -73,6 +75,10 @@ type Domain struct {
 	pan     atomic.Uint64          // of which panicked, plus panicking passes
 	last    atomic.Pointer[string] // the latest panic, formatted
 	waiters atomic.Int64           // Synchronize calls waiting for readers
+	// drainer is the goroutine running deferred work (0 when none), so
+	// that a deferred function that calls Synchronize or Tick, which would
+	// wait for itself, panics instead (misuse.go).
+	drainer atomic.Int64
 }
 
 // deferred is one Defer call waiting for its grace period.
@@ -108,7 +114,14 @@ type Reader struct {
 	// grace-period checks.
 	seen atomic.Uint64
 	d    *Domain
-	_    [cacheLine - 16]byte
+	// owner is the goroutine that registered the Reader, and from its
+	// first report on the goroutine that made it (reported is then set):
+	// what Domain.Synchronize checks so that it panics rather than wait
+	// for its own goroutine's Reader (misuse.go). Written by Register and
+	// by the first report, read by Synchronize.
+	owner    atomic.Int64
+	reported atomic.Bool
+	_        [cacheLine - 28]byte
 }
 
 // Register adds a reader to d: from now on every grace period waits for it
@@ -117,13 +130,14 @@ type Reader struct {
 // takes d's mutex and copies the reader list).
 func (d *Domain) Register() *Reader {
 	r := &Reader{d: d}
+	r.owner.Store(goid())
 	d.mu.Lock()
 	// A new reader holds nothing yet, so it starts as having seen the
 	// current epoch. Even if an advance slips in between this load and the
 	// publication below, work deferred before that advance was unpublished
 	// before it, and this worker reads nothing until Register returns.
 	r.seen.Store(d.epoch.Load())
-	old := *d.readers.Load()
+	old := d.readerList()
 	next := make([]*Reader, len(old), len(old)+1)
 	copy(next, old)
 	next = append(next, r)
@@ -159,6 +173,13 @@ func (r *Reader) report(s, e uint64) {
 	if s == offline {
 		return
 	}
+	if !r.reported.Load() {
+		// The first report names the goroutine that uses the Reader
+		// (once: it costs a microsecond), which may not be the one that
+		// registered it.
+		r.owner.Store(goid())
+		r.reported.Store(true)
+	}
 	// Release: a grace check that loads e here also sees every access the
 	// worker made before it. A compare-and-swap rather than a store, so an
 	// Unregister from another goroutine that got in first stays offline.
@@ -180,7 +201,7 @@ func (r *Reader) Unregister() {
 	}
 	d := r.d
 	d.mu.Lock()
-	old := *d.readers.Load()
+	old := d.readerList()
 	next := make([]*Reader, 0, len(old))
 	for _, x := range old {
 		if x != r {
@@ -188,13 +209,31 @@ func (r *Reader) Unregister() {
 		}
 	}
 	d.readers.Store(&next)
-	close(d.wake) // wake every Synchronize waiting, including on r
+	close(d.wakeLocked()) // wake every Synchronize waiting, including on r
 	d.wake = make(chan struct{})
 	d.mu.Unlock()
 }
 
+// readerList is the current snapshot of the registered readers (none in
+// a zero Domain before its first Register).
+func (d *Domain) readerList() []*Reader {
+	if p := d.readers.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// wakeLocked is the channel Unregister closes, made on first use in a
+// zero Domain; the caller holds mu.
+func (d *Domain) wakeLocked() chan struct{} {
+	if d.wake == nil {
+		d.wake = make(chan struct{})
+	}
+	return d.wake
+}
+
 // Readers is how many readers are registered now. It takes no lock.
-func (d *Domain) Readers() int { return len(*d.readers.Load()) }
+func (d *Domain) Readers() int { return len(d.readerList()) }
 
 // Defer arranges for fn to be called once a grace period has passed since
 // the call: after every reader registered now has called Quiescent (or
@@ -235,12 +274,20 @@ func (d *Domain) Defer(fn func()) {
 // library: it calls that Reader's Synchronize instead, or unregisters
 // first. (A Quiescent just before the call does not help: it reports the
 // epoch before the grace period started.)
+//
+// Misuse panics instead of hanging (see "Rules" in the package
+// documentation for exactly what is detected): a Synchronize from inside
+// deferred work (an OnRemove callback), and one that waits for a Reader
+// that belongs to the calling goroutine.
 func (d *Domain) Synchronize() {
+	me := goid()
+	d.checkNotDraining(me, "Synchronize")
 	// Sequentially consistent add: a reader that reports target loaded the
 	// epoch after this point, so after everything the caller did before
 	// the call (unpublishing what it retires).
 	target := d.epoch.Add(1)
-	d.wait(*d.readers.Load(), target)
+	d.noteAdvance(target)
+	d.wait(d.readerList(), target, me)
 	d.drain(target)
 }
 
@@ -252,17 +299,21 @@ func (d *Domain) Synchronize() {
 // for the wait. On an unregistered r it is Domain.Synchronize.
 func (r *Reader) Synchronize() {
 	d := r.d
+	me := goid()
+	d.checkNotDraining(me, "Synchronize")
 	target := d.epoch.Add(1)
+	d.noteAdvance(target)
 	// Report target (or later) for ourselves, after the advance.
 	r.Quiescent()
-	d.wait(*d.readers.Load(), target)
+	d.wait(d.readerList(), target, me)
 	d.drain(target)
 }
 
 // wait returns once every reader in readers has seen target or gone
 // offline. seen only grows, so a reader that has passed is not checked
-// again.
-func (d *Domain) wait(readers []*Reader, target uint64) {
+// again. me is the calling goroutine: a reader it waits for that belongs
+// to me can never pass, and wait panics instead (misuse.go).
+func (d *Domain) wait(readers []*Reader, target uint64, me int64) {
 	i := 0
 	passed := func() bool {
 		for ; i < len(readers); i++ {
@@ -284,11 +335,12 @@ func (d *Domain) wait(readers []*Reader, target uint64) {
 		}
 	}
 	var timer *time.Timer
+	start := time.Now()
 	for delay := minSleep; ; delay = min(2*delay, maxSleep) {
 		// Take the wake channel before checking, so an Unregister between
 		// the check and the select is not missed.
 		d.mu.Lock()
-		wake := d.wake
+		wake := d.wakeLocked()
 		d.mu.Unlock()
 		if passed() {
 			if timer != nil {
@@ -296,6 +348,7 @@ func (d *Domain) wait(readers []*Reader, target uint64) {
 			}
 			return
 		}
+		checkNotOwn(readers[i:], target, me, time.Since(start))
 		if timer == nil {
 			timer = time.NewTimer(delay)
 		} else {
@@ -315,7 +368,7 @@ func (d *Domain) advance() {
 	if n := len(d.queue); n > 0 && d.queue[n-1].target > d.epoch.Load() {
 		// Under mu, so one advance covers every Defer before it and two
 		// Ticks at once do not advance twice for the same work.
-		d.epoch.Add(1)
+		d.advances.note(d.epoch.Add(1), d.elapsed())
 	}
 	d.mu.Unlock()
 }
@@ -327,7 +380,7 @@ func (d *Domain) safeEpoch() uint64 {
 	// The epoch first, then the readers: a reader that reports a later
 	// epoch meanwhile only makes the answer conservative.
 	safe := d.epoch.Load()
-	for _, r := range *d.readers.Load() {
+	for _, r := range d.readerList() {
 		// Acquire: what the worker did before reporting s happens before
 		// whatever we run because of it.
 		if s := r.seen.Load(); s < safe {
@@ -363,7 +416,12 @@ func (d *Domain) TryReclaim() int {
 // drain runs the deferred work whose target is at most max(floor, the safe
 // epoch), in order, without waiting for any reader.
 func (d *Domain) drain(floor uint64) {
-	d.runMu.Lock()
+	if !d.runMu.TryLock() {
+		// Deferred work is running: on another goroutine (wait for it),
+		// or on this one, which would wait for itself.
+		d.checkNotDraining(goid(), "Tick")
+		d.runMu.Lock()
+	}
 	d.drainLocked(floor)
 }
 
@@ -391,6 +449,8 @@ func (d *Domain) drainLocked(floor uint64) int {
 	}
 	d.mu.Unlock()
 
+	d.drainer.Store(goid())
+	defer d.drainer.Store(0)
 	next := 0
 	defer func() {
 		// Only a deferred function calling runtime.Goexit (t.FailNow in a
@@ -439,8 +499,15 @@ func (d *Domain) elapsed() time.Duration {
 	if d.clock != nil {
 		return d.clock()
 	}
+	if d.start.IsZero() {
+		// A zero Domain: times are only ever compared with each other.
+		return time.Since(processStart)
+	}
 	return time.Since(d.start)
 }
+
+// processStart is the time origin of a zero Domain.
+var processStart = time.Now()
 
 // DomainStats is a snapshot of a Domain, from Domain.Stats.
 type DomainStats struct {
@@ -457,6 +524,15 @@ type DomainStats struct {
 	LastPanic     string // the latest of those panics, formatted; "" if none
 	Watched       int    // registered periodic passes (Watch)
 	Synchronizing int    // Synchronize calls waiting for a reader right now
+	// HeldBack is the longest any registered reader has held a grace
+	// period back, now: the time since the epoch it has yet to report
+	// began. 0 when every reader has reported the current epoch.
+	HeldBack time.Duration
+	// Stalled is how many readers have held a grace period back for more
+	// than StalledAfter: a worker that stopped calling Quiescent without
+	// unregistering (a Reader leaked, or blocked while registered), which
+	// stops every OnRemove of every table on the domain.
+	Stalled int
 }
 
 // Stats returns a snapshot of d. It is safe to call from anywhere,
@@ -464,7 +540,7 @@ type DomainStats struct {
 // read one by one, so under concurrent activity they need not add up.
 func (d *Domain) Stats() DomainStats {
 	epoch := d.epoch.Load()
-	readers := *d.readers.Load()
+	readers := d.readerList()
 	s := DomainStats{
 		Readers:       len(readers),
 		Epoch:         epoch,
@@ -487,6 +563,15 @@ func (d *Domain) Stats() DomainStats {
 		s.LagTime = max(0, now-d.queue[0].at)
 	}
 	s.Watched = len(d.watches)
+	for _, r := range readers {
+		if seen := r.seen.Load(); seen < epoch {
+			held := d.advances.heldSince(seen+1, now)
+			s.HeldBack = max(s.HeldBack, held)
+			if held > StalledAfter {
+				s.Stalled++
+			}
+		}
+	}
 	d.mu.Unlock()
 	return s
 }
@@ -498,6 +583,12 @@ func (s DomainStats) String() string {
 		s.Readers, s.Epoch, s.LagEpochs, s.LagTime, s.Pending, s.Run, s.Panics, s.Watched)
 	if s.Synchronizing > 0 {
 		fmt.Fprintf(&b, " synchronizing=%d", s.Synchronizing)
+	}
+	if s.HeldBack > 0 {
+		fmt.Fprintf(&b, " held-back=%v", s.HeldBack)
+	}
+	if s.Stalled > 0 {
+		fmt.Fprintf(&b, " stalled=%d", s.Stalled)
 	}
 	if s.LastPanic != "" {
 		fmt.Fprintf(&b, " last-panic=%q", s.LastPanic)

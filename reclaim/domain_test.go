@@ -305,6 +305,7 @@ func TestStalledReader(t *testing.T) {
 			LagEpochs: uint64(round + 1),
 			LagTime:   time.Duration(round+1) * time.Second,
 			Pending:   (round + 1) * perRound,
+			HeldBack:  time.Duration(round) * time.Second, // since the first advance, at 1 s
 		}
 		if s != want {
 			t.Fatalf("round %d: Stats = %v, want %v", round, s, want)

@@ -32,3 +32,15 @@ func SetBackoff(yields int, first, limit time.Duration) (restore func()) {
 
 // Advance moves d's epoch on by one, as a Tick with work pending does.
 func Advance(d *Domain) { d.epoch.Add(1) }
+
+// SetOwnerGrace changes how long Synchronize waits for a Reader its
+// caller registered before taking it to be the caller's own, until the
+// returned func is called. Not for parallel tests.
+func SetOwnerGrace(d time.Duration) (restore func()) {
+	old := ownerGrace
+	ownerGrace = d
+	return func() { ownerGrace = old }
+}
+
+// Goid is the calling goroutine's id, as the misuse checks read it.
+func Goid() int64 { return goid() }

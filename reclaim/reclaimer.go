@@ -2,6 +2,7 @@ package reclaim
 
 import (
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -15,6 +16,8 @@ import (
 type Reclaimer struct {
 	d     *Domain
 	every time.Duration
+
+	loopG atomic.Int64 // the goroutine's id, so Close from it panics (misuse.go)
 
 	mu      sync.Mutex
 	started bool
@@ -49,6 +52,7 @@ func (r *Reclaimer) Start() {
 }
 
 func (r *Reclaimer) loop() {
+	r.loopG.Store(goid())
 	defer close(r.done)
 	t := time.NewTicker(r.every)
 	defer t.Stop()
@@ -66,8 +70,14 @@ func (r *Reclaimer) loop() {
 // progress finish. Deferred work that is not yet due stays in the domain
 // for a later Synchronize or another Reclaimer. Close is idempotent and
 // always returns nil; it must not be called from a deferred function or a
-// watched pass, which would make the goroutine wait for itself.
+// watched pass, which would make the goroutine wait for itself: such a
+// call panics, naming the rule.
 func (r *Reclaimer) Close() error {
+	me := goid()
+	r.d.checkNotDraining(me, "Reclaimer.Close")
+	if g := r.loopG.Load(); g != 0 && g == me {
+		panic("reclaim: Reclaimer.Close called from the Reclaimer's own goroutine (a watched pass): it would wait for itself")
+	}
 	r.mu.Lock()
 	if !r.closed {
 		r.closed = true

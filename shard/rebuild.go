@@ -108,21 +108,9 @@ func (s *core) CompactLocked(slots int) (m Moved) {
 }
 
 // relocate moves a flow's record (and a pair's reply record) from src to
-// dst and returns how many records moved.
+// dst with the owner's move function and returns how many records moved.
 func (s *core) relocate(from *storage, dst, src unsafe.Pointer) int {
-	s.relocateOne(from, dst, src)
-	if (*Node)(src).kind == Pair {
-		size := s.layout.size
-		s.relocateOne(from, unsafe.Add(dst, size), unsafe.Add(src, size))
-		return 2
-	}
-	return 1
-}
-
-func (s *core) relocateOne(from *storage, dst, src unsafe.Pointer) {
-	(*Node)(dst).key = (*Node)(src).key
-	from.setForward(src, dst)
-	s.move(dst, src)
+	return s.relocateWith(from, dst, src, s.move)
 }
 
 // EvacuateLocked evacuates up to n of the current storage's chunks that
@@ -173,21 +161,11 @@ func (s *core) evacuate(a *array, c *chunkHeader) {
 	moved := 0
 	c.liveRecords(func(p uint32) {
 		src := st.at(c, p)
-		kind := (*Node)(src).kind
-		if kind == Reply {
+		if (*Node)(src).kind == Reply {
 			return // moves with its pair's first record
 		}
-		ni, dst := st.alloc(kind == Pair)
-		moved += s.relocate(st, dst, src)
-		s.repoint(a, &(*Node)(src).key, base+p, ni)
-		if kind == Pair {
-			reply := st.at(c, p+1)
-			if rk := &(*Node)(reply).key; s.holds(a, rk) {
-				s.repoint(a, rk, ReplyRef(base+p), ReplyRef(ni))
-			}
-			st.kill(reply)
-		}
-		st.kill(src) // the last one drops c
+		_, n := s.moveLive(a, base+p, src, s.move) // the last one drops c
+		moved += n
 	})
 	s.evacuations.Add(1)
 	s.moved.Add(uint64(moved))

@@ -82,6 +82,11 @@ type Config struct {
 	Hash Hasher
 	// Seeds gives a fresh shard seed for every rebuild; required.
 	Seeds *seed.Source
+	// Reentered, when set, is called by a Lock that finds the mutex held
+	// while the owner runs its program's code under it (SetBusyLocked),
+	// before Lock waits: it panics if the caller is that code, which
+	// would otherwise wait for itself forever.
+	Reentered func()
 }
 
 const (
@@ -168,6 +173,10 @@ type core struct {
 	// overflowBase is how many overflow buckets the current array had when
 	// it was built: the chains its keys needed then (see tidySlack).
 	overflowBase int64
+	// busy is set while the owner runs its program's code with mu held,
+	// and reentered is Config.Reentered (guard.go).
+	busy      atomic.Bool
+	reentered func()
 
 	// Written under mu, read without it by Len and Stats.
 	live        atomic.Int64 // mirror of n
@@ -195,6 +204,7 @@ func (s *Shard[E]) Init(cfg Config, move func(dst, src *E)) {
 	s.size, s.recs = s.layout.size, s.layout.recs
 	s.hash = cfg.Hash
 	s.seeds = cfg.Seeds
+	s.reentered = cfg.Reentered
 	s.maxChain = MaxChain
 	s.arr.Store(s.newArray(cfg.Slots, s.seeds.Uint64(), newStorage(s.layout)))
 }
@@ -210,8 +220,15 @@ func (s *core) newArray(slots int, seed uint64, st *storage) *array {
 	return &array{seed: seed, mask: uint64(n - 1), buckets: make([]bucket, n), store: st, s: s}
 }
 
-// Lock takes the shard's writer mutex. Lookups never take it.
-func (s *core) Lock() { s.mu.Lock() }
+// Lock takes the shard's writer mutex. Lookups never take it. When the
+// mutex is held while the owner runs its program's code (SetBusyLocked),
+// Lock asks the owner whether the caller is that code before it waits
+// (guard.go).
+func (s *core) Lock() {
+	if !s.mu.TryLock() {
+		s.lockSlow()
+	}
+}
 
 // TryLock takes the mutex if it is free.
 func (s *core) TryLock() bool { return s.mu.TryLock() }

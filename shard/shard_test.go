@@ -134,20 +134,20 @@ func TestLayout(t *testing.T) {
 	}
 	type rec80 struct {
 		Node
-		a [4]uint64
+		_ [4]uint64
 	}
 	type rec96 struct {
 		Node
-		a [6]uint64
+		_ [6]uint64
 	}
 	type rec104 struct {
 		Node
-		a [7]uint64
+		_ [7]uint64
 	}
 	type withPtr struct {
 		Node
-		p *int
-		a [5]uint64
+		_ *int
+		_ [5]uint64
 	}
 	for _, tc := range []struct {
 		name  string

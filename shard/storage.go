@@ -125,24 +125,24 @@ type chunk[E any] struct {
 // records are laid in, the whole a number of pages.
 type (
 	rawChunk5 struct {
-		hdr  chunkHeader
-		_    [rawHeader - 80]byte
-		data [(5*pageBytes - rawHeader) / 8]uint64
+		hdr chunkHeader
+		_   [rawHeader - 80]byte
+		_   [(5*pageBytes - rawHeader) / 8]uint64 // the records
 	}
 	rawChunk6 struct {
-		hdr  chunkHeader
-		_    [rawHeader - 80]byte
-		data [(6*pageBytes - rawHeader) / 8]uint64
+		hdr chunkHeader
+		_   [rawHeader - 80]byte
+		_   [(6*pageBytes - rawHeader) / 8]uint64 // the records
 	}
 	rawChunk7 struct {
-		hdr  chunkHeader
-		_    [rawHeader - 80]byte
-		data [(7*pageBytes - rawHeader) / 8]uint64
+		hdr chunkHeader
+		_   [rawHeader - 80]byte
+		_   [(7*pageBytes - rawHeader) / 8]uint64 // the records
 	}
 	rawChunk8 struct {
-		hdr  chunkHeader
-		_    [rawHeader - 80]byte
-		data [(8*pageBytes - rawHeader) / 8]uint64
+		hdr chunkHeader
+		_   [rawHeader - 80]byte
+		_   [(8*pageBytes - rawHeader) / 8]uint64 // the records
 	}
 )
 

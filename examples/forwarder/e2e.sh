@@ -9,8 +9,12 @@
 #     rewritten into the test hosts' own prefixes, replayed by tcpreplay
 #     at $E2E_PPS through the forwarder on its rings (-io=ring, the
 #     default) and again on plain sockets (-io=syscall): the flows the
-#     forwarder inserted must be exactly the rewritten capture's keys
-#     (flowcache.ParseFrame), and the sink must receive every frame the
+#     forwarder inserted must be exactly the rewritten capture's flows
+#     (flowcache.ParseFrame's keys, a key and its reverse one flow, as the
+#     forwarder stores a connection's two directions as one pair; each
+#     compared as both its keys, since the fanout may give the two
+#     directions to two workers, and either may come first), and the
+#     sink must receive every frame the
 #     forwarder was meant to forward (every IP frame), with no drops.
 #     Then each capture once more per path at --topspeed (looped to
 #     about $E2E_TOP_FRAMES frames), for the table at the end: the
@@ -242,14 +246,21 @@ wait_in() {
 #     and read + dropped by its ring/socket = sent (nothing lost unseen);
 #   * every frame read is accounted for: forwarded, send error, not IP or
 #     malformed, oversize; and nothing was rejected for a full table;
-#   * the flows inserted are a subset of the capture's keys (no key made
-#     up), and the SIGUSR1 dump holds exactly the flows inserted;
+#   * the flows inserted are a subset of the capture's (no key made up;
+#     flows are compared as both their keys, since which direction came
+#     first depends on drops and on which worker got it), and the SIGUSR1
+#     dump holds exactly the flows inserted;
 #   * the sink counted every frame forwarded, less what its own socket
 #     dropped;
 #   * with no drops at all, everything the paced replay checks.
 FAILS=0
 RESULTS=()
 TOP=() # per capture: "name frames ring-pps sys-pps ring-drops sys-drops ring-tcpreplay-pps sys-tcpreplay-pps"
+
+# dump_keys: both keys of every flow in the forwarder's JSON dump, sorted
+# bytewise: what -flows-file lists, whichever direction of a flow came
+# first.
+dump_keys() { jq -r '.Key, (select(.Paired) | .Reply)' "$WORK/dump.json" | LC_ALL=C sort; }
 
 # replay IO RATE: one replay of $replay through the forwarder with -io=IO,
 # at RATE pkt/s or "max" (--topspeed); then the checks that rate allows.
@@ -259,8 +270,8 @@ replay() {
 	local io=$1 rate=$2
 	local tag="$name -io=$io @ $rate"
 	start_sink ""
-	rm -f "$WORK/dump.txt" "$WORK/flows.txt"
-	start_fwd -io "$io" -limit 1000000 -ttl 60s -flows-file "$WORK/flows.txt" -dump-file "$WORK/dump.txt" ${FWD_FLAGS[@]+"${FWD_FLAGS[@]}"}
+	rm -f "$WORK/dump.json" "$WORK/flows.txt"
+	start_fwd -io "$io" -limit 1000000 -ttl 60s -flows-file "$WORK/flows.txt" -dump-file "$WORK/dump.json" -dump-format json ${FWD_FLAGS[@]+"${FWD_FLAGS[@]}"}
 	local rate_flag=(--pps="$rate") loops=1
 	if [ "$rate" = max ]; then
 		# From memory (faster than from the file), and looped up to
@@ -282,7 +293,7 @@ replay() {
 	live=$(jget "$WORK/status.json" live)
 	kill -USR1 "$FWD_PID"
 	for _ in $(seq 50); do
-		[ -s "$WORK/dump.txt" ] && [ "$(wc -l <"$WORK/dump.txt")" -gt "$live" ] && break
+		[ -s "$WORK/dump.json" ] && [ "$(wc -l <"$WORK/dump.json")" -ge "$live" ] && break
 		sleep 0.1
 	done
 	sleep 0.2
@@ -296,14 +307,14 @@ replay() {
 	dropped=$(($(jget "$S" not_ip) + $(jget "$S" malformed)))
 	drops=$(jget "$S" socket_drops)
 	accounted=$((out + dropped + $(jget "$S" send_errors) + $(jget "$S" oversize)))
-	got_flows=$(wc -l <"$WORK/flows.txt")
+	got_flows=$(jget "$S" flows_inserted)
 	sink=$(jget "$WORK/sink.json" frames)
 	sink_drops=$(jget "$WORK/sink.json" socket_drops)
 	PPS_OUT=$(jget "$S" active_pps) DROPS_OUT=$drops TRATE_OUT=$trate SENT_OUT=$sent
 	# Every frame that found its flow was counted on it (Entry.Count),
 	# before it was sent: the dump's packets add up to what was sent.
 	local counted
-	counted=$(grep -o ' packets=[0-9]*' "$WORK/dump.txt" | awk -F= '{n += $2} END {printf "%d", n}')
+	counted=$(jq -s 'map(.Packets) | add // 0' "$WORK/dump.json")
 	local res="$tag: replayed $sent (failed $failed; $loops× the capture) at $trate pkt/s, forwarder in $in out $out dropped $dropped, socket drops $drops, flows expected $want_flows seen $got_flows, packets counted on flows $counted, sink $sink (drops $sink_drops); $PPS_OUT pkt/s over $(jget "$S" active_seconds) s; table $(jget "$S" table_bytes_peak) B peak; heap before $(jget "$S" heap_before) peak $(jget "$S" heap_peak) after $(jget "$S" heap_after)"
 	say "$res"
 	RESULTS+=("$res")
@@ -321,10 +332,10 @@ replay() {
 		say "$tag: the forwarder fell behind: $drops dropped by its $what, $((sent - in - drops)) lost before it; checking what drops allow"
 		[ "$((in + drops))" = "$sent" ] || bad+=("read $in + dropped $drops != sent $sent")
 		local extra
-		extra=$(comm -13 <(sort "$WORK/expected.txt") <(sort "$WORK/flows.txt") | wc -l)
-		[ "$extra" = 0 ] || bad+=("$extra flows inserted that the capture does not have")
-		grep -v '^#' "$WORK/dump.txt" | sed 's/  forward  hits=.*//' | cmp -s - "$WORK/flows.txt" ||
-			bad+=("the SIGUSR1 dump is not the flows inserted, in order")
+		extra=$(comm -13 <(LC_ALL=C sort "$WORK/expected.txt") <(LC_ALL=C sort "$WORK/flows.txt") | wc -l)
+		[ "$extra" = 0 ] || bad+=("$extra flow keys inserted that the capture does not have")
+		dump_keys | cmp -s - <(LC_ALL=C sort "$WORK/flows.txt") ||
+			bad+=("the SIGUSR1 dump is not the flows inserted")
 		[ "$((sink + sink_drops))" = "$out" ] || bad+=("sink counted $sink (+ $sink_drops dropped), forwarder sent $out")
 	fi
 	if ((strict)); then
@@ -334,8 +345,8 @@ replay() {
 		[ "$dropped" = $((want_drop * loops)) ] || bad+=("forwarder dropped $dropped non-IP/malformed, expected $((want_drop * loops))")
 		cmp -s "$WORK/flows.txt" "$WORK/expected.txt" ||
 			bad+=("flows differ: $(diff "$WORK/expected.txt" "$WORK/flows.txt" | grep -c '^[<>]' || true) lines (diff $WORK/expected.txt $WORK/flows.txt)")
-		grep -v '^#' "$WORK/dump.txt" | sed 's/  forward  hits=.*//' | cmp -s - "$WORK/expected.txt" ||
-			bad+=("the SIGUSR1 dump is not the expected keys in order")
+		dump_keys | cmp -s - <(LC_ALL=C sort "$WORK/expected.txt") ||
+			bad+=("the SIGUSR1 dump is not the expected flows")
 		[ "$sink" = "$out" ] || bad+=("sink counted $sink, forwarder sent $out")
 		[ "$sink_drops" = 0 ] || bad+=("sink socket dropped frames")
 	fi

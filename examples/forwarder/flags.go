@@ -69,9 +69,10 @@ var flagGroups = []flagGroup{
 const synopsis = `forwarder is a multicore L3/L4 forwarder built on flowcache. It reads
 Ethernet frames from -in (one TPACKET_V3 ring per worker, all in one
 PACKET_FANOUT hash group, so a flow stays on one worker), looks each batch
-of flows up in the table and inserts the decision for each new flow in one
-step, counts each packet on its flow, rewrites the MACs and sends the frame
-on -out. SIGUSR1 writes the table's dump; -metrics serves Prometheus
+of flows up in the table and inserts the decision for each new flow, under
+its key and the reverse so that both directions are one flow, in one step,
+counts each packet on its flow, rewrites the MACs and sends the frame on
+-out. SIGUSR1 writes the table's dump; -metrics serves Prometheus
 metrics; SIGINT or SIGTERM stops it and prints a JSON summary. Two more
 modes serve the
 end-to-end test (e2e.sh): -keys-from keys a capture the way the forwarder
@@ -99,7 +100,7 @@ func defineFlags(fs *flag.FlagSet, o *options) {
 	fs.StringVar(&o.dumpFile, "dump-file", "", "where SIGUSR1 writes the table's dump (default stdout)")
 	fs.StringVar(&o.dumpFormat, "dump-format", "text", "the dump's format: text (one flow a line) or json (one JSON object a line)")
 	fs.StringVar(&o.metricsAddr, "metrics", "", "serve Prometheus metrics on http://ADDR/metrics (e.g. 127.0.0.1:9100; default off)")
-	fs.StringVar(&o.flowsFile, "flows-file", "", "write every flow key ever inserted (forwarder) or found (-keys-from) here, sorted, one per line")
+	fs.StringVar(&o.flowsFile, "flows-file", "", "write both keys of every flow ever inserted (forwarder) or found (-keys-from) here, a key and its reverse, sorted, one per line")
 
 	fs.StringVar(&o.io, "io", "ring", "ring: read TPACKET_V3 mmap rings; syscall: one read(2) per frame (for comparison)")
 	fs.IntVar(&o.ring.blockSize, "ring-block-size", defaultRing.blockSize, "ring block size, bytes: a multiple of the page size, longer than the longest frame")

@@ -58,8 +58,10 @@ func decide(flowcache.FlowKey) Flow { return Flow{Action: Forward} }
 
 // The flow's state word (Entry.State), which the program owns. One bit is
 // used, conntrack's IPS_ASSURED: the flow has shown it is a real
-// conversation, so a full table under -full-policy=evict never evicts it
-// to make room for a new one (conntrack's early drop).
+// conversation (a packet came back in its reply direction, or it has
+// carried more than assureAfter packets), so a full table under
+// -full-policy=evict never evicts it to make room for a new one
+// (conntrack's early drop).
 const (
 	assured uint32 = 1 << 0
 	// assureAfter: a flow with more packets than this is assured even if
@@ -69,9 +71,9 @@ const (
 )
 
 // assure sets the assured bit on e unless it is set already. Another
-// worker may set it meanwhile (the flow's reverse direction is another
-// key, so maybe another worker): then the swap fails and the bit is set
-// all the same, which is all that is wanted.
+// worker may set it meanwhile (packets of both directions of a flow may
+// reach two workers): then the swap fails and the bit is set all the
+// same, which is all that is wanted.
 func assure(e *flowcache.Entry[Flow]) {
 	if s := e.State(); s&assured == 0 {
 		e.CompareAndSwapState(s, s|assured)
@@ -150,68 +152,64 @@ type worker struct {
 	send   func(frame []byte) error
 	peak   *atomic.Int64 // the most live flows seen after a batch that inserted, shared
 
-	// seen, when not nil, collects every key this worker inserted, so a
-	// test can compare the flows the forwarder saw with a capture's.
+	// seen, when not nil, collects both keys of every flow this worker
+	// inserted, so a test can compare the flows the forwarder saw with a
+	// capture's whichever direction of each came first (workers may race
+	// on a connection whose directions the fanout gives to two of them).
 	seen map[flowcache.FlowKey]struct{}
 
 	// Per-batch scratch, reused: the keys of the batch's IP frames, the
-	// frame each came from, and the flow GetOrInsertBatch gave each.
-	keys    []flowcache.FlowKey
-	frameOf []int
-	entries []*flowcache.Entry[Flow]
+	// frame each came from, and the flow GetOrInsertPairBatch gave each,
+	// with what it did for each.
+	keys     []flowcache.FlowKey
+	frameOf  []int
+	entries  []*flowcache.Entry[Flow]
+	outcomes []flowcache.Outcome
 
-	// newFlow is GetOrInsertBatch's make: w.decideAt, bound once so that
-	// a batch allocates no closure. It runs only for the keys the batch
-	// inserts, and notes each in inserted (indexes into keys).
-	newFlow  func(i int) Flow
-	inserted []int
-	// The inserted flows' reverse keys, which flow each belongs to, and
-	// what looking them up found: the reply-direction check.
-	reverse    []flowcache.FlowKey
-	reverseOf  []int
-	reverseHit []*flowcache.Entry[Flow]
+	// newFlow is GetOrInsertPairBatch's make: w.decideAt, bound once so
+	// that a batch allocates no closure.
+	newFlow func(i int) (flowcache.FlowKey, Flow, bool)
 
 	c counters
 }
 
 func newWorker(table *flowcache.Table[Flow], batch int) *worker {
 	w := &worker{
-		table:      table,
-		keys:       make([]flowcache.FlowKey, 0, batch),
-		frameOf:    make([]int, 0, batch),
-		entries:    make([]*flowcache.Entry[Flow], batch),
-		inserted:   make([]int, 0, batch),
-		reverse:    make([]flowcache.FlowKey, 0, batch),
-		reverseOf:  make([]int, 0, batch),
-		reverseHit: make([]*flowcache.Entry[Flow], batch),
+		table:    table,
+		keys:     make([]flowcache.FlowKey, 0, batch),
+		frameOf:  make([]int, 0, batch),
+		entries:  make([]*flowcache.Entry[Flow], batch),
+		outcomes: make([]flowcache.Outcome, batch),
 	}
 	w.newFlow = w.decideAt
 	return w
 }
 
 // decideAt is the decision for the flow of w.keys[i], which the batch is
-// inserting. It runs with that key's shard locked, so it only decides and
-// takes note: it must not call the table.
-func (w *worker) decideAt(i int) Flow {
-	w.inserted = append(w.inserted, i)
-	return decide(w.keys[i])
+// inserting: the flow is a connection's two directions, the key and its
+// reverse (for this forwarder, which translates nothing, the reply's key
+// is the reverse), so that the reply direction finds the same flow. It
+// runs with the key's shard locked: it must not call the table.
+func (w *worker) decideAt(i int) (flowcache.FlowKey, Flow, bool) {
+	k := w.keys[i]
+	return k.Reverse(), decide(k), true
 }
 
 // handle forwards one batch of Ethernet frames. It rewrites the MACs of
 // the frames it forwards in place. The pipeline:
 //
 //  1. key every frame with ParseFrame; non-IP frames stop here;
-//  2. GetOrInsertBatch: look all the keys up at once (their cache misses
-//     overlap), and insert the decision for each one missing (the slow
-//     path, one shard lock each); a key it could not insert (the table
-//     full, with nothing it may evict) is answered by the FullPolicy;
+//  2. GetOrInsertPairBatch: look all the keys up at once (their cache
+//     misses overlap), and insert the decision for each one missing as a
+//     pair, the key and its reverse (the slow path, its shards locked); a
+//     key it could not insert (the table full, with nothing it may evict)
+//     is answered by the FullPolicy;
 //  3. for each frame of a flow in the table, Count it (packets and bytes,
-//     exact, in the table) and assure the flow once it has carried more
-//     than assureAfter packets; then apply the flow's decision: rewrite
-//     the MACs and send, or drop;
-//  4. for each flow the batch inserted: note it (peak, seen), and look its
-//     reverse key up once; if the reply direction is in the table, both
-//     directions are assured.
+//     exact, in the table, both directions on the one flow) and assure
+//     the flow once a packet came through its reply key or it has carried
+//     more than assureAfter packets; then apply the flow's decision:
+//     rewrite the MACs and send, or drop;
+//  4. note the flows the batch inserted (peak, seen).
 //
 // The caller calls Quiescent after it: the entries in w.entries are not
 // used past this batch.
@@ -229,8 +227,8 @@ func (w *worker) handle(frames [][]byte) {
 			w.frameOf = append(w.frameOf, i)
 		}
 	}
-	w.inserted = w.inserted[:0]
-	w.table.GetOrInsertBatch(w.keys, w.newFlow, w.entries)
+	w.table.GetOrInsertPairBatch(w.keys, w.newFlow, w.entries, w.outcomes)
+	inserted := false
 	for j, e := range w.entries[:len(w.keys)] {
 		f := frames[w.frameOf[j]]
 		var act Action
@@ -239,16 +237,24 @@ func (w *worker) handle(frames [][]byte) {
 			// decision: the flow carried it (conntrack's acct does
 			// the same).
 			e.Count(len(f))
-			// Until the flow is assured this reads the state word and
-			// the packet count (Count just wrote both's line); after,
-			// the state word only. Packets may lag by what landed on
-			// an old copy of a flow that just moved (folded in after a
-			// grace period), which only delays the bit by a packet or
-			// two.
-			if e.State()&assured == 0 && e.Packets() > assureAfter {
+			// Until the flow is assured this reads the state word, the
+			// packet count (Count just wrote both's line) and the key;
+			// after, the state word only. A packet whose key is not the
+			// flow's first is its reply direction: a conversation.
+			// Packets may lag by what landed on an old copy of a flow
+			// that just moved (folded in after a grace period), which
+			// only delays the bit by a packet or two.
+			if e.State()&assured == 0 && (e.Packets() > assureAfter || w.keys[j] != e.Key()) {
 				assure(e)
 			}
 			act = e.Value().Action
+			if w.outcomes[j] == flowcache.Inserted {
+				inserted = true
+				if w.seen != nil {
+					w.seen[w.keys[j]] = struct{}{}
+					w.seen[w.keys[j].Reverse()] = struct{}{}
+				}
+			}
 		} else {
 			act = w.refused()
 		}
@@ -263,8 +269,10 @@ func (w *worker) handle(frames [][]byte) {
 		}
 		w.c.out.Add(1)
 	}
-	if len(w.inserted) > 0 {
-		w.admitted()
+	if inserted {
+		if n := int64(w.table.Len()); n > w.peak.Load() {
+			storeMax(w.peak, n)
+		}
 	}
 }
 
@@ -278,44 +286,6 @@ func (w *worker) refused() Action {
 	}
 	w.c.droppedFull.Add(1)
 	return Drop
-}
-
-// admitted runs once per batch that inserted flows, for those flows: the
-// peak, the seen set, and the reply-direction check. A flow whose reverse
-// key is in the table is a conversation: both directions are assured.
-// This is the miss path only (one lookup per new flow, in one GetBatch),
-// never per packet; those lookups count in the table's Stats as lookups.
-//
-// If both directions start at once on two workers, each inserts its key
-// before it looks the other up, and the table's inserts and lookups are
-// linearizable, so at least one of the two finds the other.
-func (w *worker) admitted() {
-	if n := int64(w.table.Len()); n > w.peak.Load() {
-		storeMax(w.peak, n)
-	}
-	w.reverse, w.reverseOf = w.reverse[:0], w.reverseOf[:0]
-	for _, i := range w.inserted {
-		k := w.keys[i]
-		if w.seen != nil {
-			w.seen[k] = struct{}{}
-		}
-		// A key that is its own reverse (an echo to itself) is no
-		// evidence of a reply.
-		if r := k.Reverse(); r != k {
-			w.reverse = append(w.reverse, r)
-			w.reverseOf = append(w.reverseOf, i)
-		}
-	}
-	if len(w.reverse) == 0 {
-		return
-	}
-	w.table.GetBatch(w.reverse, w.reverseHit)
-	for j, r := range w.reverseHit[:len(w.reverse)] {
-		if r != nil {
-			assure(r)
-			assure(w.entries[w.reverseOf[j]])
-		}
-	}
 }
 
 // storeMax raises p to n unless it is already at least n.

@@ -133,13 +133,14 @@ func TestHandleForwardsIPAndDropsTheRest(t *testing.T) {
 		t.Errorf("out = %d, want 4", n)
 	}
 	// a appears twice in the batch: both miss, one inserts.
-	if got := table.Len(); got != 3 || len(w.seen) != 3 || w.peak.Load() != 3 {
-		t.Errorf("Len %d, seen %d, peak %d: want 3 flows", got, len(w.seen), w.peak.Load())
+	if got := table.Len(); got != 3 || len(w.seen) != 6 || w.peak.Load() != 3 {
+		t.Errorf("Len %d, seen %d keys, peak %d: want 3 flows, 6 keys", got, len(w.seen), w.peak.Load())
 	}
-	// One lookup per IP frame (4 misses), and one per new flow for its
-	// reverse key (3 more): no frame is looked up twice.
-	if st := table.Stats(); st.Misses != 4+3 || st.Inserts != 3 {
-		t.Errorf("misses %d, inserts %d; want 7 and 3", st.Misses, st.Inserts)
+	// One lookup per IP frame (4 misses), and no other: the reply
+	// direction of a flow is its pair's second key, found by the same
+	// lookup as any packet. Each new flow is a pair.
+	if st := table.Stats(); st.Misses != 4 || st.Inserts != 3 || st.Pairs != 3 {
+		t.Errorf("misses %d, inserts %d, pairs %d; want 4, 3 and 3", st.Misses, st.Inserts, st.Pairs)
 	}
 
 	// The next batch of the same flows hits: nothing new is inserted.
@@ -238,6 +239,7 @@ func TestKeysFrom(t *testing.T) {
 	frames := [][]byte{
 		udp4("198.18.0.10", "198.18.0.1", 1000, 53),
 		udp4("198.18.0.10", "198.18.0.1", 1000, 53),
+		udp4("198.18.0.1", "198.18.0.10", 53, 1000), // the reply: the same flow
 		tcp6("fd66:6c6f:7763::10", "fd66:6c6f:7763::1", 40000, 443),
 		arp(),
 		{0, 0, 0, 0}, // a runt, as in a real capture
@@ -256,7 +258,7 @@ func TestKeysFrom(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			want := captureReport{File: in, MaxFrame: 9014, Frames: 7, Oversize: 1, Runts: 1, Kept: 5, IPFrames: 3, NotIP: 1, Malformed: 1, Flows: 2}
+			want := captureReport{File: in, MaxFrame: 9014, Frames: 8, Oversize: 1, Runts: 1, Kept: 6, IPFrames: 4, NotIP: 1, Malformed: 1, Flows: 2}
 			if rep != want {
 				t.Errorf("report\n got %+v\nwant %+v", rep, want)
 			}
@@ -271,8 +273,8 @@ func TestKeysFrom(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if rep2.Frames != 5 || rep2.Flows != 2 {
-				t.Errorf("filtered file: %+v, want 5 frames and 2 flows", rep2)
+			if rep2.Frames != 6 || rep2.Flows != 2 {
+				t.Errorf("filtered file: %+v, want 6 frames and 2 flows", rep2)
 			}
 
 			// The flows file: sorted by the Dump order, one key a line.
@@ -282,8 +284,11 @@ func TestKeysFrom(t *testing.T) {
 					t.Fatal(err)
 				}
 				got, _ := os.ReadFile(out)
-				// tcp (6) sorts before udp (17).
-				wantText := "tcp [fd66:6c6f:7763::10]:40000 -> [fd66:6c6f:7763::1]:443\nudp 198.18.0.10:1000 -> 198.18.0.1:53\n"
+				// Both keys of each flow; tcp (6) sorts before udp (17).
+				wantText := "tcp [fd66:6c6f:7763::1]:443 -> [fd66:6c6f:7763::10]:40000\n" +
+					"tcp [fd66:6c6f:7763::10]:40000 -> [fd66:6c6f:7763::1]:443\n" +
+					"udp 198.18.0.1:53 -> 198.18.0.10:1000\n" +
+					"udp 198.18.0.10:1000 -> 198.18.0.1:53\n"
 				if string(got) != wantText {
 					t.Errorf("flows file %d:\n%s\nwant\n%s", i, got, wantText)
 				}

@@ -18,7 +18,7 @@ import (
 
 // captureReport is what -keys-from finds in a capture: what a forwarder
 // fed the capture (the kept frames) must do. It forwards IPFrames frames
-// and inserts Flows distinct keys; it drops NotIP + Malformed frames.
+// and inserts Flows flows; it drops NotIP + Malformed frames.
 type captureReport struct {
 	File      string `json:"file"`
 	Frames    int    `json:"frames"`    // frames in the file
@@ -28,7 +28,7 @@ type captureReport struct {
 	IPFrames  int    `json:"ip_frames"` // kept frames ParseFrame keys: to be forwarded
 	NotIP     int    `json:"not_ip"`    // kept frames that are not IP (ErrNotIP): to be dropped
 	Malformed int    `json:"malformed"` // kept frames ParseFrame refuses otherwise: to be dropped
-	Flows     int    `json:"flows"`     // distinct keys of the IP frames
+	Flows     int    `json:"flows"`     // flows of the IP frames: a key and its reverse are one flow (a pair)
 	MaxFrame  int    `json:"max_frame,omitempty"`
 }
 
@@ -57,10 +57,14 @@ func runKeys(o options) error {
 }
 
 // keyCapture keys every frame of the capture at path with ParseFrame, as
-// the forwarder keys what it reads. With maxFrame > 0 it keeps only the
-// frames an interface can send: those of 14 bytes (a whole Ethernet
-// header, which an AF_PACKET send requires) to maxFrame. The frames kept
-// are copied to filtered (as a pcap file) when it is not nil.
+// the forwarder keys what it reads, and returns the report and both keys
+// of every flow: a key and its reverse are one flow, as the forwarder
+// stores a connection as one pair, under the key of whichever direction
+// came first (which, with the directions on two workers, may not be the
+// capture's first). With maxFrame > 0 it keeps only the frames an
+// interface can send: those of 14 bytes (a whole Ethernet header, which
+// an AF_PACKET send requires) to maxFrame. The frames kept are copied to
+// filtered (as a pcap file) when it is not nil.
 func keyCapture(path string, maxFrame int, filtered io.Writer) (captureReport, []flowcache.FlowKey, error) {
 	rep := captureReport{File: path, MaxFrame: maxFrame}
 	file, err := os.Open(path)
@@ -82,6 +86,7 @@ func keyCapture(path string, maxFrame int, filtered io.Writer) (captureReport, [
 			return rep, nil, err
 		}
 	}
+	// Both keys of every flow seen.
 	seen := make(map[flowcache.FlowKey]struct{})
 	for {
 		data, ci, err := r.ZeroCopyReadPacketData()
@@ -114,10 +119,13 @@ func keyCapture(path string, maxFrame int, filtered io.Writer) (captureReport, [
 			rep.Malformed++
 		default:
 			rep.IPFrames++
-			seen[k] = struct{}{}
+			if _, ok := seen[k]; !ok { // neither it nor its reverse: a new flow
+				rep.Flows++
+				seen[k] = struct{}{}
+				seen[k.Reverse()] = struct{}{}
+			}
 		}
 	}
-	rep.Flows = len(seen)
 	return rep, slices.Collect(maps.Keys(seen)), nil
 }
 

@@ -3,15 +3,16 @@
 //
 // It reads Ethernet frames from one interface, keys each with
 // flowcache.ParseFrame, looks a batch of flows up and inserts the new
-// ones in one Table.GetOrInsertBatch, counts each packet on its flow
-// (Entry.Count), rewrites the MACs (source: the out interface;
+// ones in one Table.GetOrInsertPairBatch, each a connection's two
+// directions as one pair (the key and its reverse), counts each packet on
+// its flow (Entry.Count), rewrites the MACs (source: the out interface;
 // destination: the next hop) and sends the frame on the other interface:
 //
 //	-in ─ PACKET_FANOUT, hash by flow ─┬─ ring 0 → worker 0 ─┐  one per core; per batch:
 //	      (TPACKET_V3 mmap rings)      └─ ring 1 → worker 1 ─┤  copy frames out of the ring → ParseFrame
-//	                                                         │  → GetOrInsertBatch(decide) → Count, assure
-//	                                                         │  → rewrite MACs → write; reverse keys of new
-//	                                                         │  flows → GetBatch; then Quiescent
+//	                                                         │  → GetOrInsertPairBatch(decide: the key's
+//	                                                         │  reverse and the decision) → Count, assure
+//	                                                         │  → rewrite MACs → write; then Quiescent
 //	                                                         └─ -out
 //
 // The rings (ring.go) are gopacket/afpacket's; -io=syscall reads one
@@ -20,8 +21,8 @@
 // library has no transmit ring.
 //
 // A flow is "assured" (a bit in its state word, Entry.State) once a
-// packet was seen in its reply direction, or once it has carried more
-// than 3 packets (a one-way path). A reclaim.Reclaimer expires idle flows
+// packet came through its reply key (the other direction), or once it has
+// carried more than 3 packets (a one-way path). A reclaim.Reclaimer expires idle flows
 // (-ttl) once a second and gives the memory of a drained table back. When
 // the table is at its limit a new flow's packet is dropped or forwarded
 // without state, or (-full-policy=evict) the flow takes the place of the

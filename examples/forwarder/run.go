@@ -443,7 +443,7 @@ type report struct {
 	Evictions      uint64   `json:"evictions"` // = removals.evicted, under its own name as in /metrics
 	Removals       removals `json:"removals"`
 	Hits           uint64   `json:"hits"`
-	Misses         uint64   `json:"misses"` // one per new flow's packet that missed, and one per reverse-key lookup
+	Misses         uint64   `json:"misses"` // one per packet whose flow was not there yet
 	Expired        uint64   `json:"expired"`
 	Grows          uint64   `json:"grows"`
 	Shrinks        uint64   `json:"shrinks"`

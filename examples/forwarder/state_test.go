@@ -25,14 +25,14 @@ func keyOf(t *testing.T, frame []byte) flowcache.FlowKey {
 	return k
 }
 
-// flowOf is the flow stored under the key of frame, or nil. It uses
-// Dump, not Get, so that looking does not count as a lookup or refresh
-// the flow.
+// flowOf is the flow stored under the key of frame, either of a pair's,
+// or nil. It uses Dump, not Get, so that looking does not count as a
+// lookup or refresh the flow.
 func flowOf(t *testing.T, table *flowcache.Table[Flow], frame []byte) *flowcache.DumpRow[Flow] {
 	t.Helper()
 	k := keyOf(t, frame)
 	for _, r := range table.Dump() {
-		if r.Key == k {
+		if r.Key == k || r.Paired && r.Reply == k {
 			return &r
 		}
 	}
@@ -135,10 +135,11 @@ func TestAssuredAfterPackets(t *testing.T) {
 	})
 }
 
-// TestAssuredByReply: one packet each way assures both directions, found
-// by the new flow's reverse-key lookup, whichever came first and whether
-// or not they share a batch. A flow whose reverse is not there stays
-// unassured, as does one that is its own reverse.
+// TestAssuredByReply: a connection's two directions are one flow, a pair
+// under the key of the packet that came first and its reverse; one packet
+// each way assures it, whichever came first and whether or not they share
+// a batch. A flow that has seen one direction only stays unassured, as
+// does one that is its own reverse (a one-key flow).
 func TestAssuredByReply(t *testing.T) {
 	req := udp4("198.19.0.1", "198.18.0.1", 5000, 5001)
 	reply := udp4("198.18.0.1", "198.19.0.1", 5001, 5000)
@@ -163,15 +164,22 @@ func TestAssuredByReply(t *testing.T) {
 				}
 				w.handle(batch)
 			}
+			first := keyOf(t, tc.batches[0][0])
 			for _, f := range [][]byte{req, reply} {
-				if r := flowOf(t, table, f); r == nil || r.State != assured || r.Packets != 1 {
-					t.Errorf("%s: %+v, want assured after its one packet", keyOf(t, f), r)
+				if r := flowOf(t, table, f); r == nil || r.State != assured || r.Packets != 2 || r.Key != first {
+					t.Errorf("%s: %+v, want the pair under %s, assured after its two packets", keyOf(t, f), r, first)
 				}
 			}
 			for _, f := range [][]byte{other, self} {
 				if r := flowOf(t, table, f); r == nil || r.State != 0 {
 					t.Errorf("%s: %+v, want in the table, not assured", keyOf(t, f), r)
 				}
+			}
+			if r := flowOf(t, table, self); r.Paired {
+				t.Errorf("a key that is its own reverse: %+v, want a one-key flow", r)
+			}
+			if st := table.Stats(); st.Live != 3 {
+				t.Errorf("%d flows, want 3: the connection, other and self", st.Live)
 			}
 		})
 	}
@@ -187,18 +195,20 @@ func TestEvictPolicy(t *testing.T) {
 	var sent [][]byte
 	w := testWorker(t, table, EvictWhenFull, &sent)
 
-	// Two assured flows: one by packet count, one by its reply (whose
-	// flow is assured too, and is the third flow); one unassured.
+	// Three assured flows: one by packet count, two by their replies;
+	// one unassured.
 	steady := udp4("198.19.0.1", "198.18.0.1", 5000, 5001)
 	req := udp4("198.19.0.2", "198.18.0.1", 6000, 80)
 	reply := udp4("198.18.0.1", "198.19.0.2", 80, 6000)
+	req2 := udp4("198.19.0.4", "198.18.0.1", 6001, 80)
+	reply2 := udp4("198.18.0.1", "198.19.0.4", 80, 6001)
 	lone := udp4("198.19.0.3", "198.18.0.1", 7000, 80)
-	w.handle([][]byte{steady, bytes.Clone(steady), bytes.Clone(steady), bytes.Clone(steady), req, lone})
-	w.handle([][]byte{reply})
+	w.handle([][]byte{steady, bytes.Clone(steady), bytes.Clone(steady), bytes.Clone(steady), req, lone, req2})
+	w.handle([][]byte{reply, reply2})
 	if st := table.Stats(); st.Live != limit || st.Evicted != 0 {
 		t.Fatalf("setup: live %d evicted %d, want %d and 0", st.Live, st.Evicted, limit)
 	}
-	protected := [][]byte{steady, req, reply}
+	protected := [][]byte{steady, req, reply, req2, reply2}
 
 	// A flood of one-packet flows: each gets in, in place of an
 	// unassured flow (lone, then each other).

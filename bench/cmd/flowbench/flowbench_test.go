@@ -102,12 +102,17 @@ func TestRunModel(t *testing.T) {
 	if out := buf.String(); strings.Contains(out, "\r") || strings.Count(out, "\n") != 1 {
 		t.Errorf("progress into a buffer: %q, want the one final line", out)
 	}
+	for i, smp := range r.Samples {
+		if smp.Inuse < smp.Heap || smp.Heap == 0 || smp.Marked == 0 {
+			t.Fatalf("sample %d: heap objects %d, in use %d, marked live %d: want in use ≥ objects > 0", i, smp.Heap, smp.Inuse, smp.Marked)
+		}
+	}
 	var rep bytes.Buffer
 	r.Print(&rep)
 	if r.TableAtPeak <= 0 || r.InusePeak == 0 {
 		t.Errorf("spike's end: heap in use %d against the table's %d bytes: want both measured", r.InusePeak, r.TableAtPeak)
 	}
-	for _, want := range []string{"Mpps", "hit ratio", "p99.9", "rebuilds", "after the drain", "against the table's"} {
+	for _, want := range []string{"Mpps", "hit ratio", "p99.9", "rebuilds", "after the drain", "of its flows still live", "README's 1.3 %", "against the table's"} {
 		if !strings.Contains(rep.String(), want) {
 			t.Errorf("report lacks %q:\n%s", want, rep.String())
 		}
@@ -226,5 +231,36 @@ func TestReplay(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// The heap panel plots the heap in use beside the garbage line, keeps its
+// legend above the curves, and says in its title what its share of the
+// peak measures against the README's figure.
+func TestHeapPanel(t *testing.T) {
+	r := &Report{Impl: "flowcache", SimElapsed: 100 * time.Second, Limit: 1000,
+		InusePeak: 200e6, InuseAfter: 50e6, HeapPeak: 190e6, LiveAtPeakGC: 1000, LiveEnd: 100}
+	for i := range 10 {
+		h := uint64(10+i*20) * 1e6
+		r.Samples = append(r.Samples, Sample{SimT: float64(10 * i), Live: 100 * i, Heap: h, Inuse: h + 5e6, Marked: h / 2, Table: int64(h / 3)})
+	}
+	p, err := heapPanel(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The curves reach 195 MB (heap in use); four legend rows and the
+	// dots' row take the top 49 % of the panel.
+	if top := 195.0; p.Y.Max < top/(1-0.49) {
+		t.Errorf("Y axis ends at %v: the legend would sit on curves that reach %v", p.Y.Max, top)
+	}
+	if want := "25 % of the peak's heap in use, with 10 % of its flows (README's 1.3 %"; !strings.Contains(p.Title.Text, want) {
+		t.Errorf("title %q lacks %q", p.Title.Text, want)
+	}
+	top, err := liveFlowsPanel(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if top.Y.Max < 1.0/(1-0.22) {
+		t.Errorf("live panel's Y axis ends at %v thousand: the legend would sit on the limit line", top.Y.Max)
 	}
 }

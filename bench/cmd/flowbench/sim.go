@@ -409,7 +409,8 @@ func (s *sim) report(rep *Report, m *model, done <-chan struct{}) {
 				mpps = float64(pk-lastPkts) / d / 1e6
 			}
 			lastPkts, lastT = pk, el
-			smp := Sample{T: el.Seconds(), SimT: float64(sim) / 1000, Live: live, Heap: heapObjects(), Mpps: mpps}
+			smp := Sample{T: el.Seconds(), SimT: float64(sim) / 1000, Live: live, Mpps: mpps}
+			smp.Heap, smp.Inuse, smp.Marked = heapNow()
 			if s.t != nil {
 				smp.Table = s.t.Stats().Bytes
 			}
@@ -616,13 +617,20 @@ func implNames() string {
 	return strings.Join(names, ", ")
 }
 
-var heapMetric = []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}}
+var heapMetrics = []metrics.Sample{
+	{Name: "/memory/classes/heap/objects:bytes"},
+	{Name: "/memory/classes/heap/unused:bytes"},
+	{Name: "/gc/heap/live:bytes"},
+}
 
-// heapObjects is the heap's allocated objects now, garbage included
-// (HeapAlloc), read without stopping the world.
-func heapObjects() uint64 {
-	metrics.Read(heapMetric)
-	return heapMetric[0].Value.Uint64()
+// heapNow is the heap's allocated objects now, garbage included
+// (HeapAlloc); the heap in use, the spans that hold them with the room
+// between them (HeapInuse); and the objects the last collection found
+// live. It reads them without stopping the world.
+func heapNow() (objects, inuse, marked uint64) {
+	metrics.Read(heapMetrics)
+	objects = heapMetrics[0].Value.Uint64()
+	return objects, objects + heapMetrics[1].Value.Uint64(), heapMetrics[2].Value.Uint64()
 }
 
 // heapAfterGC collects the garbage (twice, and returns free spans to the
