@@ -11,12 +11,23 @@
 #   bench/instructions.sh 'GetValue/^flows=10000$/impl=flowcache/call=direct'
 #   bench/instructions.sh 'GetValue/^flows=10000$/impl=xsync3.MapOf/call=direct'
 #
+# With CACHE=1 cachegrind also simulates the caches, with its last level
+# set to LL (default 1048576,16,64: 1 MiB, the size of one core's L2 on
+# the machines here, whose 32 MiB L3 holds a 10k-flow table whole), and
+# the script prints, per operation, data reads (Dr), first-level data
+# misses (D1mr + D1mw) and last-level ones (DLmr + DLmw), in all and for
+# the functions that account for them:
+#
+#   CACHE=1 bench/instructions.sh 'GetValue/^flows=10000$/impl=flowcache/call=direct'
+#
 # Env: N1, N2 (default 100000, 1100000); BIN, a test binary of ./bench/
-# built already (default: built here with go test -c).
+# built already (default: built here with go test -c); CACHE, LL.
 set -euo pipefail
 pattern=${1:?usage: $0 BENCH-REGEXP}
 n1=${N1:-100000}
 n2=${N2:-1100000}
+cache=${CACHE:-0}
+ll=${LL:-1048576,16,64}
 dir=$(mktemp -d)
 trap 'rm -rf "$dir"' EXIT
 bin=${BIN:-}
@@ -30,12 +41,52 @@ export GOGC=off
 # No preemption signals either: under valgrind a run lasts long enough for
 # thousands, and their cost would land on the longer run.
 export GODEBUG=asyncpreemptoff=1
+sim=(--cache-sim=no)
+if [[ $cache == 1 ]]; then
+	sim=(--cache-sim=yes "--LL=$ll")
+fi
 for n in "$n1" "$n2"; do
-	valgrind --tool=cachegrind --cache-sim=no --cachegrind-out-file="$dir/cg.$n" \
+	valgrind --tool=cachegrind "${sim[@]}" --cachegrind-out-file="$dir/cg.$n" \
 		"$bin" -test.run '^$' -test.bench "$pattern" -test.benchtime "${n}x" -test.short \
 		>"$dir/out.$n" 2>&1
 	grep -q "^Benchmark.*	 *${n}	" "$dir/out.$n" || { cat "$dir/out.$n"; exit 1; }
 done
+if [[ $cache == 1 ]]; then
+	# Every event, per operation, by difference; per function, the data
+	# misses (the scheduler's and the allocator's included: with GOGC=off
+	# they are few and are listed, not hidden).
+	cg_annotate --threshold=0 --show=Ir,Dr,D1mr,D1mw,DLmr,DLmw "$dir/cg.$n2" 2>/dev/null >"$dir/a2"
+	cg_annotate --threshold=0 --show=Ir,Dr,D1mr,D1mw,DLmr,DLmw "$dir/cg.$n1" 2>/dev/null >"$dir/a1"
+	awk -v ops=$((n2 - n1)) '
+		function nums(line, out,   s, a, i) {
+			s = line; gsub(/\([ 0-9.]+%\)/, "", s); sub(/^ */, "", s)
+			for (i = 1; i <= 6; i++) {
+				match(s, /^[0-9,.]+ +/)
+				a = substr(s, 1, RLENGTH); gsub(/[ ,]/, "", a); out[i] = a
+				s = substr(s, RLENGTH + 1)
+			}
+			return s
+		}
+		FNR == 1 { file++ }
+		/PROGRAM TOTALS/ { nums($0, v); for (i = 1; i <= 6; i++) tot[file, i] = v[i]; next }
+		/^ *[0-9,]+ .*[^ ]:[^ ]/ {
+			f = nums($0, v); sub(/^[^:]*:/, "", f)
+			for (i = 1; i <= 6; i++) cnt[file, f, i] += v[i]
+			fns[f] = 1
+		}
+		END {
+			for (f in fns) {
+				d1 = (cnt[2, f, 3] + cnt[2, f, 4] - cnt[1, f, 3] - cnt[1, f, 4]) / ops
+				dl = (cnt[2, f, 5] + cnt[2, f, 6] - cnt[1, f, 5] - cnt[1, f, 6]) / ops
+				ir = (cnt[2, f, 1] - cnt[1, f, 1]) / ops
+				if (d1 >= 0.01 || dl >= 0.01 || d1 <= -0.01 || dl <= -0.01 || ir >= 0.5)
+					printf "  %8.1f Ir %6.2f D1 miss %6.2f LL miss  %s\n", ir, d1, dl, f
+			}
+			for (i = 1; i <= 6; i++) d[i] = (tot[2, i] - tot[1, i]) / ops
+			printf "per op (%d ops): %.1f Ir, %.1f Dr, %.2f D1 misses, %.2f LL misses\n", ops, d[1], d[2], d[3] + d[4], d[5] + d[6]
+		}' "$dir/a1" "$dir/a2" | sort -k7 -rn
+	exit 0
+fi
 # Per function: Ir in the second run minus the first, per operation. The
 # path is the functions a lookup runs: everything but the runtime's
 # scheduler, allocator and timers, whose work follows the wall time of a

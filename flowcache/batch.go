@@ -60,11 +60,14 @@ func (t *Table[V]) getChunk(keys []FlowKey, out []*Entry[V]) int {
 	}
 	for _, c := range cands {
 		if c != nil {
-			// The key's first word (a record begins with its key) and the
-			// last-seen time, which for most records lies on the next
-			// cache line: both misses in flight now, not one per key in
-			// the loop below.
-			touched += *(*uint64)(c) + uint64((*Entry[V])(c).lastSeen.Load())
+			// What a hit reads — the key, last seen and the value — is the
+			// record's first bytes, on two lines for most records (three
+			// for a few): touch the key's first word, last seen and the
+			// state word just past the value, so that the misses of every
+			// line a hit and its caller read are in flight now, not one
+			// per key in the loop below or in the caller's.
+			e := (*Entry[V])(c)
+			touched += *(*uint64)(c) + uint64(e.lastSeen.Load()) + e.state.Load()
 		}
 	}
 	now := t.now.Load()

@@ -5,6 +5,7 @@ import (
 	"slices"
 
 	"github.com/flowcache/flowcache/reclaim"
+	"github.com/flowcache/flowcache/shard"
 )
 
 // Cause is why a flow left the table, as OnRemove is told.
@@ -56,12 +57,15 @@ func (t *Table[V]) retire(gs []gone[V]) {
 	// not t, so a dropped table is not kept alive by its pending
 	// callbacks; and a copy of gs, so the caller's may stay on its stack.
 	fn, d, rel, pend := t.onRemove, t.domain, t.releaseValues, t.pend
-	gs = slices.Clone(gs)
-	bytes := int64(len(gs)) * int64(recordBytes[V]())
+	// A variable of its own for the copy: gs itself must not reach the
+	// closure, or every caller's array of flows would move to the heap,
+	// an allocation per insert whether or not a flow left.
+	own := slices.Clone(gs)
+	bytes := int64(len(own)) * int64(recordBytes[V]())
 	pend.n.Add(bytes)
 	d.Defer(func() {
 		defer pend.n.Add(-bytes)
-		removeCallbacks(d, fn, rel, gs)
+		removeCallbacks(d, fn, rel, own)
 	})
 }
 
@@ -102,17 +106,19 @@ func removeCallbacks[V any](d *reclaim.Domain, fn func(*Entry[V], Cause), rel bo
 	}
 }
 
-// count adds n flows that left for why to the table's counters.
-func (t *Table[V]) count(why Cause, n int) {
+// count adds n flows that left for why to the table's counters: the
+// causes a write counts in the shard s it holds, or the pass's and
+// Clear's in the table's (s may then be nil).
+func (t *Table[V]) count(s *shard.Shard[Entry[V]], why Cause, n int) {
 	switch why {
 	case Expired:
 		t.expired.Add(uint64(n))
 	case Removed:
-		t.removed.Add(int64(n))
+		s.TallyLocked(tallyRemoved, uint64(n))
 	case Replaced:
-		t.replaced.Add(int64(n))
+		s.TallyLocked(tallyReplaced, uint64(n))
 	case Evicted:
-		t.evicted.Add(int64(n))
+		s.TallyLocked(tallyEvicted, uint64(n))
 	case Cleared:
 		t.cleared.Add(uint64(n))
 	}

@@ -15,7 +15,7 @@
 //	                    mix(hash, shard seed) ──▶ bucket: 4 tags │ 4 ref+stamp │ 4 classes │ next
 //	                                                         │ tag match (one word)
 //	                                                         ▼
-//	                       chunk directory[ref>>8] ──▶ Entry[V]: key │ kind │ hits │ last-seen │ state │ packets │ bytes │ value
+//	                       chunk directory[ref>>8] ──▶ Entry[V]: key │ kind │ hits │ last-seen │ value │ state │ packets │ bytes
 //
 // One Table serves one port. It is split into a power-of-two number of
 // shards (package shard), each an independent hash table with its own

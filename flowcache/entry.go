@@ -11,9 +11,18 @@ import (
 // Entry is one flow, stored inline in its shard's storage (see "Storage"
 // in the package documentation).
 //
-//	offset 0        40   44     48         56       64        72      80
-//	       | key    |kind| hits | lastSeen | state  | packets | bytes | value V |
-//	       | shard.Node       |
+//	offset 0        40       44     48         56         56+V    +8      +16       +24
+//	       | key    |pos,kind| hits | lastSeen | value V  | state | packets | bytes |
+//	       | shard.Node               |
+//	       |<-------------- what a hit reads -------------->|
+//
+// A hit reads the key, last seen (the refresh check) and the value, so
+// they come first and together: with a 24-byte value those are the
+// record's first 80 bytes, two cache lines for seven of the eight places
+// a 104-byte record can start at in its chunk (records start on a line,
+// and 104 is 13 × 8), where the bytes a hit read lay on three lines for
+// half of them when the value came last. What Count and the state word's
+// writers touch follows.
 //
 // Its key and value are fixed when the flow is stored: read them, never
 // write through Value. What changes per packet is the table's: Count, and
@@ -26,11 +35,11 @@ type Entry[V any] struct {
 	// sampled hit count of a flow's record, or the foreign ref of a
 	// pair's reply record. First, so a *shard.Node is a *Entry.
 	node     shard.Node
-	lastSeen atomic.Int64  // ms since the Unix epoch, from the table's coarse clock
+	lastSeen atomic.Int64 // ms since the Unix epoch, from the table's coarse clock
+	value    V
 	state    atomic.Uint64 // the program's state (low 32 bits) | class << classShift | moved
 	packets  atomic.Uint64
 	bytes    atomic.Uint64
-	value    V
 }
 
 // The state word. Class and the moved bit share the word with the

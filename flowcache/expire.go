@@ -191,18 +191,18 @@ func (p *pass[V]) expired(e *Entry[V], lastSeen int64) bool {
 // expirePair expires a pair whose keys lie in two shards, with both
 // locked in order, if it is still stored and still idle.
 func (p *pass[V]) expirePair(e *Entry[V]) {
-	k := e.Key()
-	ks := p.t.oneKey(&k)
-	var l lockSet
-	p.t.lockFor(&ks, &l)
+	var ks keySet
+	p.t.oneKey(&ks, e.Key())
+	l := &ks.locks
+	cur := p.t.lockFor(&ks, l)[0]
 	// Moved since the scan? Then e is an old copy: look at the flow's
 	// current record.
-	if e = e.home(); p.t.findLocked(&k) == e && p.expired(e, e.lastSeen.Load()) {
+	if e = e.home(); cur == e && p.expired(e, e.lastSeen.Load()) {
 		p.t.unlink(e, Expired)
 		p.res.Expired++
 		p.gone = append(p.gone, gone[V]{e, Expired})
 	}
-	p.t.unlockAll(&l)
+	p.t.unlockAll(l)
 }
 
 // reclaim gives memory back, one step per call, and reports whether

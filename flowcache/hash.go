@@ -34,6 +34,13 @@ func hash40(k *[5]uint64, seed uint64) uint64 {
 	return xxAvalanche(xxLen40 + hashLo(w0, w1, w2, seed) + hashHi(w2, w3, w4, seed))
 }
 
+// hashWords is hash40 of a key held in registers: the write paths hash
+// a key that came to them by value without storing it first.
+func (t *Table[V]) hashWords(k FlowKey) uint64 {
+	w0, w1, w2, w3, w4 := le64(k.w0), le64(k.w1), le64(k.w2), le64(k.w3), le64(k.w4)
+	return xxAvalanche(xxLen40 + hashLo(w0, w1, w2, t.seed) + hashHi(w2, w3, w4, t.seed))
+}
+
 // hashLo and hashHi are the halves of hash40's sum, each small enough to
 // inline: get, which is not inlined itself, writes hash40 out with them,
 // so a lookup hashes without a call. (hash40 is over the inliner's

@@ -71,12 +71,11 @@ func (t *Table[V]) RemoveEntry(e *Entry[V]) bool {
 	if e == nil {
 		return false
 	}
-	k := e.Key()
-	ks := t.oneKey(&k)
+	var ks keySet
+	t.oneKey(&ks, e.Key())
 	l := &ks.locks
-	t.lockFor(&ks, l)
 	// Under the lock of the first key's shard the flow cannot move.
-	cur := t.findLocked(&k)
+	cur := t.lockFor(&ks, l)[0]
 	ok := cur != nil && cur == e.home()
 	if ok {
 		t.unlink(cur, Removed)

@@ -105,7 +105,7 @@ func (t *Table[V]) missLocked(ks *keySet, mk *maker[V]) (*Entry[V], Outcome, V) 
 	if !taken {
 		var ok bool
 		if victim, ok = t.evictable(k, l); !ok {
-			t.full.Inc()
+			t.shardOf(ks.h[0]).TallyLocked(tallyFull, 1)
 			return nil, Full, v
 		}
 	}
@@ -129,7 +129,7 @@ func (t *Table[V]) missLocked(ks *keySet, mk *maker[V]) (*Entry[V], Outcome, V) 
 	ks.class, ks.classSet = t.classFor(&v, l), true
 	relock := false
 	if mk.pair != nil && reply != *k {
-		*ks = t.twoKeys(k, &reply).withLocks(ks)
+		t.twoKeys(ks, *k, reply)
 		relock = !t.lockReply(ks, l)
 	}
 	kept = true
@@ -143,15 +143,11 @@ func (t *Table[V]) missLocked(ks *keySet, mk *maker[V]) (*Entry[V], Outcome, V) 
 	if relock {
 		return nil, 0, v
 	}
+	// Every key was found missing under the locks still held.
+	ks.absent = true
 	e := t.store(ks, v)
-	t.inserts.Inc()
+	t.shardOf(ks.h[0]).TallyLocked(tallyInserts, 1)
 	return e, Inserted, v
-}
-
-// withLocks is ks with the locks and class of held.
-func (ks keySet) withLocks(held *keySet) keySet {
-	ks.locks, ks.class, ks.classSet = held.locks, held.class, held.classSet
-	return ks
 }
 
 // lockReply locks, into l, the shard of a pair's reply key (ks.k[1]),

@@ -128,9 +128,10 @@ func TestCountAllocatesNothing(t *testing.T) {
 	}
 }
 
-// The record layout Entry's doc comment draws: what a lookup reads (key,
-// last seen) in the first 56 bytes, what Count writes (the moved bit in
-// the state word, packets, bytes) right after, the value last.
+// The record layout Entry's doc comment draws: what a hit reads (key,
+// last seen, the value) first and together, in the first 80 bytes with a
+// 24-byte value, what Count writes (the moved bit in the state word,
+// packets, bytes) after it.
 func TestEntryLayout(t *testing.T) {
 	var e Entry[[24]byte]
 	for _, f := range []struct {
@@ -138,10 +139,10 @@ func TestEntryLayout(t *testing.T) {
 		got, want uintptr
 	}{
 		{"lastSeen", unsafe.Offsetof(e.lastSeen), 48},
-		{"state", unsafe.Offsetof(e.state), 56},
-		{"packets", unsafe.Offsetof(e.packets), 64},
-		{"bytes", unsafe.Offsetof(e.bytes), 72},
-		{"value", unsafe.Offsetof(e.value), 80},
+		{"value", unsafe.Offsetof(e.value), 56},
+		{"state", unsafe.Offsetof(e.state), 80},
+		{"packets", unsafe.Offsetof(e.packets), 88},
+		{"bytes", unsafe.Offsetof(e.bytes), 96},
 		{"size with a 24-byte value", unsafe.Sizeof(e), 104},
 	} {
 		if f.got != f.want {

@@ -59,7 +59,8 @@ func (t *Table[V]) insertMisses(keys []FlowKey, mk *maker[V], out []*Entry[V], r
 			continue
 		}
 		mk.i = i
-		ks := t.oneKey(&keys[i])
+		var ks keySet
+		t.oneKey(&ks, keys[i])
 		e, o := t.insertMissing(&ks, mk)
 		out[i] = e
 		if res != nil {

@@ -65,22 +65,23 @@ func (t *Table[V]) Stats() Stats {
 		Shards:         len(t.shards),
 		Hits:           uint64(t.hits.Value()),
 		Misses:         uint64(t.misses.Value()),
-		Inserts:        uint64(t.inserts.Value()),
-		Replaced:       uint64(t.replaced.Value()),
-		Removed:        uint64(t.removed.Value()),
-		Evicted:        uint64(t.evicted.Value()),
 		Expired:        t.expired.Load(),
 		Cleared:        t.cleared.Load(),
-		FullRejections: uint64(t.full.Value()),
-		Pairs:          int(t.pairs.Load()),
 		Passes:         t.passes.Load(),
 		LastPass:       t.lastPass.Load(),
 		LongestHold:    time.Duration(t.longestHold.Load()),
 		Released:       t.released.Load(),
 		TTL:            t.timeouts[0].Load(),
 	}
+	var pairs uint64
 	for i := range t.shards {
 		s := &t.shards[i]
+		st.Inserts += s.Tally(tallyInserts)
+		st.Replaced += s.Tally(tallyReplaced)
+		st.Removed += s.Tally(tallyRemoved)
+		st.Evicted += s.Tally(tallyEvicted)
+		st.FullRejections += s.Tally(tallyFull)
+		pairs += s.Tally(tallyPairs)
 		st.Slots += s.Slots()
 		st.Bytes += s.Bytes()
 		c := s.Counts()
@@ -95,6 +96,7 @@ func (t *Table[V]) Stats() Stats {
 		st.RecordsHeld += held
 		st.RecordsLive += live
 	}
+	st.Pairs = int(int64(pairs))
 	st.PendingBytes = t.pend.n.Load()
 	st.Bytes += int64(len(t.shards)) * int64(unsafe.Sizeof(t.shards[0]))
 	return st
@@ -184,7 +186,7 @@ func (t *Table[V]) Clear() {
 		for _, e := range buf {
 			gs = append(gs, gone[V]{e, Cleared})
 			if e.node.Kind() == shard.Pair {
-				t.pairs.Add(-1)
+				s.TallyLocked(tallyPairs, minusOne)
 			}
 		}
 		released += s.ResetLocked()
@@ -194,7 +196,7 @@ func (t *Table[V]) Clear() {
 		t.shards[i].Unlock()
 	}
 	t.released.Add(released)
-	t.count(Cleared, len(gs))
+	t.count(nil, Cleared, len(gs))
 	t.retire(gs)
 	t.reclaimIfPending()
 }

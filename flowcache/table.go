@@ -140,13 +140,40 @@ type Table[V any] struct {
 	// may be ahead of their flows, and passes look for them (see pass.heal).
 	maxNow atomic.Int64
 
-	// Counters, read by Stats.
-	inserts, replaced, removed, evicted, full *xsync.Counter
-	expired, cleared, passes                  atomic.Uint64
-	pairs                                     atomic.Int64
-	longestHold                               atomic.Int64 // ns
-	lastPass                                  uatomic.Time
-	released                                  atomic.Int64
+	// scratch is a copy of a new flow's value for Config.Class, one per
+	// shard, used under that shard's lock (classFor); nil without a
+	// Class. Each in a block of its own, so that writers of different
+	// shards do not share its line.
+	scratch []scratch[V]
+
+	// Counters, read by Stats. What writes count (flows inserted,
+	// replaced, removed, evicted, refused, and live pairs) is kept per
+	// shard, in the shard a write holds (shard.TallyLocked: the tally*
+	// indexes below); the pass's and Clear's counts here.
+	expired, cleared, passes atomic.Uint64
+	longestHold              atomic.Int64 // ns
+	lastPass                 uatomic.Time
+	released                 atomic.Int64
+}
+
+// The counts a table keeps in each shard's tally.
+const (
+	tallyInserts = iota
+	tallyReplaced
+	tallyRemoved
+	tallyEvicted
+	tallyFull
+	tallyPairs // live pairs: one added per pair stored, minusOne per pair gone
+)
+
+// minusOne is -1 as a tally adds it.
+const minusOne = ^uint64(0)
+
+// scratch is one shard's copy of a new flow's value for Config.Class,
+// padded so that no two shards' copies share a cache line.
+type scratch[V any] struct {
+	v V
+	_ [cacheLine]byte
 }
 
 // cacheLine pads the table's hot words apart: 128 rather than 64 because
@@ -184,11 +211,9 @@ func New[V any](cfg Config[V]) (*Table[V], error) {
 		onRemove: cfg.OnRemove,
 		hits:     xsync.NewCounter(),
 		misses:   xsync.NewCounter(),
-		inserts:  xsync.NewCounter(),
-		replaced: xsync.NewCounter(),
-		removed:  xsync.NewCounter(),
-		evicted:  xsync.NewCounter(),
-		full:     xsync.NewCounter(),
+	}
+	if t.classOf != nil {
+		t.scratch = make([]scratch[V], shards)
 	}
 	if t.seed == 0 {
 		t.seed = seed.Random()

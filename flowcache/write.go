@@ -1,7 +1,6 @@
 package flowcache
 
 import (
-	"math/rand/v2"
 	"slices"
 
 	"github.com/flowcache/flowcache/shard"
@@ -73,18 +72,32 @@ type keySet struct {
 	// Config.Class before it had every lock it needs (insertMissing).
 	class    uint8
 	classSet bool
+	// absent says the write found no flow under any of its keys, with
+	// their shards locked: store places them without looking again.
+	absent bool
 }
 
-func (t *Table[V]) oneKey(k *FlowKey) keySet {
-	return keySet{k: [2]FlowKey{*k}, h: [2]uint64{t.hash(k)}, n: 1}
+// oneKey makes ks the one key k. The key comes by value, in registers,
+// and goes into ks a word at a time: built elsewhere and copied in, as a
+// keySet returned by value is, it was moved with 16-byte loads of what
+// had just been stored 8 bytes at a time, which the CPU does not forward
+// from its store buffer (the stall docs/PERFORMANCE.md describes for Get).
+func (t *Table[V]) oneKey(ks *keySet, k FlowKey) {
+	ks.k[0] = k
+	ks.h[0] = t.hashWords(k)
+	ks.n = 1
 }
 
-// twoKeys is a pair's keys, or one key when they are the same.
-func (t *Table[V]) twoKeys(k, reply *FlowKey) keySet {
-	if *k == *reply {
-		return t.oneKey(k)
+// twoKeys makes ks a pair's keys, or the one key when they are the same.
+// It sets the keys only: locks and class stay as they are.
+func (t *Table[V]) twoKeys(ks *keySet, k, reply FlowKey) {
+	if k == reply {
+		t.oneKey(ks, k)
+		return
 	}
-	return keySet{k: [2]FlowKey{*k, *reply}, h: [2]uint64{t.hash(k), t.hash(reply)}, n: 2}
+	ks.k[0], ks.k[1] = k, reply
+	ks.h[0], ks.h[1] = t.hashWords(k), t.hashWords(reply)
+	ks.n = 2
 }
 
 func (ks *keySet) keys() []FlowKey { return ks.k[:ks.n] }
@@ -106,36 +119,57 @@ func (ks *keySet) reply() *FlowKey {
 	return &ks.k[1]
 }
 
-// lockFor locks the shards of keys and of every flow stored under them,
-// into l. The caller unlocks it with unlockAll.
-func (t *Table[V]) lockFor(ks *keySet, l *lockSet) {
+// lockFor locks the shards of ks's keys and of every flow stored under
+// them, into l, and returns the flows it found under each key (under the
+// locks; nil where there is none). The caller unlocks l with unlockAll.
+//
+// It locks the keys' own shards and looks the keys up under the locks;
+// only a flow found there with a key in a shard it does not hold (a
+// pair's other key) makes it let go, lock the larger set in shard order
+// and look again. Looking the keys up without a lock first, to know the
+// whole set before locking, cost every write a second walk of the same
+// chains, for the rare pair whose keys lie in two shards.
+func (t *Table[V]) lockFor(ks *keySet, l *lockSet) (found [2]*Entry[V]) {
+	var extra [2]int
 	for {
 		*l = lockSet{}
-		keys := ks.keys()
-		for i := range keys {
+		for i := range ks.n {
 			l.add(int(ks.h[i] >> t.shift))
-		}
-		for i := range keys {
-			if e, _, _ := t.shardOf(ks.h[i]).Lookup(ks.h[i], skey(&keys[i])); e != nil {
-				t.keysOf(e, l)
+			if extra[i] > 0 {
+				l.add(extra[i] - 1)
 			}
 		}
 		t.lockAll(l)
 		ok := true
-		for i := range keys {
-			if e := t.findLockedHashed(&keys[i], ks.h[i]); e != nil {
-				var need lockSet
-				t.keysOf(e, &need)
-				for _, j := range need.idx[:need.n] {
-					ok = ok && l.has(j)
-				}
+		for i := range ks.n {
+			e := t.findLockedHashed(&ks.k[i], ks.h[i])
+			found[i], extra[i] = e, 0
+			if e == nil {
+				continue
+			}
+			if j := t.otherShard(e, &ks.k[i]); j >= 0 {
+				extra[i] = j + 1
+				ok = ok && l.has(j)
 			}
 		}
 		if ok {
-			return
+			return found
 		}
 		t.unlockAll(l)
 	}
+}
+
+// otherShard is the shard of the key of flow e other than k, which is
+// one of e's keys: -1 for a one-key flow.
+func (t *Table[V]) otherShard(e *Entry[V], k *FlowKey) int {
+	if e.node.Kind() != shard.Pair {
+		return -1
+	}
+	if first := e.Key(); first != *k {
+		return t.shardIndex(&first)
+	}
+	r, _ := e.Reply()
+	return t.shardIndex(&r)
 }
 
 // findLocked is the flow stored under k; k's shard is locked.
@@ -172,10 +206,10 @@ func (t *Table[V]) unlinkKeepUnit(e *Entry[V], why Cause) {
 	}
 	if r, ok := e.Reply(); ok {
 		t.clearKey(&r)
-		t.pairs.Add(-1)
+		home.TallyLocked(tallyPairs, minusOne)
 	}
 	home.KillLocked(e)
-	t.count(why, 1)
+	t.count(home, why, 1)
 }
 
 // clearKey removes k's slot, giving back its foreign ref if it has one.
@@ -193,9 +227,14 @@ func (t *Table[V]) clearKey(k *FlowKey) {
 
 // setKey points k's slot at ref, replacing the slot of a key already
 // present (so a reader finds the old flow or the new one, never neither)
-// or placing a new one.
-func (t *Table[V]) setKey(k *FlowKey, h uint64, ref, stamp uint32, class uint8) {
+// or placing a new one; absent says the write found k missing under the
+// lock it still holds, and it is placed without looking.
+func (t *Table[V]) setKey(k *FlowKey, h uint64, ref, stamp uint32, class uint8, absent bool) {
 	s := t.shardOf(h)
+	if absent {
+		s.PlaceLocked(h, ref, stamp, class)
+		return
+	}
 	if p, ok := s.FindLocked(h, skey(k)); ok {
 		old := p.Ref()
 		s.ReplaceLocked(p, ref, stamp, class)
@@ -245,11 +284,11 @@ func (t *Table[V]) store(ks *keySet, v V) *Entry[V] {
 			rref = rs.ForeignAllocLocked(r)
 			r.node.Aux.Store(rref)
 		}
-		t.setKey(k, ks.h[0], ref, st, class)
-		t.setKey(reply, ks.h[1], rref, st, shard.ReplyClass)
-		t.pairs.Add(1)
+		t.setKey(k, ks.h[0], ref, st, class, ks.absent)
+		t.setKey(reply, ks.h[1], rref, st, shard.ReplyClass, ks.absent)
+		s.TallyLocked(tallyPairs, 1)
 	} else {
-		t.setKey(k, ks.h[0], ref, st, class)
+		t.setKey(k, ks.h[0], ref, st, class, ks.absent)
 	}
 	return e
 }
@@ -260,6 +299,10 @@ func (t *Table[V]) store(ks *keySet, v V) *Entry[V] {
 // unlock runs: nothing changed.
 func (t *Table[V]) classBefore(ks *keySet, v *V, taken bool) {
 	if ks.classSet {
+		return
+	}
+	if t.classOf == nil {
+		ks.class, ks.classSet = 0, true
 		return
 	}
 	done := false
@@ -279,11 +322,18 @@ func (t *Table[V]) classFor(v *V, l *lockSet) uint8 {
 	if t.classOf == nil {
 		return 0
 	}
-	// A copy, handed to the program: only a table with a Class pays for
-	// the value escaping to the heap.
-	cv := *v
+	// A copy, handed to the program, in the scratch value of the step's
+	// first shard, which the step holds: a copy of its own would escape
+	// to the heap, an allocation per insert. A V with pointers is cleared
+	// after, so the scratch keeps nothing alive.
+	sc := &t.scratch[l.idx[0]].v
+	*sc = *v
 	var c int
-	t.callback(l, -1, func() { c = t.classOf(&cv) })
+	t.callback(l, -1, func() { c = t.classOf(sc) })
+	if t.releaseValues {
+		var zero V
+		*sc = zero
+	}
 	if c > 0 && c < t.classes {
 		return uint8(c)
 	}
@@ -298,7 +348,8 @@ func (t *Table[V]) classFor(v *V, l *lockSet) uint8 {
 // otherwise returns an error matching ErrFull and changes nothing.
 func (t *Table[V]) Insert(k FlowKey, v V) (*Entry[V], error) {
 	t.mustInit()
-	ks := t.oneKey(&k)
+	var ks keySet
+	t.oneKey(&ks, k)
 	return t.insert(&ks, v, false)
 }
 
@@ -311,7 +362,8 @@ func (t *Table[V]) Insert(k FlowKey, v V) (*Entry[V], error) {
 // (cause Replaced), whole. k == reply stores a one-key flow.
 func (t *Table[V]) InsertPair(k, reply FlowKey, v V) (*Entry[V], error) {
 	t.mustInit()
-	ks := t.twoKeys(&k, &reply)
+	var ks keySet
+	t.twoKeys(&ks, k, reply)
 	return t.insert(&ks, v, false)
 }
 
@@ -321,7 +373,7 @@ func (t *Table[V]) InsertPair(k, reply FlowKey, v V) (*Entry[V], error) {
 func (t *Table[V]) insert(ks *keySet, v V, held bool) (*Entry[V], error) {
 	defer t.reclaimIfPending() // after the unlock below
 	l := &ks.locks
-	t.lockFor(ks, l)
+	found := t.lockFor(ks, l)
 	// Deferred, so that a panicking Config.Evict leaves no shard locked.
 	defer t.unlockAll(l)
 	if t.closed.Load() {
@@ -331,11 +383,11 @@ func (t *Table[V]) insert(ks *keySet, v V, held bool) (*Entry[V], error) {
 		return nil, t.errClose
 	}
 	k := &ks.k[0]
+	home := t.shardOf(ks.h[0])
 	var old [2]*Entry[V]
 	n := 0
-	keys := ks.keys()
-	for i := range keys {
-		if e := t.findLockedHashed(&keys[i], ks.h[i]); e != nil && (n == 0 || old[0] != e) {
+	for _, e := range found[:ks.n] {
+		if e != nil && (n == 0 || old[0] != e) {
 			old[n] = e
 			n++
 		}
@@ -348,7 +400,7 @@ func (t *Table[V]) insert(ks *keySet, v V, held bool) (*Entry[V], error) {
 		if taken = t.reserve(); !taken {
 			var ok bool
 			if victim, ok = t.evictable(k, l); !ok {
-				t.full.Inc()
+				home.TallyLocked(tallyFull, 1)
 				return nil, t.errFull
 			}
 		}
@@ -365,6 +417,7 @@ func (t *Table[V]) insert(ks *keySet, v V, held bool) (*Entry[V], error) {
 		gs[ng] = gone[V]{victim, Evicted}
 		ng++
 	}
+	ks.absent = n == 0
 	e := t.store(ks, v)
 	for j, o := range old[:n] {
 		// store may have moved o (an evacuation to make room): unlink
@@ -376,7 +429,7 @@ func (t *Table[V]) insert(ks *keySet, v V, held bool) (*Entry[V], error) {
 		gs[ng] = gone[V]{o, Replaced}
 		ng++
 	}
-	t.inserts.Inc()
+	home.TallyLocked(tallyInserts, 1)
 	t.retire(gs[:ng])
 	return e, nil
 }
@@ -389,17 +442,18 @@ func (t *Table[V]) unlinkReplaced(o *Entry[V], taken *keySet, release bool) {
 	if !taken.has(&k) {
 		t.clearKey(&k)
 	}
+	s := t.shardOf(t.hash(&k))
 	if r, ok := o.Reply(); ok {
 		if !taken.has(&r) {
 			t.clearKey(&r)
 		}
-		t.pairs.Add(-1)
+		s.TallyLocked(tallyPairs, minusOne)
 	}
-	t.shardOf(t.hash(&k)).KillLocked(o)
+	s.KillLocked(o)
 	if release {
 		t.live.Add(-1)
 	}
-	t.count(Replaced, 1)
+	t.count(s, Replaced, 1)
 }
 
 // reserve takes one unit of the limit, or reports the table full. The
@@ -491,7 +545,8 @@ func (t *Table[V]) GetOrInsert(k FlowKey, make func() V) (*Entry[V], bool, error
 	if e, ok := t.Get(k); ok {
 		return e, false, nil
 	}
-	ks := t.oneKey(&k)
+	var ks keySet
+	t.oneKey(&ks, k)
 	return t.getOrInsertResult(t.insertMissing(&ks, &maker[V]{one: make}))
 }
 
@@ -503,14 +558,15 @@ func (t *Table[V]) GetOrInsertPair(k, reply FlowKey, make func() V) (*Entry[V], 
 	for _, key := range [2]*FlowKey{&k, &reply} {
 		h := t.hash(key)
 		if e, slot, w := t.shardOf(h).Lookup(h, skey(key)); e != nil && t.touch(e, slot, w) {
-			if sampleHit(e, uint64(rand.Uint32())) {
+			if sampleHit(e, uint64(cheaprand())) {
 				t.hits.Add(hitSample)
 			}
 			return e, false, nil
 		}
 	}
 	t.misses.Inc()
-	ks := t.twoKeys(&k, &reply)
+	var ks keySet
+	t.twoKeys(&ks, k, reply)
 	return t.getOrInsertResult(t.insertMissing(&ks, &maker[V]{one: make}))
 }
 
@@ -519,14 +575,14 @@ func (t *Table[V]) GetOrInsertPair(k, reply FlowKey, make func() V) (*Entry[V], 
 // period, with cause Removed.
 func (t *Table[V]) Remove(k FlowKey) bool {
 	t.mustInit()
-	ks := t.oneKey(&k)
-	var l lockSet
-	t.lockFor(&ks, &l)
-	e := t.findLocked(&k)
+	var ks keySet
+	t.oneKey(&ks, k)
+	l := &ks.locks
+	e := t.lockFor(&ks, l)[0]
 	if e != nil {
 		t.unlink(e, Removed)
 	}
-	t.unlockAll(&l)
+	t.unlockAll(l)
 	if e == nil {
 		return false
 	}

@@ -1,6 +1,9 @@
 package shard
 
-import "unsafe"
+import (
+	"sync/atomic"
+	"unsafe"
+)
 
 // rebuild builds a new index with room for slots slots (rounded up to a
 // power of two and at least MinSlots, never fewer than the keys present)
@@ -12,14 +15,69 @@ import "unsafe"
 func (s *core) rebuild(slots int) int {
 	old := s.arr.Load()
 	a := s.newArray(max(slots, s.n), s.seeds.Uint64(), old.store)
-	longest := 0
+	var r rehash
 	old.each(func(b *bucket, i int, w uint64) {
-		h := s.hash(&(*Node)(s.keyRec(old, refOf(w))).key)
-		longest = max(longest, place(a, h, w, b.class(i)))
+		if r.add(w, b.class(i)) {
+			r.flush(s, old, a)
+		}
 	})
+	r.flush(s, old, a)
 	s.publish(old, a)
-	return longest
+	return r.longest
 }
+
+// rehashBatch is how many keys a rebuild hashes and places at a time.
+const rehashBatch = 32
+
+// rehash places the keys of an array's slots in a new index, a batch at a
+// time, so that the cache misses of a batch overlap: a rebuild walks the
+// old index in order, but the records that hold its keys (which it must
+// hash again) lie anywhere in the storage, and so do the keys' buckets in
+// the new index. Touching every record of the batch in a loop of its own,
+// then every new bucket, keeps up to a batch of misses in flight where
+// hashing each key as its slot came up waited for one miss at a time:
+// that wait was most of what filling an empty table cost (its growth
+// rebuilds hash each key about 1.5 times over).
+type rehash struct {
+	n       int
+	words   [rehashBatch]uint64
+	classes [rehashBatch]uint8
+	recs    [rehashBatch]unsafe.Pointer
+	hashes  [rehashBatch]uint64
+	longest int // the longest overflow chain placed
+}
+
+// add queues a slot word and its class, and reports whether the batch is
+// full.
+func (r *rehash) add(w uint64, class uint8) bool {
+	r.words[r.n], r.classes[r.n] = w, class
+	r.n++
+	return r.n == rehashBatch
+}
+
+// flush places the queued keys of old's slots in a.
+func (r *rehash) flush(s *core, old, a *array) {
+	var touched uint64
+	for j := range r.n {
+		r.recs[j] = s.keyRec(old, refOf(r.words[j]))
+		// A key may straddle two lines: touch its first and last words.
+		touched += (*Node)(r.recs[j]).key[0] + (*Node)(r.recs[j]).key[4]
+	}
+	for j := range r.n {
+		h := s.hash(&(*Node)(r.recs[j]).key)
+		r.hashes[j] = h
+		touched += a.bucket(mix(h, a.seed)).tags.Load()
+	}
+	for j := range r.n {
+		r.longest = max(r.longest, place(a, r.hashes[j], r.words[j], r.classes[j]))
+	}
+	r.n = 0
+	rehashSink.Store(touched)
+}
+
+// rehashSink keeps the touching loads of a rehash batch from being
+// optimised away: one store per batch.
+var rehashSink atomic.Uint64
 
 // publish makes a the shard's array with one store: a reader loads either
 // the old array or the complete new one.

@@ -20,8 +20,8 @@ type array struct {
 	mask     uint64 // len(buckets) - 1
 	buckets  []bucket
 	store    *storage
-	overflow overflow
 	s        *core // the shard, for a Probe, which carries only its array
+	overflow overflow
 }
 
 // overflow is an array's overflow buckets, allocated 64 at a time and
@@ -29,7 +29,11 @@ type array struct {
 // the only pointers are the blocks' directory's.
 type overflow struct {
 	dir atomic.Pointer[[]*[overflowBlock]bucket] // replaced, never modified, under the mutex
-	n   atomic.Int64                             // buckets handed out; Stats reads it without the mutex
+	// n is written by every insert that links an overflow bucket: on a
+	// line of its own, away from the words lookups read (the array's
+	// seed, mask, buckets and store, and dir above).
+	_ [readLines - 8]byte
+	n atomic.Int64 // buckets handed out; Stats reads it without the mutex
 }
 
 const overflowBlock = 64
@@ -179,6 +183,11 @@ type core struct {
 	reentered func()
 
 	// Written under mu, read without it by Len and Stats.
+	//
+	// tally is the owner's counts (TallyLocked), kept per shard beside
+	// the mutex its writers hold already, rather than on a line every
+	// core's writers share.
+	tally       [Tallies]atomic.Uint64
 	live        atomic.Int64 // mirror of n
 	grows       atomic.Uint64
 	shrinks     atomic.Uint64
@@ -523,6 +532,19 @@ func indexBytes(a *array) int64 {
 	}
 	return (int64(len(a.buckets)) + over) * int64(unsafe.Sizeof(bucket{}))
 }
+
+// Tallies is how many counts a shard keeps for its owner.
+const Tallies = 6
+
+// TallyLocked adds n to the owner's count i (0 ≤ i < Tallies): flowcache
+// counts the flows a write inserted, replaced, removed, evicted or
+// refused in the shard the write holds, where its writers already own
+// the cache line, instead of in counters every core's writers write. The
+// caller holds the mutex; n may be a negative number's two's complement.
+func (s *core) TallyLocked(i int, n uint64) { s.tally[i].Add(n) }
+
+// Tally is the owner's count i, read without the mutex: a recent value.
+func (s *core) Tally(i int) uint64 { return s.tally[i].Load() }
 
 // Counts is what a shard has done, for Stats.
 type Counts struct {

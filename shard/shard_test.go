@@ -119,6 +119,34 @@ func TestMatchExhaustiveLanes(t *testing.T) {
 // for a pointer-free record a raw block of whole pages holding as many
 // records as fit, for a record with pointers a typed chunk of 511 records
 // with the header in the room of a 512th.
+// What a lookup reads lies on cache lines that writers do not write: the
+// shard's array pointer and record geometry alone in its first pair of
+// lines, before the mutex and the counts; the storage's chunk directory
+// more than a line away from its writer state (which every insert and
+// removal writes); the array's words more than a line away from its
+// overflow count (which every insert that links an overflow bucket
+// writes). A word a lookup reads on a line another core writes costs the
+// lookup a miss each time the writer has been there.
+func TestLookupWordsApart(t *testing.T) {
+	var c core
+	if end := unsafe.Offsetof(c.recs) + unsafe.Sizeof(c.recs); end > readLines || unsafe.Offsetof(c.mu) < readLines {
+		t.Errorf("shard: lookup words end at %d, the mutex starts at %d", end, unsafe.Offsetof(c.mu))
+	}
+	var st storage
+	if end, w := unsafe.Offsetof(st.layout)+unsafe.Sizeof(st.layout), unsafe.Offsetof(st.used); w < end+64 {
+		t.Errorf("storage: lookup words end at %d, writer state starts at %d", end, w)
+	}
+	var a array
+	if end, w := unsafe.Offsetof(a.overflow)+unsafe.Offsetof(a.overflow.dir)+8, unsafe.Offsetof(a.overflow)+unsafe.Offsetof(a.overflow.n); w < end+64 {
+		t.Errorf("array: lookup words end at %d, the overflow count is at %d", end, w)
+	}
+	for _, f := range []uintptr{unsafe.Offsetof(a.seed), unsafe.Offsetof(a.mask), unsafe.Offsetof(a.buckets), unsafe.Offsetof(a.store), unsafe.Offsetof(a.s)} {
+		if f >= unsafe.Offsetof(a.overflow) {
+			t.Errorf("array: a lookup word at %d, past the overflow area's directory", f)
+		}
+	}
+}
+
 func TestLayout(t *testing.T) {
 	if n := unsafe.Sizeof(bucket{}); n != 64 {
 		t.Errorf("bucket is %d bytes", n)

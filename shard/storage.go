@@ -158,6 +158,11 @@ var _ [0]struct{} = [unsafe.Sizeof(rawChunk6{}) - 6*pageBytes]struct{}{}
 // pointed at the copies, in place), and a drained shard is rebuilt with a
 // new, dense storage.
 type storage struct {
+	// Read by lookups, written only when a chunk is added: alone on their
+	// pair of cache lines, so that the writer state below, which every
+	// insert and removal writes, does not take the line every lookup
+	// reads base from away from the other cores (TestLookupWordsApart).
+	//
 	// dir is the chunk directory readers index. Entries are set to nil
 	// when a chunk is dropped; growth publishes a new slice.
 	dir atomic.Pointer[[]atomic.Pointer[chunkHeader]]
@@ -166,6 +171,8 @@ type storage struct {
 	base atomic.Pointer[atomic.Pointer[chunkHeader]]
 	// The owner's record layout, fixed at Init.
 	layout *layout
+	_      [readLines - 24]byte
+
 	// Writer state, under the shard mutex.
 	used   uint32   // records allocated: the tail's index
 	live   int      // records a slot names
