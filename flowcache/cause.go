@@ -40,6 +40,7 @@ type gone[V any] struct {
 // period guarantees no registered worker still holds them when OnRemove
 // runs.
 func (t *Table[V]) retire(gs []gone[V]) {
+	t.noteGone(gs)
 	if t.onRemove == nil || len(gs) == 0 {
 		return
 	}
@@ -53,7 +54,7 @@ func (t *Table[V]) retire(gs []gone[V]) {
 
 // retireOne is retire for one flow.
 func (t *Table[V]) retireOne(e *Entry[V], why Cause) {
-	if t.onRemove != nil {
+	if t.onRemove != nil || t.feed.Load() != nil {
 		t.retire([]gone[V]{{e, why}})
 	}
 }

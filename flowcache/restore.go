@@ -63,6 +63,7 @@ func (t *Table[V]) Restore(row DumpRow[V]) (*Entry[V], bool, error) {
 		// Under the locks no move runs in these shards: home is stable.
 		e := old[0].home()
 		t.restoreInto(e, &row, &ks)
+		t.noteNew(e)
 		return e, false, nil
 	}
 	if n == 0 && !t.reserve() {

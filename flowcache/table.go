@@ -123,7 +123,8 @@ type Table[V any] struct {
 	unwatch  func()
 	errFull  error
 	errClose error
-	faults   faults // tests only (export_test.go)
+	faults   faults                     // tests only (export_test.go)
+	feed     atomic.Pointer[Changes[V]] // the change feed, nil when none is attached (changes.go)
 
 	// Counters, read by Stats.
 	inserts, replaced, removed, evicted, full *xsync.Counter

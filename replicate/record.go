@@ -19,6 +19,7 @@ type op uint8
 const (
 	opFlow op = 1 // the flow as it is now: new, or changed
 	opGone op = 2 // the flow left the table, for its cause
+	opSync op = 3 // a resync's end: its epoch and first sequence (stream.go)
 )
 
 // record is one flow's record. A snapshot's records are opFlow with
@@ -213,6 +214,17 @@ func decodeRecord[V any](b []byte, c Codec[V], r *record[V]) error {
 	}
 	if b[0] != recordVersion {
 		return &VersionError{What: "record", Got: int(b[0]), Want: recordVersion}
+	}
+	if len(b) >= 4 && op(b[2]>>4) == opSync {
+		// No flow, no value: the marker's epoch and sequence only.
+		d := decoder{b: b[4:]}
+		*r = record[V]{op: opSync}
+		r.epoch = d.uvarint("epoch")
+		r.seq = d.uvarint("sequence")
+		if b[1] != 0 || b[2] != byte(opSync)<<4 || b[3] != 0 || d.err == nil && len(d.b) != 0 {
+			d.fail("sync marker")
+		}
+		return d.err
 	}
 	if b[1] != c.Version() {
 		return &VersionError{What: "value", Got: int(b[1]), Want: int(c.Version())}
