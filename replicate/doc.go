@@ -1,6 +1,10 @@
 // Package replicate lets flows outlive their host: snapshot and restore
-// for a hitless restart on one host, and (in later files) a change stream
-// on NATS JetStream for a standby that takes over.
+// for a hitless restart on one host, and a change stream on NATS
+// JetStream for a standby that takes over. Package flowcache knows
+// nothing of it: the table offers Restore (one locked step that stores a
+// flow with its age, class, state and counters) and Changes (a change
+// feed); only programs that import replicate link NATS
+// (TestNoNATSInFlowcache).
 //
 // # Records
 //
@@ -11,13 +15,58 @@
 // reader refuses any version it does not know with a *VersionError, and a
 // value its codec cannot decode with ErrValue, before it applies
 // anything of that flow. Decoding never panics (FuzzDecodeRecord).
+// Records hold idle times, not clock readings: a reader counts them back
+// from its own now (a snapshot) or from the stream's store time (the
+// stream), so a flow idle 50 s of 60 s expires 10 s later on the new host.
 //
 // # Snapshots
 //
 // WriteSnapshot walks a table as Range does and streams every flow;
 // RestoreSnapshot reads the whole snapshot, checks its CRC-32C and count,
-// and only then restores every flow with flowcache's Table.Restore, one
-// locked step per flow. A snapshot holds idle times, not clock readings,
-// so a flow idle 50 s of 60 s expires 10 s after the restore, however
-// long the restart took and whatever the new host's clock says.
+// and only then restores every flow with Table.Restore; a table that
+// refuses one gets the flows of this call removed again.
+//
+// # The stream
+//
+// A Publisher attaches a change feed to the table and, every Interval
+// (100 ms), drains it: each flow noted since the last flush is sent once,
+// as the table holds it then (coalesced), to its own subject of a stream
+// that keeps one message per subject, so the stream is the table's last
+// state; a flow that left is a tombstone with a TTL. The Filter decides at
+// the flush whether a flow starts replicating. Every record carries the
+// publisher's epoch and a sequence that grows with every record, and its
+// message ID is the two, so a client retry is stored once. The table's
+// data path never waits: notes wait in the feed's bounded queue; a full
+// queue or a failed publish costs a resync (every flow sent again, then
+// a marker with the resync's first sequence: a follower drops the flows
+// of that epoch the resync did not send). Flows seen since they were last
+// sent are sent again every Refresh (a third of the shortest timeout),
+// so a follower's copy of an active flow does not expire.
+//
+// A Follower catches up from the stream's last record of every flow (an
+// ordered consumer delivering the last per subject), says so (CaughtUp),
+// and follows. It applies a record only if its (epoch, sequence) is newer
+// than what it holds for the flow (tombstones included, for two
+// horizons), and newer than every flow it would displace (another flow
+// holding one of its keys): duplicates, reordered and stale records
+// change nothing. A record of an epoch older than the newest seen, in a
+// record or in the lease, is refused and counted (fencing).
+//
+// # Epochs, the lease and promotion
+//
+// A publisher takes the lease (a key in a KV bucket whose TTL is the
+// lease's) at an epoch one above the lease's, with compare-and-set, and
+// renews it every third of its TTL from a goroutine of its own. A renewal
+// that finds a newer epoch fences it: it stops and Fenced is closed. A
+// follower reads the lease every quarter TTL; when it has not changed for
+// a TTL, Lapsed is closed, and Promote stops following and starts a
+// publisher on the standby's table at the next epoch.
+//
+// # Concurrency
+//
+// A Publisher's flusher is one goroutine, its lease keeper another; the
+// table's workers only note changes. A Follower applies records on one
+// goroutine, the only writer of its table beside the table's own passes.
+// Stats may be called from any goroutine. Neither keeps an *Entry past
+// the call that read it.
 package replicate
