@@ -33,6 +33,7 @@ lint: vet
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParseFlowKey$$' -fuzztime $(FUZZTIME) ./flowcache/
 	$(GO) test -run '^$$' -fuzz '^FuzzParseFrame$$' -fuzztime $(FUZZTIME) ./flowcache/
+	$(GO) test -run '^$$' -fuzz '^FuzzParseHeaders$$' -fuzztime $(FUZZTIME) ./flowcache/
 	$(GO) test -run '^$$' -fuzz '^FuzzKeyText$$' -fuzztime $(FUZZTIME) ./flowcache/
 	$(GO) test -run '^$$' -fuzz '^FuzzOps$$' -fuzztime $(FUZZTIME) ./race_test/
 

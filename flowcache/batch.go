@@ -76,14 +76,14 @@ func (t *Table[V]) getChunk(keys []FlowKey, out []*Entry[V]) int {
 	for i := range probes { // record misses, overlapped
 		r, slot, w := probes[i].Resolve(cands[i], lanes[i], words[i], skey(&keys[i]), hashes[i])
 		e := (*Entry[V])(r) // the shard stores Entry[V] records (Init)
+		if e != nil && e.lastSeen.Load() != now && !t.refresh(e, slot, w, now) {
+			e = t.lookupLive(&keys[i], hashes[i]) // released: look again
+		}
 		out[i] = e
 		if e == nil {
 			continue
 		}
 		hits++
-		if e.lastSeen.Load() != now {
-			t.refresh(e, slot, w, now)
-		}
 		x ^= x << 13
 		x ^= x >> 7
 		x ^= x << 17

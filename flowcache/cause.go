@@ -38,43 +38,68 @@ type gone[V any] struct {
 
 // retire hands flows that left the table to the domain, whose grace
 // period guarantees no registered worker still holds them when OnRemove
-// runs.
+// runs; then, for a V with pointers, their values are released. With
+// neither to do it does nothing. With no OnRemove and no registered worker
+// the release runs at once: a grace period is then over at once, as for
+// folds.
 func (t *Table[V]) retire(gs []gone[V]) {
 	t.noteGone(gs)
-	if t.onRemove == nil || len(gs) == 0 {
+	if len(gs) == 0 || t.onRemove == nil && !t.releaseValues {
 		return
 	}
-	// The closure holds the callback and the domain, not t, so a
-	// dropped table is not kept alive by its pending callbacks; and a
-	// copy of gs, so the caller's may stay on its stack.
-	fn, d := t.onRemove, t.domain
+	if t.onRemove == nil && t.domain.Readers() == 0 {
+		for _, g := range gs {
+			release(g.e)
+		}
+		return
+	}
+	// The closure holds the callback, the domain and the pending counter,
+	// not t, so a dropped table is not kept alive by its pending
+	// callbacks; and a copy of gs, so the caller's may stay on its stack.
+	fn, d, rel, pend := t.onRemove, t.domain, t.releaseValues, t.pend
 	gs = slices.Clone(gs)
-	d.Defer(func() { removeCallbacks(d, fn, gs) })
+	bytes := int64(len(gs)) * int64(recordBytes[V]())
+	pend.n.Add(bytes)
+	d.Defer(func() {
+		defer pend.n.Add(-bytes)
+		removeCallbacks(d, fn, rel, gs)
+	})
 }
 
 // retireOne is retire for one flow.
 func (t *Table[V]) retireOne(e *Entry[V], why Cause) {
-	if t.onRemove != nil || t.feed.Load() != nil {
+	if t.onRemove != nil || t.releaseValues || t.feed.Load() != nil {
 		t.retire([]gone[V]{{e, why}})
 	}
 }
 
-// removeCallbacks calls fn for each flow, in order. If one call panics,
-// the flows after it are deferred again before the panic goes on to the
-// domain (which recovers and counts it), so one bad callback costs no
-// other flow its callback.
-func removeCallbacks[V any](d *reclaim.Domain, fn func(*Entry[V], Cause), gs []gone[V]) {
-	i := 0
+// removeCallbacks calls fn (when set) for each flow, in order, and then
+// releases its value if rel. If one call panics, that flow is released
+// still, and the flows after it are deferred again before the panic goes
+// on to the domain (which recovers and counts it), so one bad callback
+// costs no other flow its callback.
+func removeCallbacks[V any](d *reclaim.Domain, fn func(*Entry[V], Cause), rel bool, gs []gone[V]) {
+	i, calling := 0, -1
 	defer func() {
+		if rel && calling >= 0 {
+			release(gs[calling].e) // its callback panicked
+		}
 		if i < len(gs) {
 			rest := gs[i:]
-			d.Defer(func() { removeCallbacks(d, fn, rest) })
+			d.Defer(func() { removeCallbacks(d, fn, rel, rest) })
 		}
 	}()
 	for i < len(gs) {
 		g := gs[i]
+		calling = i
 		i++
-		fn(g.e, g.why)
+		if fn != nil {
+			fn(g.e, g.why)
+		}
+		calling = -1
+		if rel {
+			release(g.e)
+		}
 	}
 }
 

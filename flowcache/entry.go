@@ -174,7 +174,6 @@ func (t *Table[V]) move(dst, src *Entry[V]) {
 		return
 	}
 	dst.value = src.value
-	dst.lastSeen.Store(src.lastSeen.Load())
 	if t.faults.noFreeze {
 		dst.state.Store(src.state.Load())
 	} else {
@@ -186,17 +185,25 @@ func (t *Table[V]) move(dst, src *Entry[V]) {
 			}
 		}
 	}
+	// Last seen after the freeze: a refresh stores last seen and then
+	// loads the state word (refresh), so one that finds src not yet moved
+	// stored before the freeze, and the load below sees it; one that finds
+	// it moved writes dst itself, and then the compare-and-swap keeps the
+	// refresh instead of overwriting it with src's older time. So a
+	// refresh lands on the flow's home whether or not its reader is
+	// registered, and needs no fold.
+	dst.lastSeen.CompareAndSwap(0, src.lastSeen.Load())
 	dst.node.Aux.Add(src.node.Aux.Swap(0))
 	dst.packets.Add(src.packets.Swap(0))
 	dst.bytes.Add(src.bytes.Swap(0))
 }
 
 // fold adds to each moved flow's current home what landed on its old
-// copies after the move: counts from workers that passed the moved check
-// just before the freeze, and last-seen refreshes from lookups that still
-// read the old array. It runs under the shard mutex, once a grace period
-// has passed since the compaction, so no worker still holds an old copy
-// and the forward chains are stable.
+// copies after the move: counts and sampled hits from workers that passed
+// the moved check just before the freeze. (Last-seen refreshes need no
+// fold: refresh follows the moved bit itself.) It runs under the shard
+// mutex, once a grace period has passed since the compaction, so no
+// worker still holds an old copy and the forward chains are stable.
 func fold[V any](m shard.Moved) {
 	shard.EachMoved(m, func(old *Entry[V]) {
 		if old.node.Kind() == shard.Reply {
@@ -214,13 +221,6 @@ func fold[V any](m shard.Moved) {
 		}
 		if n := old.node.Aux.Swap(0); n != 0 {
 			home.node.Aux.Add(n)
-		}
-		ls := old.lastSeen.Load()
-		for {
-			h := home.lastSeen.Load()
-			if ls <= h || home.lastSeen.CompareAndSwap(h, ls) {
-				break
-			}
 		}
 	})
 }

@@ -46,6 +46,14 @@ func (t *Table[V]) Expire(now time.Time) ExpireResult {
 		return res
 	}
 	p := pass[V]{t: t, now: ms, res: &res}
+	// While the clock is behind the latest time it showed, it stepped
+	// back: stamps written before the step may be ahead of their flows'
+	// last-seen times, so the pass looks for them too (heal).
+	if mx := t.maxNow.Load(); ms >= mx {
+		t.maxNow.CompareAndSwap(mx, ms)
+	} else {
+		p.heal, p.cur = true, t.stamp(ms)
+	}
 	p.cuts()
 	for i := range t.shards {
 		p.shard(&t.shards[i])
@@ -53,6 +61,7 @@ func (t *Table[V]) Expire(now time.Time) ExpireResult {
 	t.released.Add(res.Released)
 	t.passes.Add(1)
 	t.lastPass.Store(now)
+	t.reclaimIfPending()
 	return res
 }
 
@@ -65,6 +74,8 @@ type pass[V any] struct {
 	cut      [MaxClasses]uint32
 	any      bool // some class can have expired flows
 	stale    []shard.Pos
+	heal     bool        // the clock stepped back: look at stamps ahead of cur too
+	cur      uint32      // the current stamp, when healing
 	cross    []*Entry[V] // expired pairs whose reply key lies in another shard
 	gone     []gone[V]
 }
@@ -94,7 +105,7 @@ func (p *pass[V]) shard(s *shard.Shard[Entry[V]]) {
 	p.cross = p.cross[:0]
 	held := s.Bytes()
 	defer func() { p.res.Released += max(held-s.Bytes(), 0) }()
-	if p.any {
+	if p.any || p.heal {
 		p.scan(s)
 	}
 	for _, e := range p.cross {
@@ -132,6 +143,10 @@ func (p *pass[V]) scan(s *shard.Shard[Entry[V]]) {
 		gen = s.Generation()
 		var buckets int
 		p.stale, buckets = s.StaleStepLocked(from, from+expireStep, &p.cut, p.stale[:0])
+		if p.heal {
+			// Disjoint from the stale slots: those are at or below cur.
+			p.stale = s.AheadStepLocked(from, from+expireStep, p.cur, p.stale)
+		}
 		for _, sl := range p.stale {
 			p.slot(s, sl)
 		}
@@ -150,8 +165,10 @@ func (p *pass[V]) slot(s *shard.Shard[Entry[V]], sl shard.Pos) {
 	if !p.expired(e, ls) {
 		// A lookup that refreshed the flow through an old array or its
 		// reply key did not write this stamp; mend it here so the next
-		// pass skips this flow again.
-		if st := p.t.stamp(ls); sl.Stamp() < st {
+		// pass skips this flow again. After the clock stepped back the
+		// stamp may be ahead of the flow instead: lower it, so it is
+		// early, never late.
+		if st := p.t.stamp(ls); sl.Stamp() != st {
 			sl.SetStamp(st)
 		}
 		return
@@ -234,7 +251,11 @@ func (t *Table[V]) folds(s *shard.Shard[Entry[V]], m shard.Moved) {
 	case t.faults.noGrace || t.domain.Readers() == 0:
 		fold[V](m)
 	default:
+		// The moved chunks stay reachable until the fold lets go of m.
+		pend, bytes := t.pend, m.Bytes()
+		pend.n.Add(bytes)
 		t.domain.Defer(func() {
+			defer pend.n.Add(-bytes)
 			s.Lock()
 			defer s.Unlock()
 			fold[V](m)

@@ -109,3 +109,72 @@ func checkAddrs(t *testing.T, p []byte, k FlowKey) {
 		t.Fatalf("% x: version %d keyed as %v", p, p[0]>>4, k)
 	}
 }
+
+// FuzzParseHeaders reads each input three ways — as an IP packet, as an
+// Ethernet frame, and as an IP packet in an untagged frame — and checks
+// that the header parsers fail exactly where the key parsers fail, with
+// the very same error, and otherwise give the same key; that what they
+// fill holds what checkHeaders requires of any parse (offsets in order
+// and in the buffer, flags and ICMP fields only from a whole header and
+// equal to its bytes, the payload ending where the length field says);
+// that a framed packet gives the bare packet's Headers 14 bytes further
+// on; and that every prefix of an input gives ErrTruncated, or the
+// input's own error, or the Headers cutHeaders derives from the input's.
+func FuzzParseHeaders(f *testing.F) {
+	for _, c := range headersCases() {
+		// Not the 70,000-byte TSO packet: the fuzzer spends its time
+		// minimizing mutations of an input that long.
+		if len(c.pkt) <= 4096 {
+			f.Add(c.pkt)
+		}
+	}
+	for _, c := range parseCases() {
+		f.Add(c.pkt)
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var h, fh Headers
+		err := ParseHeaders(b, &h)
+		k, kerr := ParseFlowKey(b)
+		if err != kerr || h.Key != k {
+			t.Fatalf("% x: ParseHeaders %v, %v; ParseFlowKey %v, %v", b, h.Key, err, k, kerr)
+		}
+		checkHeaders(t, "ParseHeaders", b, h, err)
+		checkHeaderPrefixes(t, "ParseHeaders", ParseHeaders, b, h, err)
+
+		ferr := ParseFrameHeaders(ethIP(b), &fh)
+		if ferr != err || err == nil && fh != framed(h, ethHeaderLen) {
+			t.Fatalf("% x: ParseHeaders %+v, %v; framed %+v, %v", b, h, err, fh, ferr)
+		}
+
+		err = ParseFrameHeaders(b, &fh)
+		k, kerr = ParseFrame(b)
+		if err != kerr || fh.Key != k {
+			t.Fatalf("% x: ParseFrameHeaders %v, %v; ParseFrame %v, %v", b, fh.Key, err, k, kerr)
+		}
+		checkHeaders(t, "ParseFrameHeaders", b, fh, err)
+		checkHeaderPrefixes(t, "ParseFrameHeaders", ParseFrameHeaders, b, fh, err)
+	})
+}
+
+// checkHeaderPrefixes parses every prefix of in (a sample when in is
+// long): each is ErrTruncated, or fails as in did, or gives what
+// cutHeaders says in's Headers become when cut there.
+func checkHeaderPrefixes(t *testing.T, what string, parse func([]byte, *Headers) error, in []byte, h Headers, err error) {
+	t.Helper()
+	step := 1
+	if len(in) > 512 {
+		step = len(in) / 256
+	}
+	for n := len(in) - 1; n >= 0; n -= step {
+		var ph Headers
+		// No spare capacity: a read past n panics instead of seeing in[n:].
+		perr := parse(in[:n:n], &ph)
+		switch {
+		case errors.Is(perr, ErrTruncated):
+		case perr != err:
+			t.Fatalf("%s(% x) = %v; its prefix [:%d] = %v; want the same or ErrTruncated", what, in, err, n, perr)
+		case err == nil && ph != cutHeaders(h, n):
+			t.Fatalf("%s(% x) = %+v; its prefix [:%d] = %+v, want %+v", what, in, h, n, ph, cutHeaders(h, n))
+		}
+	}
+}

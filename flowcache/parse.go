@@ -1,21 +1,29 @@
 package flowcache
 
-// The parsers turn the first bytes of a packet into its FlowKey. They run
-// once per packet on every core, before the table lookup, so they are
-// written like the lookup: no allocation on any path (the errors they
-// return are built once, below), no reflection, no calls through an
-// interface or a closure, one key filled in place rather than copied out
-// of each level, and each header length-checked once so that the compiler
-// drops the bounds checks on the fixed-offset reads after it.
+// The parsers turn the first bytes of a packet into its FlowKey, and
+// ParseHeaders and ParseFrameHeaders (headers.go) into the key plus what a
+// state machine reads. All four share one walk: walkFrame (Ethernet and
+// tags), walkIP (the version), parse4 and parse6 (the IP headers) and
+// transport (the ports), which fill the key in place and report where the
+// headers end; the key parsers drop that report, the header parsers read
+// the transport header from it. So the four agree on every input: the
+// same key, the same error. They run once per packet on every core,
+// before the table lookup, so they are written like the lookup: no
+// allocation on any path (the errors they return are built once, below),
+// no reflection, no calls through an interface or a closure, one key
+// filled in place rather than copied out of each level, and each header
+// length-checked once so that the compiler drops the bounds checks on the
+// fixed-offset reads after it.
 //
-// What they read, in order, and where they stop:
+// What the walk reads, in order, and where it stops:
 //
 //	Ethernet (14) → 0..8 tags (4 each) → IPv4 (IHL×4) | IPv6 (40) → 0..8 extension headers → 0, 1, 4 or 6 bytes of the next header
 //
 // Nothing past what the key needs is read, so a capture cut at its snap
-// length parses as long as those headers are whole, and the length fields
+// length keys as long as those headers are whole, and the length fields
 // (IPv4 total length, IPv6 payload length) are never compared with the
-// buffer: frames captured with segmentation offload carry 0 there.
+// buffer: frames captured with segmentation offload carry 0 there. (The
+// header parsers read on past the walk, but never fail for it.)
 
 import (
 	"encoding/binary"
@@ -157,33 +165,49 @@ var ipv6Ext = [256]bool{
 //
 // So a prefix of a packet parses to the packet's own key or error, or to
 // ErrTruncated. ParseFlowKey does not allocate.
-func ParseFlowKey(packet []byte) (FlowKey, error) {
-	if len(packet) == 0 {
-		return FlowKey{}, errTruncVersion
-	}
-	var k FlowKey
-	var err error
-	switch packet[0] >> 4 {
-	case 4:
-		err = parse4(&k, packet)
-	case 6:
-		err = parse6(&k, packet)
-	default:
-		err = errNotIPVersion
-	}
-	return done(k, err)
-}
-
-// done returns the key, or the zero key with an error: a parser that
-// failed at the transport header has filled in the addresses already.
-// The helpers fill one key in place rather than return it, because
-// copying a 40-byte key out of each level costs more than the parse.
-func done(k FlowKey, err error) (FlowKey, error) {
-	if err != nil {
+func ParseFlowKey(packet []byte) (k FlowKey, err error) {
+	// The helpers fill one key in place rather than return it, because
+	// copying a 40-byte key out of each level costs more than the parse;
+	// so on an error the key is zeroed here, since a walk that failed at
+	// the transport header has filled in the addresses already. Written
+	// to inline (the named results keep it under the budget), so that the
+	// caller pays two calls, walkIP then parse4 or parse6, as it did when
+	// ParseFlowKey walked the headers itself.
+	if _, _, err = walkIP(&k, packet); err != nil {
 		return FlowKey{}, err
 	}
 	return k, nil
 }
+
+// walkIP fills k from an IP packet whose version nibble decides the
+// family. It returns where the IP headers end (the offset in p of the
+// transport header, or of a non-first fragment's data) and the packet's
+// fragment kind; only the header parsers read them.
+func walkIP(k *FlowKey, p []byte) (int, fragKind, error) {
+	if len(p) == 0 {
+		return 0, 0, errTruncVersion
+	}
+	switch p[0] >> 4 {
+	case 4:
+		return parse4(k, p)
+	case 6:
+		return parse6(k, p)
+	}
+	return 0, 0, errNotIPVersion
+}
+
+// fragKind is what the IP headers say of fragmentation: a whole
+// datagram, its first fragment (offset 0, more fragments), or a later one
+// (offset ≠ 0), which carries no transport header. An IPv6 atomic
+// fragment (a Fragment header with offset 0 and M clear, RFC 6946) is a
+// whole datagram.
+type fragKind uint8
+
+const (
+	notFragment fragKind = iota
+	firstFragment
+	laterFragment
+)
 
 // ParseFrame returns the flow key of an Ethernet II frame (what an
 // AF_PACKET SOCK_RAW socket or a pcap with link type 1 delivers). It skips
@@ -194,9 +218,20 @@ func done(k FlowKey, err error) (FlowKey, error) {
 // popped, because what follows them is not marked. An IP version nibble
 // of 4 under 0x86DD or 6 under 0x0800 is ErrMalformed, any other version
 // ErrNotIP. ParseFrame does not allocate.
-func ParseFrame(frame []byte) (FlowKey, error) {
+func ParseFrame(frame []byte) (k FlowKey, err error) {
+	// Written to inline, like ParseFlowKey.
+	if _, _, _, err = walkFrame(&k, frame); err != nil {
+		return FlowKey{}, err
+	}
+	return k, nil
+}
+
+// walkFrame fills k from an Ethernet frame. It returns the offset of the
+// IP header in frame (after the tags), and walkIP's offset (from the IP
+// header) and fragment kind.
+func walkFrame(k *FlowKey, frame []byte) (l3, next int, frag fragKind, err error) {
 	if len(frame) < ethHeaderLen {
-		return FlowKey{}, errTruncEth
+		return 0, 0, 0, errTruncEth
 	}
 	etype := binary.BigEndian.Uint16(frame[12:14])
 	p := frame[ethHeaderLen:]
@@ -204,10 +239,10 @@ func ParseFrame(frame []byte) (FlowKey, error) {
 		// The limit is known before the ninth tag is read: the eighth
 		// tag's inner EtherType announced it.
 		if n == maxTags {
-			return FlowKey{}, errMalTags
+			return 0, 0, 0, errMalTags
 		}
 		if len(p) < tagLen {
-			return FlowKey{}, errTruncTag
+			return 0, 0, 0, errTruncTag
 		}
 		etype = binary.BigEndian.Uint16(p[2:4]) // after TCI (2 bytes)
 		p = p[tagLen:]
@@ -219,36 +254,42 @@ func ParseFrame(frame []byte) (FlowKey, error) {
 	case etherTypeIPv6:
 		want = 6
 	default:
-		return FlowKey{}, errNotIPEtherType
+		return 0, 0, 0, errNotIPEtherType
 	}
 	if len(p) == 0 {
-		return FlowKey{}, errTruncVersion
+		return 0, 0, 0, errTruncVersion
 	}
-	var k FlowKey
+	l3 = len(frame) - len(p)
+	// parse4 and parse6 are called here rather than through walkIP,
+	// which would look at the version again one call deeper.
 	switch v := p[0] >> 4; {
 	case v == want && v == 4:
-		return done(k, parse4(&k, p))
+		next, frag, err = parse4(k, p)
+		return l3, next, frag, err
 	case v == want:
-		return done(k, parse6(&k, p))
+		next, frag, err = parse6(k, p)
+		return l3, next, frag, err
 	case v == 4 || v == 6:
 		// The kernel drops these too (ip_rcv, ipv6_rcv): trusting either
 		// field over the other would key the same bytes two ways.
-		return FlowKey{}, errMalVersion
+		return 0, 0, 0, errMalVersion
 	}
-	return FlowKey{}, errNotIPVersion
+	return 0, 0, 0, errNotIPVersion
 }
 
-// parse4 fills k from an IPv4 packet; p[0]>>4 == 4.
-func parse4(k *FlowKey, p []byte) error {
+// parse4 fills k from an IPv4 packet; p[0]>>4 == 4. It returns the header
+// length (where the transport header or a later fragment's data starts)
+// and the fragment kind.
+func parse4(k *FlowKey, p []byte) (int, fragKind, error) {
 	if len(p) < ipv4HeaderLen {
-		return errTrunc4
+		return 0, 0, errTrunc4
 	}
 	ihl := int(p[0]&0x0f) * 4
 	if ihl < ipv4HeaderLen {
-		return errMalIHL
+		return 0, 0, errMalIHL
 	}
 	if len(p) < ihl {
-		return errTrunc4Opts
+		return 0, 0, errTrunc4Opts
 	}
 	// IPv4-mapped, as NewFlowKey stores it: ::ffff:a.b.c.d.
 	k.src[10], k.src[11] = 0xff, 0xff
@@ -258,17 +299,24 @@ func parse4(k *FlowKey, p []byte) error {
 	k.proto = p[9]
 	// A non-first fragment (offset ≠ 0) carries no transport header; its
 	// first bytes are payload, not ports. MF alone (the first fragment)
-	// does not matter: that one has the header.
-	if binary.BigEndian.Uint16(p[6:8])&0x1fff != 0 {
-		return nil
+	// does not matter to the key: that one has the header.
+	frag := binary.BigEndian.Uint16(p[6:8])
+	if frag&0x1fff != 0 {
+		return ihl, laterFragment, nil
 	}
-	return transport(k, p[ihl:])
+	f := notFragment
+	if frag&0x2000 != 0 {
+		f = firstFragment
+	}
+	return ihl, f, transport(k, p[ihl:])
 }
 
-// parse6 fills k from an IPv6 packet; p[0]>>4 == 6.
-func parse6(k *FlowKey, p []byte) error {
+// parse6 fills k from an IPv6 packet; p[0]>>4 == 6. It returns where the
+// extension headers end (the transport header, or a later fragment's
+// data) and the fragment kind.
+func parse6(k *FlowKey, p []byte) (int, fragKind, error) {
 	if len(p) < ipv6HeaderLen {
-		return errTrunc6
+		return 0, 0, errTrunc6
 	}
 	k.src = [16]byte(p[8:24])
 	k.dst = [16]byte(p[24:40])
@@ -276,31 +324,36 @@ func parse6(k *FlowKey, p []byte) error {
 	// mapped address (::ffff:a.b.c.d, which RFC 4291 keeps off the wire)
 	// would share the key of an IPv4 flow and ride its decision: refuse it.
 	if is4(&k.src) || is4(&k.dst) {
-		return errMalMapped
+		return 0, 0, errMalMapped
 	}
 	nh := p[6]
 	l := p[ipv6HeaderLen:]
+	f := notFragment
 	for n := 0; ipv6Ext[nh]; n++ {
 		// The ninth header is refused from its announcement alone, before
 		// any of its bytes are read.
 		if n == maxExtHeaders {
-			return errMalExt
+			return 0, 0, errMalExt
 		}
 		if len(l) < 2 {
-			return errTrunc6Ext
+			return 0, 0, errTrunc6Ext
 		}
 		var hlen int
 		switch nh {
 		case protoIPv6Frag:
 			if len(l) < 8 {
-				return errTrunc6Ext
+				return 0, 0, errTrunc6Ext
 			}
 			// A fragment with offset ≠ 0 is the middle of the original
 			// payload: the walk ends with the protocol the Fragment
 			// header names, and no ports.
-			if binary.BigEndian.Uint16(l[2:4])&^7 != 0 {
+			frag := binary.BigEndian.Uint16(l[2:4])
+			if frag&^7 != 0 {
 				k.proto = l[0]
-				return nil
+				return len(p) - len(l) + 8, laterFragment, nil
+			}
+			if frag&1 != 0 { // M: more fragments follow this first one
+				f = firstFragment
 			}
 			hlen = 8 // byte 1 is reserved, not a length
 		case protoAH:
@@ -309,13 +362,13 @@ func parse6(k *FlowKey, p []byte) error {
 			hlen = (int(l[1]) + 1) * 8 // RFC 8200: 8-byte units, minus 1
 		}
 		if len(l) < hlen {
-			return errTrunc6Ext
+			return 0, 0, errTrunc6Ext
 		}
 		nh = l[0]
 		l = l[hlen:]
 	}
 	k.proto = nh
-	return transport(k, l)
+	return len(p) - len(l), f, transport(k, l)
 }
 
 // transport fills in the ports of k from l, the bytes after the IP and

@@ -648,6 +648,29 @@ func TestParseAllocs(t *testing.T) {
 	}
 }
 
+// benchCases are the cases the parse benchmarks run: common packets, and
+// the long walks (a chain of extension headers, two tags).
+var benchCases = map[string]bool{
+	"ipv4/tcp": true, "ipv6/udp": true, "ipv4/icmp-echo-request": true, "ipv4/fragment-middle": true, "ipv6/chain-6": true,
+	"eth/ipv4/tcp": true, "eth/ipv6/udp": true, "eth/802.1ad+802.1q/ipv6/udp": true, "eth/arp": true,
+}
+
+func BenchmarkParseFlowKey(b *testing.B) {
+	for _, c := range parseCases() {
+		if c.frame || !benchCases[c.name] {
+			continue
+		}
+		b.Run(fmt.Sprintf("pkt=%s", strings.ReplaceAll(c.name, "/", "-")), func(b *testing.B) {
+			b.ReportAllocs()
+			var sink FlowKey
+			for b.Loop() {
+				sink, _ = ParseFlowKey(c.pkt)
+			}
+			_ = sink
+		})
+	}
+}
+
 func BenchmarkParseFrame(b *testing.B) {
 	for _, c := range parseCases() {
 		switch c.name {

@@ -14,6 +14,14 @@ package flowcache
 // Where gopacket refuses a frame that ParseFrame keys, the test names the
 // reason, checks it from the bytes, and counts it; a disagreement without
 // a reason fails the test.
+//
+// ParseFrameHeaders is checked the same way: on every frame it must fail
+// exactly as ParseFrame does, and on every frame that both ParseFrame and
+// gopacket key alike, its offsets, payload length, flags, ICMP type and
+// code and fragment fields must be what gopacket's layers say (where each
+// layer starts in the frame, its payload, its decoded fields), with the
+// rules of Headers (which transport headers are whole, where the payload
+// starts when one is not) applied on top, in refDecoder again.
 
 import (
 	"bufio"
@@ -46,6 +54,9 @@ type pcapCapture struct {
 	// explained counts the frames ParseFrame keys and gopacket refuses,
 	// by reason. Pinned, so that a change in either decoder shows.
 	explained map[string]int
+	// headersExplained counts the frames whose Headers differ from the
+	// reference's, by reason. Pinned too.
+	headersExplained map[string]int
 }
 
 var pcapCaptures = []pcapCapture{
@@ -62,8 +73,11 @@ var pcapCaptures = []pcapCapture{
 
 // pcapDir is ../shared/data/pcap from the module root, which is found by
 // walking up from the package directory to go.mod, so the test does not
-// depend on where in the module it lives. It skips the test when the
-// folder is not there: the captures are not part of the module.
+// depend on where in the module it lives; from a git worktree kept in a
+// folder of worktrees (../wt/NAME), the shared folder is found one level
+// further up, so the first shared/data/pcap beside the root or beside one
+// of its parents is taken. It skips the test when there is none: the
+// captures are not part of the module.
 func pcapDir(tb testing.TB) string {
 	tb.Helper()
 	dir, err := os.Getwd()
@@ -80,11 +94,16 @@ func pcapDir(tb testing.TB) string {
 		}
 		dir = parent
 	}
-	pcaps := filepath.Join(dir, "..", "shared", "data", "pcap")
-	if fi, err := os.Stat(pcaps); err != nil || !fi.IsDir() {
-		tb.Skipf("captures not found at %s", pcaps)
+	first := filepath.Join(dir, "..", "shared", "data", "pcap")
+	for d := filepath.Dir(dir); ; d = filepath.Dir(d) {
+		pcaps := filepath.Join(d, "shared", "data", "pcap")
+		if fi, err := os.Stat(pcaps); err == nil && fi.IsDir() {
+			return pcaps
+		}
+		if filepath.Dir(d) == d {
+			tb.Skipf("captures not found at %s or above", first)
+		}
 	}
-	return pcaps
 }
 
 // packetReader is what pcapgo's Reader and NgReader have in common.
@@ -159,6 +178,11 @@ type refResult struct {
 	ipLen   int                 // the IP header's length field (total or payload length)
 	ipBytes int                 // the bytes after the Ethernet header and tags
 	seen    []string            // what the frame exercises, for the coverage log
+	// hdr is what ParseFrameHeaders must give when the outcome is
+	// refKeyed (Key aside, which is key): offsets from where gopacket's
+	// layers start in the frame, the payload from the last layer's,
+	// flags, type and code from its decoded fields.
+	hdr Headers
 }
 
 // refDecoder keys frames with gopacket's DecodingLayer implementations,
@@ -179,7 +203,13 @@ type refDecoder struct {
 	icmp6 layers.ICMPv6
 	echo6 layers.ICMPv6Echo
 	seen  []string
+	frame []byte // the frame being decoded, for off
 }
+
+// off is the offset in the frame being decoded of b, a slice of it that a
+// gopacket layer returned. Layers slice their input without limiting its
+// capacity, so every such slice ends its capacity where the frame does.
+func (d *refDecoder) off(b []byte) int { return cap(d.frame) - cap(b) }
 
 func refFail(layer gopacket.LayerType, err error, data []byte) refResult {
 	return refResult{outcome: refFailed, layer: layer, err: err, data: data}
@@ -187,6 +217,7 @@ func refFail(layer gopacket.LayerType, err error, data []byte) refResult {
 
 func (d *refDecoder) decode(frame []byte) refResult {
 	d.seen = d.seen[:0]
+	d.frame = frame
 	r := d.decodeFrame(frame)
 	r.seen = d.seen
 	return r
@@ -225,6 +256,7 @@ func (d *refDecoder) decodeFrame(frame []byte) refResult {
 		return refResult{outcome: refNotIP, layer: typ, etype: etype}
 	}
 	r.ipBytes = len(payload)
+	r.hdr.L3 = d.off(payload)
 	return r
 }
 
@@ -264,13 +296,18 @@ func (d *refDecoder) ipv4(p []byte) refResult {
 	}
 	if d.ip4.FragOffset != 0 {
 		d.seen = append(d.seen, "non-first IPv4 fragment")
-		return refResult{key: k, ipLen: int(d.ip4.Length)}
+		return refResult{key: k, ipLen: int(d.ip4.Length), hdr: Headers{
+			Version: 4, L4: -1, Payload: d.off(d.ip4.Payload), PayloadLen: len(d.ip4.Payload),
+			Fragment: true, NonFirstFragment: true,
+		}}
 	}
 	// gopacket hands the payload of a first fragment (MF set) to its
 	// Fragment layer, but that payload starts with the transport header,
 	// so it is decoded here like any other.
 	r := d.transport(k, d.ip4.Protocol, d.ip4.Payload)
 	r.ipLen = int(d.ip4.Length)
+	r.hdr.Version = 4
+	r.hdr.Fragment = d.ip4.Flags&layers.IPv4MoreFragments != 0
 	return r
 }
 
@@ -293,8 +330,11 @@ func (d *refDecoder) ipv6(p []byte) refResult {
 		nh, n = d.ip6.HopByHop.NextHeader, 1
 		d.seen = append(d.seen, "IPv6 extension header (IPv6HopByHop)")
 	}
+	fragment := false
 	result := func(r refResult) refResult {
 		r.ipLen = int(d.ip6.Length)
+		r.hdr.Version = 6
+		r.hdr.Fragment = r.hdr.Fragment || fragment
 		return r
 	}
 	for ; ; n++ {
@@ -321,8 +361,13 @@ func (d *refDecoder) ipv6(p []byte) refResult {
 				if d.frag.FragmentOffset != 0 {
 					d.seen = append(d.seen, "non-first IPv6 fragment")
 					k.proto = uint8(d.frag.NextHeader)
-					return result(refResult{key: k})
+					return result(refResult{key: k, hdr: Headers{
+						L4: -1, Payload: d.off(d.frag.Payload), PayloadLen: len(d.frag.Payload),
+						Fragment: true, NonFirstFragment: true,
+					}})
 				}
+				// An atomic fragment (offset 0, M clear) is no fragment.
+				fragment = fragment || d.frag.MoreFragments
 				nh, payload = d.frag.NextHeader, d.frag.Payload
 			}
 		case layers.LayerTypeIPSecAH:
@@ -342,28 +387,48 @@ func (d *refDecoder) ipv6(p []byte) refResult {
 
 // transport sets the ports of k from the layer that proto names, as
 // gopacket maps protocol numbers to layers.
+//
+// It also fills the Headers: the transport header starts where p does,
+// and the payload is the payload gopacket's transport layer gives (for
+// ICMPv6, whose layer is 4 bytes, without the 4 bytes of message that
+// Headers counts in its 8-byte header), or all of p for a protocol
+// gopacket is not asked to decode here, whose header Headers does not
+// read either.
 func (d *refDecoder) transport(k FlowKey, proto layers.IPProtocol, p []byte) refResult {
 	nf := gopacket.NilDecodeFeedback
 	lt := proto.LayerType()
+	h := Headers{L4: d.off(p), Payload: d.off(p), PayloadLen: len(p), L4Whole: true}
+	payload := func(b []byte) {
+		h.Payload, h.PayloadLen = d.off(b), len(b)
+	}
 	var err error
 	switch lt {
 	case layers.LayerTypeTCP:
 		if err = d.tcp.DecodeFromBytes(p, nf); err == nil {
 			k.srcPort, k.dstPort = uint16(d.tcp.SrcPort), uint16(d.tcp.DstPort)
+			payload(d.tcp.Payload)
+			for i, set := range []bool{d.tcp.FIN, d.tcp.SYN, d.tcp.RST, d.tcp.PSH, d.tcp.ACK, d.tcp.URG, d.tcp.ECE, d.tcp.CWR} {
+				if set {
+					h.Flags |= 1 << i
+				}
+			}
 		}
 	case layers.LayerTypeUDP:
 		if err = d.udp.DecodeFromBytes(p, nf); err == nil {
 			k.srcPort, k.dstPort = uint16(d.udp.SrcPort), uint16(d.udp.DstPort)
+			payload(d.udp.Payload)
 		}
 	case layers.LayerTypeSCTP:
 		if err = d.sctp.DecodeFromBytes(p, nf); err == nil {
 			k.srcPort, k.dstPort = uint16(d.sctp.SrcPort), uint16(d.sctp.DstPort)
+			payload(d.sctp.Payload)
 		}
 	case layers.LayerTypeUDPLite:
 		// UDPLite has no DecodingLayer; decode it as a packet of its own.
 		pkt := gopacket.NewPacket(p, layers.LayerTypeUDPLite, gopacket.NoCopy)
 		if u, ok := pkt.Layer(layers.LayerTypeUDPLite).(*layers.UDPLite); ok {
 			k.srcPort, k.dstPort = uint16(u.SrcPort), uint16(u.DstPort)
+			payload(u.Payload)
 		} else {
 			err = fmt.Errorf("UDPLite: %v", pkt.ErrorLayer().Error())
 		}
@@ -374,6 +439,8 @@ func (d *refDecoder) transport(k FlowKey, proto layers.IPProtocol, p []byte) ref
 				d.seen = append(d.seen, "ICMP echo")
 				k.srcPort, k.dstPort = d.icmp4.Id, d.icmp4.Id
 			}
+			h.ICMPType, h.ICMPCode = d.icmp4.TypeCode.Type(), d.icmp4.TypeCode.Code()
+			payload(d.icmp4.Payload)
 		}
 	case layers.LayerTypeICMPv6:
 		if err = d.icmp6.DecodeFromBytes(p, nf); err == nil {
@@ -384,12 +451,19 @@ func (d *refDecoder) transport(k FlowKey, proto layers.IPProtocol, p []byte) ref
 					k.srcPort, k.dstPort = d.echo6.Identifier, d.echo6.Identifier
 				}
 			}
+			if len(d.icmp6.Payload) >= 4 {
+				h.ICMPType, h.ICMPCode = d.icmp6.TypeCode.Type(), d.icmp6.TypeCode.Code()
+				payload(d.icmp6.Payload[4:])
+			} else {
+				// Whole for gopacket, not for Headers.
+				h.L4Whole, h.Payload, h.PayloadLen = false, len(d.frame), 0
+			}
 		}
 	}
 	if err != nil {
 		return refFail(lt, err, p)
 	}
-	return refResult{key: k}
+	return refResult{key: k, hdr: h}
 }
 
 // The reasons ParseFrame and the reference may differ on a frame. Each is
@@ -422,7 +496,20 @@ const (
 	// An IPv6 header with an IPv4-mapped address would share an IPv4
 	// flow's key; the key refuses it, gopacket decodes it.
 	whyMappedV6 = "IPv4-mapped address in an IPv6 header: the key refuses it"
+	// A TCP data offset under 5 words cannot hold the fixed header;
+	// gopacket refuses the header, the key reads only its ports.
+	whyTCPDataOffset = "TCP data offset under 5: gopacket refuses the header, the key reads only its ports"
+
+	// For the Headers, beyond the key: the IP length field ends the
+	// datagram inside a transport header that the buffer holds whole.
+	// Headers reads headers from the buffer, as the key does (and counts
+	// no payload); gopacket stops at the length field.
+	whyHeaderPastLength = "IP length field ends inside a transport header the buffer holds: Headers reads it whole"
 )
+
+// notWhole is compareHeaders' label for a frame whose transport header
+// gopacket refuses and Headers finds not whole: they agree.
+const notWhole = "transport header gopacket refuses is not whole"
 
 type verdictKind int
 
@@ -486,6 +573,77 @@ func (d *refDecoder) compare(frame []byte) (verdictKind, string, refResult) {
 	return verdictUnexplained, fmt.Sprintf("ParseFrame %v, %v; gopacket %s", k, err, ref), r
 }
 
+// compareHeaders parses frame with ParseFrameHeaders, given what compare
+// said of its key (label) and the reference's result. ParseFrameHeaders
+// must fail or key exactly as ParseFrame does, on every frame. Where the
+// reference keyed the frame as ParseFrame did, the Headers must be the
+// reference's; where gopacket refused a transport header as too short
+// for its fixed part, the Headers must find it not whole. The label is
+// what they agree on, or the reason they differ, or a description; it is
+// "" where nothing past the key can be compared.
+func (d *refDecoder) compareHeaders(frame []byte, label string, r refResult) (verdictKind, string) {
+	var h Headers
+	err := ParseFrameHeaders(frame, &h)
+	k, kerr := ParseFrame(frame)
+	if err != kerr || h.Key != k {
+		return verdictUnexplained, fmt.Sprintf("ParseFrameHeaders %v, %v; ParseFrame %v, %v", h.Key, err, k, kerr)
+	}
+	switch label {
+	case "same key":
+		want := r.hdr
+		want.Key = r.key
+		if h == want {
+			return verdictAgree, "same headers"
+		}
+		return verdictUnexplained, fmt.Sprintf("ParseFrameHeaders\n%+v; gopacket\n%+v", h, want)
+	case whyTransportStub, whyTCPDataOffset:
+		if !h.L4Whole && h.Flags == 0 && h.ICMPType == 0 && h.ICMPCode == 0 && h.Payload == len(frame) && h.PayloadLen == 0 {
+			return verdictAgree, notWhole
+		}
+		if h.L4Whole && datagramEnd(frame, h) < h.Payload {
+			return verdictExplained, whyHeaderPastLength
+		}
+		return verdictUnexplained, fmt.Sprintf("ParseFrameHeaders %+v; gopacket refused the transport header (%s)", h, label)
+	}
+	return verdictAgree, ""
+}
+
+// datagramEnd is where the IP length field of h's packet ends it in
+// frame: the end of the frame when the field is 0 or says more.
+func datagramEnd(frame []byte, h Headers) int {
+	ip := frame[h.L3:]
+	n, end := int(binary.BigEndian.Uint16(ip[4:6])), h.L3+ipv6HeaderLen
+	if h.Version == 4 {
+		n, end = int(binary.BigEndian.Uint16(ip[2:4])), h.L3
+	}
+	if n == 0 {
+		return len(frame)
+	}
+	return min(len(frame), end+n)
+}
+
+// headerFeatures names what the Headers of a frame exercise, for the
+// coverage log.
+func headerFeatures(frame []byte, h Headers) []string {
+	var f []string
+	add := func(ok bool, what string) {
+		if ok {
+			f = append(f, what)
+		}
+	}
+	proto := h.Key.Proto()
+	add(proto == ProtoTCP && h.L4Whole, "TCP flags")
+	add(proto == ProtoTCP && h.L4Whole && h.Payload-h.L4 > 20, "TCP options")
+	add((proto == ProtoICMP || proto == ProtoICMPv6) && h.L4Whole, "ICMP type and code")
+	add(h.Fragment && !h.NonFirstFragment, "first fragment")
+	add(h.NonFirstFragment, "non-first fragment")
+	add(h.L3 > ethHeaderLen, "VLAN tags")
+	add(h.Version == 6 && h.L4 > h.L3+ipv6HeaderLen, "IPv6 extension headers")
+	add(h.Payload+h.PayloadLen < len(frame), "bytes after the datagram (padding, trailer)")
+	add(h.L4Whole && h.PayloadLen > 0, "a payload")
+	return f
+}
+
 // explainRefusal says why gopacket refused a frame that ParseFrame keyed, from
 // the bytes gopacket's failing layer was given, or "" when nothing does.
 func explainRefusal(r refResult) string {
@@ -522,6 +680,8 @@ func explainRefusal(r refResult) string {
 			return whyLengthField
 		case len(data) < fixed:
 			return whyTransportStub
+		case r.layer == layers.LayerTypeTCP && data[12]>>4 < 5:
+			return whyTCPDataOffset
 		}
 	case layers.LayerTypeIPv4:
 		switch ihl := int(data[0]&0x0f) * 4; {
@@ -630,7 +790,7 @@ func TestPcapReference(t *testing.T) {
 		if !c.frame {
 			frame = ethIP(c.pkt)
 		}
-		kind, label, _ := d.compare(frame)
+		kind, label, r := d.compare(frame)
 		switch want := differ[c.name]; {
 		case kind == verdictUnexplained:
 			t.Errorf("%s: %s", c.name, label)
@@ -638,6 +798,42 @@ func TestPcapReference(t *testing.T) {
 			t.Errorf("%s: differ (%s), want agreement", c.name, label)
 		case want != "" && (kind != verdictExplained || label != want):
 			t.Errorf("%s: %s, want the disagreement %q", c.name, label, want)
+		}
+		if kind, hl := d.compareHeaders(frame, label, r); kind != verdictAgree {
+			t.Errorf("%s: headers: %s", c.name, hl)
+		}
+	}
+
+	// The same for the header parsers' cases: the reference finds every
+	// field of the Headers, but in these cases, where the key or the
+	// Headers differ (or there is nothing past the key to compare), for
+	// the reasons given.
+	headersDiffer := map[string][2]string{ // the key's label, the Headers'
+		"ipv4/tcp/data-offset-4":               {whyTCPDataOffset, notWhole},
+		"ipv4/tcp/data-offset-15-past-buffer":  {whyTransportStub, notWhole},
+		"ipv4/fragment-first/tcp-16":           {whyTransportStub, notWhole},
+		"ipv4/total-length-30/under-headers":   {whyTransportStub, whyHeaderPastLength},
+		"ipv4/dccp":                            {whyDCCP, ""},
+		"ipv4/dccp/data-offset-2":              {whyDCCP, ""},
+		"ipv4/total-length-10":                 {whyLengthField, ""},
+		"ipv6/payload-length-0/tso":            {whyLengthField, ""},
+		"ipv6/payload-length-4/hop-by-hop/tcp": {whyLengthField, ""},
+		"eth/9100+802.1q/ipv4/icmp-echo":       {whyTag9100, ""},
+		"eth/8-tags/ipv4/udp":                  {whyTag9100, ""},
+	}
+	for _, c := range headersCases() {
+		frame := c.pkt
+		if !c.frame {
+			frame = ethIP(c.pkt)
+		}
+		want, ok := headersDiffer[c.name]
+		if !ok {
+			want = [2]string{"same key", "same headers"}
+		}
+		_, label, r := d.compare(frame)
+		_, hlabel := d.compareHeaders(frame, label, r)
+		if label != want[0] || hlabel != want[1] {
+			t.Errorf("%s: key %s, headers %s; want %q, %q", c.name, label, hlabel, want[0], want[1])
 		}
 	}
 
@@ -674,6 +870,11 @@ func TestPcapCrossCheck(t *testing.T) {
 				mplsKeys    = map[FlowKey]struct{}{} // the README's, from MPLS frames
 				otherKeys   = map[FlowKey]struct{}{} // the README's, from the rest
 				frameNo     int
+
+				hdrAgree       = map[string]int{} // ParseFrameHeaders against the reference
+				hdrSeen        = map[string]int{}
+				hdrExplained   = map[string]int{}
+				hdrUnexplained int
 			)
 			frames := forEachFrame(t, filepath.Join(dir, c.name), func(frame []byte) {
 				frameNo++
@@ -710,6 +911,24 @@ func TestPcapCrossCheck(t *testing.T) {
 						t.Errorf("frame %d: %s\n% x", frameNo, label, frame[:min(len(frame), 128)])
 					}
 				}
+
+				kind, label = d.compareHeaders(frame, label, r)
+				switch {
+				case kind == verdictAgree && label != "":
+					hdrAgree[label]++
+					var h Headers
+					_ = ParseFrameHeaders(frame, &h)
+					for _, f := range headerFeatures(frame, h) {
+						hdrSeen[f]++
+					}
+				case kind == verdictExplained:
+					hdrExplained[label]++
+				case kind == verdictUnexplained:
+					hdrUnexplained++
+					if hdrUnexplained <= 10 {
+						t.Errorf("frame %d: headers: %s\n% x", frameNo, label, frame[:min(len(frame), 128)])
+					}
+				}
 			})
 
 			t.Logf("%d frames: ParseFrame keys %d IPv4 and %d IPv6 frames, %d distinct keys", frames, v4, v6, len(keys))
@@ -721,6 +940,19 @@ func TestPcapCrossCheck(t *testing.T) {
 			}
 			if !maps.Equal(explainedBy, c.explained) {
 				t.Errorf("explained disagreements %v, want %v", explainedBy, c.explained)
+			}
+			logCounts(t, "Headers agree", hdrAgree)
+			logCounts(t, "Headers checked on frames with", hdrSeen)
+			logCounts(t, "Headers: explained disagreement", hdrExplained)
+			if hdrUnexplained > 0 {
+				t.Errorf("%d unexplained disagreements of the Headers", hdrUnexplained)
+			}
+			if !maps.Equal(hdrExplained, c.headersExplained) {
+				t.Errorf("Headers: explained disagreements %v, want %v", hdrExplained, c.headersExplained)
+			}
+			// Every frame both key alike has its Headers checked.
+			if hdrAgree["same headers"]+hdrExplained[whyHeaderPastLength] != agree["same key"] {
+				t.Errorf("Headers checked on %d frames, %d keyed alike", hdrAgree["same headers"]+hdrExplained[whyHeaderPastLength], agree["same key"])
 			}
 			if frames != c.packets || v4 != c.ipv4 || v6 != c.ipv6 {
 				t.Errorf("frames/IPv4/IPv6 = %d/%d/%d, README says %d/%d/%d", frames, v4, v6, c.packets, c.ipv4, c.ipv6)

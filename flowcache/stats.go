@@ -37,11 +37,21 @@ type Stats struct {
 	Compactions    uint64 // shard rebuilds that moved its entries densely (a drained shard, or its chunk directory)
 	Evacuations    uint64 // chunks whose surviving entries moved to their shard's tail so the chunk could go
 	Moved          uint64 // entries moved by compactions and evacuations
+	Tidies         uint64 // index rebuilds at the same size that dropped the overflow buckets churn left linked
 	Passes         uint64 // expiry passes run
 	LastPass       time.Time
 	LongestHold    time.Duration // longest a pass has held one shard's mutex
 	Released       int64         // bytes released by passes and Clear, in all
 	TTL            time.Duration // class 0's timeout
+	// RecordsHeld is the room for records in the chunks the table holds
+	// (a pair takes two records), RecordsLive how many of them hold a
+	// live flow's key. RecordsHeld ≤ 2 × RecordsLive + 256 × Shards
+	// whenever no write is in progress (invariant 16 in docs/DESIGN.md).
+	RecordsHeld, RecordsLive int64
+	// PendingBytes is the memory that waits for a grace period to come
+	// back: chunks whose records moved, until their fold, and the records
+	// of flows that left, until their OnRemove and release.
+	PendingBytes int64
 }
 
 // Stats returns the table's counters. Hits is an unbiased estimate (see
@@ -80,15 +90,20 @@ func (t *Table[V]) Stats() Stats {
 		st.Compactions += c.Compactions
 		st.Evacuations += c.Evacuations
 		st.Moved += c.Moved
+		st.Tidies += c.Tidies
+		held, live := s.Records()
+		st.RecordsHeld += held
+		st.RecordsLive += live
 	}
+	st.PendingBytes = t.pend.n.Load()
 	st.Bytes += int64(len(t.shards)) * int64(unsafe.Sizeof(t.shards[0]))
 	return st
 }
 
 // String formats the stats for a human, one line.
 func (s Stats) String() string {
-	return fmt.Sprintf("%s: live %d/%d (%d pairs), %d shards, %d slots, %d B held; hits %d, misses %d, inserts %d; left: replaced %d, removed %d, evicted %d, expired %d, cleared %d; full %d; rebuilds grow %d shrink %d flood %d compact %d, evacuations %d (moved %d); passes %d, longest hold %v",
-		s.Name, s.Live, s.Limit, s.Pairs, s.Shards, s.Slots, s.Bytes, s.Hits, s.Misses, s.Inserts,
+	return fmt.Sprintf("%s: live %d/%d (%d pairs), %d shards, %d slots, %d B held (records %d held, %d live; %d B pending); hits %d, misses %d, inserts %d; left: replaced %d, removed %d, evicted %d, expired %d, cleared %d; full %d; rebuilds grow %d shrink %d flood %d compact %d, evacuations %d (moved %d); passes %d, longest hold %v",
+		s.Name, s.Live, s.Limit, s.Pairs, s.Shards, s.Slots, s.Bytes, s.RecordsHeld, s.RecordsLive, s.PendingBytes, s.Hits, s.Misses, s.Inserts,
 		s.Replaced, s.Removed, s.Evicted, s.Expired, s.Cleared, s.FullRejections,
 		s.Grows, s.Shrinks, s.Floods, s.Compactions, s.Evacuations, s.Moved, s.Passes, s.LongestHold)
 }
@@ -181,4 +196,5 @@ func (t *Table[V]) Clear() {
 	t.released.Add(released)
 	t.count(Cleared, len(gs))
 	t.retire(gs)
+	t.reclaimIfPending()
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/bits"
 	"math/rand/v2"
+	"reflect"
 	"runtime"
 	"sync/atomic"
 	"time"
@@ -125,6 +126,19 @@ type Table[V any] struct {
 	errClose error
 	faults   faults                     // tests only (export_test.go)
 	feed     atomic.Pointer[Changes[V]] // the change feed, nil when none is attached (changes.go)
+	// releaseValues: V holds pointers, so a flow that left has its value
+	// zeroed once its grace period is over (see release), and what the
+	// value pointed to can be collected although the record stays.
+	releaseValues bool
+	// pend counts the bytes that wait for a grace period: chunks whose
+	// records moved, until their fold; flows that left, until their
+	// OnRemove and release. A heap object of its own, so the deferred
+	// work that holds it does not keep the table alive.
+	pend *pending
+	// maxNow is the latest time the coarse clock has shown: while the
+	// clock is behind it (it stepped back), stamps written before the step
+	// may be ahead of their flows, and passes look for them (see pass.heal).
+	maxNow atomic.Int64
 
 	// Counters, read by Stats.
 	inserts, replaced, removed, evicted, full *xsync.Counter
@@ -195,6 +209,9 @@ func New[V any](cfg Config[V]) (*Table[V], error) {
 	}
 	now := t.clock().UnixMilli()
 	t.now.Store(now)
+	t.maxNow.Store(now)
+	t.releaseValues = hasPointers(reflect.TypeFor[V]())
+	t.pend = new(pending)
 	// The stamps' origin lies far in the past, so that a clock that
 	// steps back after New never goes below it (a stamp saturated at 0
 	// would not bound the flow's age, and the pass would skip it).
@@ -314,29 +331,32 @@ func (t *Table[V]) stamp(ms int64) uint32 {
 func (t *Table[V]) Get(k FlowKey) (*Entry[V], bool) {
 	t.mustInit()
 	h := t.hash(&k)
-	e, slot, w := t.shardOf(h).Lookup(h, skey(&k))
-	if e == nil {
-		t.misses.Inc()
-		return nil, false
+	for {
+		e, slot, w := t.shardOf(h).Lookup(h, skey(&k))
+		if e == nil {
+			t.misses.Inc()
+			return nil, false
+		}
+		// The refresh and the hit sample, written out rather than called:
+		// the compiler does not inline calls inside a generic body that
+		// another package instantiates, and the common hit does neither.
+		if now := t.now.Load(); e.lastSeen.Load() != now && !t.refresh(e, slot, w, now) {
+			continue // a released record, reached through a stale slot word: look again
+		}
+		if rand.Uint32()%hitSample == 0 {
+			t.sampled(e)
+		}
+		return e, true
 	}
-	// The refresh and the hit sample, written out rather than called:
-	// the compiler does not inline calls inside a generic body that
-	// another package instantiates, and the common hit does neither.
-	if now := t.now.Load(); e.lastSeen.Load() != now {
-		t.refresh(e, slot, w, now)
-	}
-	if rand.Uint32()%hitSample == 0 {
-		t.sampled(e)
-	}
-	return e, true
 }
 
 // touch refreshes a flow that a lookup found through the slot word w, as
-// Get does.
-func (t *Table[V]) touch(e *Entry[V], slot *atomic.Uint64, w uint64) {
+// Get does, and reports false when the record was released (see refresh).
+func (t *Table[V]) touch(e *Entry[V], slot *atomic.Uint64, w uint64) bool {
 	if now := t.now.Load(); e.lastSeen.Load() != now {
-		t.refresh(e, slot, w, now)
+		return t.refresh(e, slot, w, now)
 	}
+	return true
 }
 
 // refresh writes a flow's last-seen time, once per tick, and its slot's
@@ -344,9 +364,35 @@ func (t *Table[V]) touch(e *Entry[V], slot *atomic.Uint64, w uint64) {
 // flow left and another took the slot since, the swap fails, so the
 // newcomer's stamp never says it was seen later than it was (invariant
 // 12 in docs/DESIGN.md).
-func (t *Table[V]) refresh(e *Entry[V], slot *atomic.Uint64, w uint64, now int64) {
-	back := now < e.lastSeen.Load()
-	e.lastSeen.Store(now)
+//
+// It reports false, and writes nothing, when e's value was released (the
+// flow left long ago and the lookup reached it through a slot word loaded
+// before): the caller looks again, so that no lookup returns a record
+// whose value is being zeroed (release).
+func (t *Table[V]) refresh(e *Entry[V], slot *atomic.Uint64, w uint64, now int64) bool {
+	ls := e.lastSeen.Load()
+	for {
+		if ls == releasedMark {
+			return false
+		}
+		if e.lastSeen.CompareAndSwap(ls, now) {
+			break
+		}
+		ls = e.lastSeen.Load()
+	}
+	back := now < ls
+	if e.state.Load()&moved != 0 {
+		// A move copied e before this refresh landed (the lookup read an
+		// old array, or an unregistered reader raced the move): write the
+		// flow's home too, hop by hop, so the refresh is not lost
+		// whatever the reader (see move).
+		for h := e; h.state.Load()&moved != 0; {
+			h = h.forward()
+			if l := h.lastSeen.Load(); l != releasedMark {
+				h.lastSeen.CompareAndSwap(l, now)
+			}
+		}
+	}
 	st := t.stamp(now)
 	if shard.StampOf(w) != st {
 		slot.CompareAndSwap(w, shard.WithStamp(w, st))
@@ -356,6 +402,19 @@ func (t *Table[V]) refresh(e *Entry[V], slot *atomic.Uint64, w uint64, now int64
 		// reply key: the stamp the pass reads is the first key's, and it
 		// now says the flow was seen later than it was. Lower it too.
 		t.restampFirst(e, st)
+	}
+	return true
+}
+
+// lookupLive is the flow stored under k, whose hash is h, refreshed, for
+// a batch whose candidate record turned out to be released: Get without
+// the counting.
+func (t *Table[V]) lookupLive(k *FlowKey, h uint64) *Entry[V] {
+	for {
+		e, slot, w := t.shardOf(h).Lookup(h, skey(k))
+		if e == nil || t.touch(e, slot, w) {
+			return e
+		}
 	}
 }
 

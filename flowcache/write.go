@@ -42,9 +42,10 @@ func (t *Table[V]) lockAll(l *lockSet) {
 	}
 }
 
+// unlockAll settles and unlocks every shard of l (see unlock).
 func (t *Table[V]) unlockAll(l *lockSet) {
 	for _, i := range l.idx[:l.n] {
-		t.shards[i].Unlock()
+		t.unlock(&t.shards[i])
 	}
 }
 
@@ -207,18 +208,22 @@ func (t *Table[V]) store(ks *keySet, v V) *Entry[V] {
 	k, reply := &ks.k[0], ks.reply()
 	s := t.shardOf(ks.h[0])
 	pair := reply != nil
+	// The class first: Config.Class is the program's code, and if it
+	// panics nothing has been allocated yet.
+	var class uint8
+	if t.classOf != nil {
+		if c := t.classOf(&v); c > 0 && c < t.classes {
+			class = uint8(c)
+		}
+	}
 	e, ref, m := s.AllocLocked(pair)
 	if !m.Empty() {
 		t.folds(s, m)
 	}
 	e.node.SetKey(skey(k))
 	e.value = v
-	var class uint8
-	if t.classOf != nil {
-		if c := t.classOf(&e.value); c > 0 && c < t.classes {
-			class = uint8(c)
-			e.state.Store(uint64(c) << classShift)
-		}
+	if class != 0 {
+		e.state.Store(uint64(class) << classShift)
 	}
 	now := t.now.Load()
 	e.lastSeen.Store(now)
@@ -270,6 +275,7 @@ func (t *Table[V]) InsertPair(k, reply FlowKey, v V) (*Entry[V], error) {
 }
 
 func (t *Table[V]) insert(ks *keySet, v V) (*Entry[V], error) {
+	defer t.reclaimIfPending() // after the unlock below
 	var ls lockSet
 	l := &ls
 	t.lockFor(ks, l)
@@ -444,8 +450,7 @@ func (t *Table[V]) GetOrInsertPair(k, reply FlowKey, make func() V) (*Entry[V], 
 	t.mustInit()
 	for _, key := range [2]*FlowKey{&k, &reply} {
 		h := t.hash(key)
-		if e, slot, w := t.shardOf(h).Lookup(h, skey(key)); e != nil {
-			t.touch(e, slot, w)
+		if e, slot, w := t.shardOf(h).Lookup(h, skey(key)); e != nil && t.touch(e, slot, w) {
 			if sampleHit(e, uint64(rand.Uint32())) {
 				t.hits.Add(hitSample)
 			}
@@ -460,6 +465,7 @@ func (t *Table[V]) GetOrInsertPair(k, reply FlowKey, make func() V) (*Entry[V], 
 func (t *Table[V]) insertMissing(ks *keySet, make func() V) (e *Entry[V], inserted bool, err error) {
 	// Only the keys' own shards: a flow found under a key is returned,
 	// not changed, so the shard of its other key need not be locked.
+	defer t.reclaimIfPending() // after the unlock below
 	var ls lockSet
 	l := &ls
 	for i := range ks.n {
@@ -527,6 +533,7 @@ func (t *Table[V]) Remove(k FlowKey) bool {
 		return false
 	}
 	t.retireOne(e, Removed)
+	t.reclaimIfPending()
 	return true
 }
 

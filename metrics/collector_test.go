@@ -60,6 +60,10 @@ func distinctStats() flowcache.Stats {
 		Released:       24,
 		TTL:            25 * time.Second,
 		Evacuations:    26,
+		Tidies:         27,
+		RecordsHeld:    28,
+		RecordsLive:    29,
+		PendingBytes:   30,
 	}
 }
 
@@ -106,12 +110,20 @@ flowcache_pairs{table="fake"} 15
 # HELP flowcache_passes_total Expiry passes run.
 # TYPE flowcache_passes_total counter
 flowcache_passes_total{table="fake"} 21
-# HELP flowcache_rebuilds_total Shard rebuilds by kind: grow (past the load factor), shrink (left under a quarter full by a pass), flood (a probe chain past its bound, rebuilt with a fresh seed), compact (storage rebuilt densely).
+# HELP flowcache_pending_bytes Bytes waiting for a grace period to come back: chunks whose entries moved, until their fold, and the records of flows that left, until their OnRemove runs and their values are released.
+# TYPE flowcache_pending_bytes gauge
+flowcache_pending_bytes{table="fake"} 30
+# HELP flowcache_rebuilds_total Shard rebuilds by kind: grow (past the load factor), shrink (left under a quarter full by a pass), flood (a probe chain past its bound, rebuilt with a fresh seed), compact (storage rebuilt densely), tidy (index rebuilt at its size to drop the overflow buckets churn left linked).
 # TYPE flowcache_rebuilds_total counter
 flowcache_rebuilds_total{kind="compact",table="fake"} 19
 flowcache_rebuilds_total{kind="flood",table="fake"} 18
 flowcache_rebuilds_total{kind="grow",table="fake"} 16
 flowcache_rebuilds_total{kind="shrink",table="fake"} 17
+flowcache_rebuilds_total{kind="tidy",table="fake"} 27
+# HELP flowcache_records Record room in the storage chunks the table holds (held; a flow under two keys takes two records) and the records that hold a live flow's key (live). held stays within 2 × live + one chunk per shard.
+# TYPE flowcache_records gauge
+flowcache_records{state="held",table="fake"} 28
+flowcache_records{state="live",table="fake"} 29
 # HELP flowcache_released_bytes_total Bytes the table stopped holding because of expiry passes and Clear.
 # TYPE flowcache_released_bytes_total counter
 flowcache_released_bytes_total{table="fake"} 24
@@ -142,8 +154,8 @@ func TestCollectorFake(t *testing.T) {
 	if err := testutil.CollectAndCompare(metrics.NewCollector(src), strings.NewReader(fakeWant)); err != nil {
 		t.Error(err)
 	}
-	if n := testutil.CollectAndCount(metrics.NewCollector(src)); n != 27 {
-		t.Errorf("%d series, want 27", n)
+	if n := testutil.CollectAndCount(metrics.NewCollector(src)); n != 31 {
+		t.Errorf("%d series, want 31", n)
 	}
 }
 
@@ -174,8 +186,8 @@ func TestCollectorEveryField(t *testing.T) {
 // the time of the last pass included (not year 1 in Unix seconds).
 func TestCollectorZero(t *testing.T) {
 	got := scrape(t, metrics.NewCollector(&fakeSource{st: flowcache.Stats{Name: "idle"}}))
-	if len(got) != 27 {
-		t.Errorf("%d series, want 27", len(got))
+	if len(got) != 31 {
+		t.Errorf("%d series, want 31", len(got))
 	}
 	for name, v := range got {
 		if v != 0 {
@@ -420,6 +432,10 @@ func wantSeries(st flowcache.Stats) map[string]float64 {
 	add(s("flowcache_rebuilds_total", float64(st.Shrinks), "kind", "shrink"))
 	add(s("flowcache_rebuilds_total", float64(st.Floods), "kind", "flood"))
 	add(s("flowcache_rebuilds_total", float64(st.Compactions), "kind", "compact"))
+	add(s("flowcache_rebuilds_total", float64(st.Tidies), "kind", "tidy"))
+	add(s("flowcache_records", float64(st.RecordsHeld), "state", "held"))
+	add(s("flowcache_records", float64(st.RecordsLive), "state", "live"))
+	add(s("flowcache_pending_bytes", float64(st.PendingBytes)))
 	add(s("flowcache_evacuations_total", float64(st.Evacuations)))
 	add(s("flowcache_moved_entries_total", float64(st.Moved)))
 	add(s("flowcache_passes_total", float64(st.Passes)))

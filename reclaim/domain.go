@@ -337,10 +337,38 @@ func (d *Domain) safeEpoch() uint64 {
 	return safe
 }
 
+// TryReclaim is a Reclaimer's tick without the passes, for a writer that
+// has retired much since the last tick: it advances the epoch if deferred
+// work waits for a later one, then runs the deferred work that is due, and
+// returns how many functions it ran. It never waits: not for a reader (work
+// that a reader still holds back stays queued for a later call), and not
+// for other deferred work — if another goroutine is running deferred work
+// (a tick, a Synchronize), it returns 0 at once. So garbage that writers
+// retire faster than the Reclaimer's period is bounded by how often they
+// call it, not by the period: DPDK's rte_rcu_qsbr defer queue reclaims on
+// enqueue past its trigger_reclaim_limit in the same way.
+//
+// The deferred functions run on the calling goroutine: call it with no
+// lock held that one of them might take (a flowcache Table calls it after
+// a write has let go of its shards). From inside a deferred function it
+// returns 0.
+func (d *Domain) TryReclaim() int {
+	if !d.runMu.TryLock() {
+		return 0
+	}
+	d.advance()
+	return d.drainLocked(0)
+}
+
 // drain runs the deferred work whose target is at most max(floor, the safe
 // epoch), in order, without waiting for any reader.
 func (d *Domain) drain(floor uint64) {
 	d.runMu.Lock()
+	d.drainLocked(floor)
+}
+
+// drainLocked is drain for a caller that holds runMu; it releases it.
+func (d *Domain) drainLocked(floor uint64) int {
 	defer d.runMu.Unlock()
 	safe := max(floor, d.safeEpoch())
 	d.mu.Lock()
@@ -350,7 +378,7 @@ func (d *Domain) drain(floor uint64) {
 	}
 	if n == 0 {
 		d.mu.Unlock()
-		return
+		return 0
 	}
 	batch := slices.Clone(d.queue[:n])
 	// Clear the taken slots so the queue's array does not keep retired
@@ -379,6 +407,7 @@ func (d *Domain) drain(floor uint64) {
 		next++
 		d.call(fn)
 	}
+	return n
 }
 
 // call runs one deferred function, recovering a panic.

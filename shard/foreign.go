@@ -66,15 +66,20 @@ func (f *foreign) alloc(e unsafe.Pointer) uint32 {
 }
 
 func (f *foreign) release(i uint32) {
-	// The entry keeps pointing at the old record until it is handed out
-	// again: a reader that loaded the foreign ref before the removal
-	// finds the flow that is being removed, which is linearizable.
+	// Clear the entry: it is a real pointer, and left in place it would
+	// keep the old reply record's whole chunk (or, after a compaction or
+	// a reset, the whole old storage) reachable until the entry is handed
+	// out again. A reader that loaded the foreign ref before the removal
+	// finds nil and looks again from the current array, where the key is
+	// gone: the removal was concurrent, so a miss is linearizable.
+	f.slot(i).Store(nil)
 	f.free = append(f.free, i)
 }
 
 func (f *foreign) releaseAll() {
 	f.free = f.free[:0]
 	for i := f.n; i > 0; i-- {
+		f.slot(i - 1).Store(nil)
 		f.free = append(f.free, i-1)
 	}
 }

@@ -25,6 +25,7 @@ func (s *core) rebuild(slots int) int {
 // the old array or the complete new one.
 func (s *core) publish(old, a *array) {
 	a.gen = old.gen + 1
+	s.overflowBase = a.overflow.n.Load()
 	s.arr.Store(a)
 }
 
@@ -141,13 +142,29 @@ func (s *core) evacuateLocked(n int) Moved {
 		ci := st.sparse[len(st.sparse)-1]
 		st.sparse = st.sparse[:len(st.sparse)-1]
 		c := st.chunk(ci)
-		if c == nil || c.nlive > sparseAt || ci == st.tail() {
-			continue // dropped, or refilled by nothing: only the tail fills
+		if c == nil {
+			continue // dropped since: its last record died
 		}
+		// Only the chunk being filled gains records, and a queued chunk
+		// is never that one, so it is still at sparseAt or under.
+		c.queued = false
 		s.evacuate(a, c)
 		m.chunks = append(m.chunks, c)
 	}
 	return m
+}
+
+// SettleLocked evacuates every chunk that has fallen to sparseAt live or
+// under, so that the storage's bound holds again (records held ≤ 2 × live
+// records + one chunk): a writer calls it before it lets go of the mutex.
+// A write kills at most a few flows, so it finds at most a few chunks to
+// evacuate, each of at most sparseAt moves. The caller folds the returned
+// Moved as it folds a compaction's.
+func (s *core) SettleLocked() Moved {
+	if len(s.arr.Load().store.sparse) == 0 {
+		return Moved{}
+	}
+	return s.evacuateLocked(int(^uint(0) >> 1))
 }
 
 func (s *core) evacuate(a *array, c *chunkHeader) {
@@ -199,10 +216,10 @@ func (s *core) repoint(a *array, k *Key, old, nu uint32) {
 }
 
 // ResetLocked drops every key and record: the shard starts over with an
-// empty array of MinSlots slots, a fresh seed, an empty storage and an
-// every foreign entry given back. Readers that loaded the old array finish
-// on it (its foreign refs still find the records they named until the
-// entries are handed out again). It returns the bytes released. The caller
+// empty array of MinSlots slots, a fresh seed, an empty storage and
+// every foreign entry cleared and given back. Readers that loaded the old
+// array finish on it (a foreign ref in it now finds nil, and the reader
+// looks again in the new, empty array). It returns the bytes released. The caller
 // holds the mutex; Clear holds every shard's, so no pair is left whose
 // first record another shard still moves.
 func (s *core) ResetLocked() int64 {

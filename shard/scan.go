@@ -135,3 +135,28 @@ func (s *Shard[E]) FlowsLocked(dst []*E) []*E {
 	})
 	return dst
 }
+
+// AheadStepLocked appends to dst every slot in the buckets [from, to) of
+// the current array (overflow buckets included) that holds a flow's first
+// key and whose stamp is above above. Once the owner's clock has stepped
+// back, these are the stamps that may say a flow was seen later than it
+// was — a refresh that lowered a flow's last-seen time may have lowered
+// its stamp in an array that a rebuild has since replaced — and the
+// owner's pass heals them (a stamp may be early, never late). It loads no
+// record; the caller holds the mutex. Only a pass after the clock stepped
+// back calls it, so it is written for clarity, not speed.
+func (s *core) AheadStepLocked(from, to int, above uint32, dst []Pos) []Pos {
+	a := s.arr.Load()
+	to = min(to, len(a.buckets))
+	for bi := from; bi < to; bi++ {
+		for b := &a.buckets[bi]; b != nil; b = a.next(b) {
+			t := b.tags.Load()
+			for i := range slotsPerBucket {
+				if t>>(i*tagBits)&tagMask != 0 && b.class(i) != ReplyClass && stampOf(b.slots[i].Load()) > above {
+					dst = append(dst, Pos{s, a, b, i})
+				}
+			}
+		}
+	}
+	return dst
+}

@@ -85,6 +85,14 @@ type Config struct {
 }
 
 const (
+	// tidySlack and tidyMin bound the overflow buckets that churn may leave
+	// linked beyond what a fresh index of the same keys needs: one per
+	// tidySlack keys (two bytes a key), and at least tidyMin. Past that an
+	// insert rebuilds the index at its size (a tidy), which costs a pass
+	// over the shard's keys once per about 40 × n/tidySlack inserts under
+	// uniform churn: about 40 ns an insert, whatever the shard's size.
+	tidySlack = 32
+	tidyMin   = 16
 	// MinSlots is the smallest slot capacity a shard is built with.
 	MinSlots = 64
 	// MaxChain is the overflow chain bound. At the highest load the shard
@@ -120,8 +128,9 @@ type Shard[E any] struct {
 
 // shardPad rounds a Shard up to whole cache lines, so that in an array of
 // shards no shard's writer words share a line with the next one's array
-// pointer, which every lookup reads.
-const shardPad = (64 - unsafe.Sizeof(core{})%64) % 64
+// pointer, which every lookup reads. Never 0: a zero-size last field would
+// itself be padded.
+const shardPad = 64 - unsafe.Sizeof(core{})%64
 
 var _ [0]struct{} = [unsafe.Sizeof(Shard[struct{}]{}) % 64]struct{}{}
 
@@ -144,11 +153,14 @@ type core struct {
 	foreign    foreign
 	move       func(dst, src unsafe.Pointer) // the owner's move function (see CompactLocked)
 	// maxChain is MaxChain; tests of the attack set it negative to turn
-	// the defence off.
+	// the defence off (and with it the tidy rebuild, which also reseeds).
 	maxChain int
 	// insertsSinceFlood rate-limits flood rebuilds when keys collide for
 	// every seed (see floodRetries).
 	insertsSinceFlood int
+	// overflowBase is how many overflow buckets the current array had when
+	// it was built: the chains its keys needed then (see tidySlack).
+	overflowBase int64
 
 	// Written under mu, read without it by Len and Stats.
 	live        atomic.Int64 // mirror of n
@@ -158,6 +170,7 @@ type core struct {
 	compactions atomic.Uint64
 	evacuations atomic.Uint64
 	moved       atomic.Uint64
+	tidies      atomic.Uint64
 }
 
 // Init makes s an empty shard. move is the owner's move function: the
@@ -342,7 +355,7 @@ func (s *Shard[E]) AllocLocked(pair bool) (*E, uint32, Moved) {
 func (s *core) alloc(pair bool) (unsafe.Pointer, uint32, Moved) {
 	st := s.arr.Load().store
 	var m Moved
-	if len(st.sparse) > 0 && (st.used&(chunkLen-1) == 0 || pair && st.used&(chunkLen-1) == chunkLen-1) {
+	if len(st.sparse) > 0 && st.startsChunk(pair) {
 		m = s.evacuateLocked(1)
 	}
 	i, e := st.alloc(pair)
@@ -367,6 +380,15 @@ func (s *core) PlaceLocked(h uint64, ref, stamp uint32, class uint8) {
 	if s.n*maxLoadDen > len(a.buckets)*slotsPerBucket*maxLoadNum {
 		s.rebuild(2 * s.n)
 		s.grows.Add(1)
+		return
+	}
+	if chain > 0 && s.maxChain > 0 && a.overflow.n.Load() > s.overflowBase+max(tidyMin, int64(s.n)/tidySlack) {
+		// Overflow buckets stay linked once published (a reader may be
+		// walking the chain), so under churn at a steady size the chains
+		// creep up to the most keys each bucket ever held. Rebuild the
+		// index at its size: the new one links only what its keys need.
+		s.rebuild(len(a.buckets) * slotsPerBucket)
+		s.tidies.Add(1)
 		return
 	}
 	if s.maxChain > 0 && chain > s.maxChain && s.insertsSinceFlood > s.n/2 {
@@ -470,7 +492,7 @@ func indexBytes(a *array) int64 {
 
 // Counts is what a shard has done, for Stats.
 type Counts struct {
-	Grows, Shrinks, Floods, Compactions, Evacuations, Moved uint64
+	Grows, Shrinks, Floods, Compactions, Evacuations, Moved, Tidies uint64
 }
 
 // Counts returns the shard's rebuild counters.
@@ -478,6 +500,7 @@ func (s *core) Counts() Counts {
 	return Counts{
 		Grows: s.grows.Load(), Shrinks: s.shrinks.Load(), Floods: s.floods.Load(),
 		Compactions: s.compactions.Load(), Evacuations: s.evacuations.Load(), Moved: s.moved.Load(),
+		Tidies: s.tidies.Load(),
 	}
 }
 
@@ -485,3 +508,17 @@ func (s *core) Counts() Counts {
 // every rebuild and reset. A count, not the array's address, because a
 // freed array's address can come back for a new one.
 func (s *core) Generation() uint64 { return s.arr.Load().gen }
+
+// Records is how many records the current storage holds room for (its
+// chunks, dropped ones not counted: ChunkRecords each) and how many of
+// them a slot names. It takes no lock.
+func (s *core) Records() (held, live int64) {
+	st := s.arr.Load().store
+	return st.chunks.Load() * chunkRecs, st.liveRec.Load()
+}
+
+// ChunkBytes is the size of one chunk of the shard's storage.
+func (s *core) ChunkBytes() int64 { return s.layout.chunk }
+
+// ChunkRecords is how many records one chunk holds.
+const ChunkRecords = chunkRecs

@@ -114,8 +114,10 @@ func TestMatchExhaustiveLanes(t *testing.T) {
 }
 
 // The layout claims, checked: a bucket is one cache line (also checked at
-// compile time), a shard is whole cache lines, and a chunk's records start
-// on a line of their own.
+// compile time), a shard is whole cache lines, a chunk's header ends it
+// and, for a record of at least 80 bytes (flowcache's smallest), takes no
+// more room than a record, and a chunk is a large object (over 32 KiB), so
+// the allocator gives it pages of its own.
 func TestLayout(t *testing.T) {
 	if n := unsafe.Sizeof(bucket{}); n != 64 {
 		t.Errorf("bucket is %d bytes", n)
@@ -123,12 +125,29 @@ func TestLayout(t *testing.T) {
 	if n := unsafe.Sizeof(Shard[rec]{}); n%64 != 0 {
 		t.Errorf("Shard is %d bytes, not whole cache lines", n)
 	}
-	var c chunk[rec]
-	if off := unsafe.Offsetof(c.recs); off != 64 {
-		t.Errorf("chunk records start at %d", off)
-	}
 	if n := unsafe.Sizeof(Node{}); n != 48 {
 		t.Errorf("Node is %d bytes", n)
+	}
+	if n := unsafe.Sizeof(chunkHeader{}); n != 80 {
+		t.Errorf("chunk header is %d bytes", n)
+	}
+	type rec80 struct {
+		Node
+		a, b, c, d uint64
+	}
+	for _, l := range []*layout{layoutOf[rec](), layoutOf[rec80](), layoutOf[[8]rec]()} {
+		if l.recs != 0-chunkRecs*l.size {
+			t.Errorf("records of %d bytes start %d bytes before the header", l.size, 0-l.recs)
+		}
+		if l.size < 80 {
+			continue // the shard's tests' own small records
+		}
+		if l.chunk <= 32<<10 {
+			t.Errorf("a chunk of %d-byte records is %d bytes: a small object", l.size, l.chunk)
+		}
+		if l.chunk > int64(chunkLen*l.size) {
+			t.Errorf("a chunk of %d-byte records is %d bytes, more than 512 records'", l.size, l.chunk)
+		}
 	}
 }
 
@@ -252,7 +271,7 @@ func TestPairLocalAndForeign(t *testing.T) {
 // from each old copy, and releases the memory of the dead ones.
 func TestCompactMovesLiveRecords(t *testing.T) {
 	s := newTest(t, 64)
-	const n = 10 * chunkLen
+	const n = 10 * chunkRecs
 	old := make([]*rec, n)
 	for i := range uint64(n) {
 		old[i] = put(s, i)
@@ -296,7 +315,7 @@ func TestCompactMovesLiveRecords(t *testing.T) {
 // current array.
 func TestEvacuateSparseChunks(t *testing.T) {
 	s := newTest(t, 64)
-	const n = 8 * chunkLen
+	const n = 8 * chunkRecs // key i in chunk i/chunkRecs
 	for i := range uint64(n) {
 		put(s, i)
 	}
@@ -306,13 +325,16 @@ func TestEvacuateSparseChunks(t *testing.T) {
 	_, chunks0, _ := s.StorageLocked()
 	s.Unlock()
 	// Chunk 0 empties; chunks 1..6 fall to a quarter live.
-	for i := range uint64(n - chunkLen) {
-		if i < chunkLen || i%4 != 0 {
+	survivors := 0
+	for i := range uint64(n - chunkRecs) {
+		if i < chunkRecs || i%4 != 0 {
 			del(s, i)
+		} else {
+			survivors++
 		}
 	}
 	s.Lock()
-	// Chunk 0 was queued at half live and dropped when it emptied.
+	// Chunk 0 was queued at sparseAt and dropped when it emptied.
 	if sp := s.SparseLocked(); sp != 7 {
 		t.Fatalf("%d chunks queued for evacuation, want 7", sp)
 	}
@@ -325,19 +347,18 @@ func TestEvacuateSparseChunks(t *testing.T) {
 	}
 	live, chunks, _ := s.StorageLocked()
 	s.Unlock()
-	want := 6*chunkLen/4 + chunkLen
-	if live != want || chunks >= chunks0-4 {
-		t.Fatalf("after evacuation: %d live records in %d chunks (from %d)", live, chunks, chunks0)
+	if want := survivors + chunkRecs; live != want || chunks >= chunks0-4 {
+		t.Fatalf("after evacuation: %d live records in %d chunks (from %d); want %d live", live, chunks, chunks0, want)
 	}
 	s.Lock()
 	moved := 0
 	EachMoved(m, func(*rec) { moved++ })
 	s.Unlock()
-	if moved != 6*chunkLen/4 {
-		t.Fatalf("%d moved, want %d", moved, 6*chunkLen/4)
+	if moved != survivors {
+		t.Fatalf("%d moved, want %d", moved, survivors)
 	}
 	for i := range uint64(n) {
-		present := i >= n-chunkLen || i >= chunkLen && i%4 == 0
+		present := i >= n-chunkRecs || i >= chunkRecs && i%4 == 0
 		if e := lookup(s, i); (e != nil) != present || present && e.val != i {
 			t.Fatalf("key %d: %v, present %v", i, e, present)
 		}

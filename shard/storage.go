@@ -47,32 +47,53 @@ func (n *Node) Kind() Kind { return n.kind }
 // SetKey sets the key of a record that has not been published yet.
 func (n *Node) SetKey(k *Key) { n.key = *k }
 
-// Records live in chunks of 256. A chunk is one heap object: with a
-// pointer-free record type the collector marks one object per 256 flows
-// and scans only the header's pointer word.
+// Records live in chunks: chunkRecs records and a header, in one heap
+// object. With a pointer-free record type the collector marks one object
+// per chunkRecs flows and scans only the header's pointer word.
+//
+// A chunk is a large object (over 32 KiB for any record, which is at
+// least 80 bytes), so the Go allocator gives it pages of its own: once the
+// chunk is garbage its pages go back whole, which a small object's would
+// not (a span of three 26 KiB objects stays in use while any of the three
+// lives, so chunks of 256 records kept up to three times their bytes in
+// use after churn). The header takes the room of a 512th record at the
+// end, so a chunk is 512 records' bytes exactly: whole pages for a record
+// whose size is a multiple of 16.
 const (
-	chunkBits = 8
-	chunkLen  = 1 << chunkBits
+	chunkBits = 9
+	chunkLen  = 1 << chunkBits // the index space of one chunk
+	chunkRecs = chunkLen - 1   // records in a chunk: the last position is the header's
 	// sparseAt is the live count at or under which a chunk that is not
 	// being filled is evacuated: its survivors move to the tail and the
-	// chunk is dropped. At half, a chunk's survivors cost at most one
-	// move each per flow that left it, and under steady churn chunks stay
-	// about three quarters full.
-	sparseAt = chunkLen / 2
+	// chunk is dropped. Every chunk but the one being filled therefore
+	// holds more than sparseAt live records once its writer lets go of
+	// the mutex: records held ≤ chunkRecs/(sparseAt+1) × live records +
+	// one chunk, which invariant 16 in docs/DESIGN.md states as 2 ×.
+	//
+	// The fraction trades memory for moves. Under churn that removes
+	// flows uniformly at random (the worst case: chunks decay evenly
+	// instead of dying whole) chunks settle at about (1−f)/ln(1/f) live
+	// and each removal costs about f/(1−f) moves. Measured at 100k live
+	// flows and 1M cycles (TestMemoryChurnAtConstantSize): at 1/2, 1.44
+	// records held per live one, 1 move a removal, heap in use +31 % over
+	// the fill; at 3/4, 1.19, 3 moves, +6 to +10 %; at 13/16, 1.15, 4.3
+	// moves, +2 to +8 %; at 7/8, 1.11, 7 moves, +0 to +4 %. Flows that
+	// die young, the common case, empty chunks whole and move little.
+	sparseAt = chunkRecs * 13 / 16
 )
 
-// chunkHeader starts every chunk: the writer's bookkeeping and the
-// forwards of records that moved. It is one cache line, so that records
-// start on a line of their own.
+// chunkHeader ends every chunk: the writer's bookkeeping and the forwards
+// of records that moved. It fits in the smallest record (80 bytes), so a
+// chunk is no larger than 512 records.
 type chunkHeader struct {
 	// fwd is nil until the chunk's records move; it then maps each moved
 	// record's position to its new home, for Forward.
 	fwd atomic.Pointer[[chunkLen]unsafe.Pointer]
 	// Writer state, under the shard mutex.
-	index uint32                // the chunk's place in its storage's directory
-	nlive uint32                // records a slot names
-	live  [chunkLen / 64]uint64 // which ones
-	_     [64 - 8 - 8 - 32]byte
+	live   [chunkLen / 64]uint64 // which records a slot names
+	index  uint32                // the chunk's place in its storage's directory
+	nlive  uint16                // how many
+	queued bool                  // on its storage's sparse queue
 }
 
 // A chunk is allocated with the owner's record type, so the collector
@@ -80,11 +101,11 @@ type chunkHeader struct {
 // offset from the header (storage.rec), which is what lets it be written
 // without type parameters and compiled, inlined, in this package.
 type chunk[E any] struct {
-	chunkHeader
-	recs [chunkLen]E
+	recs [chunkRecs]E
+	hdr  chunkHeader
 }
 
-var _ [0]struct{} = [unsafe.Sizeof(chunkHeader{}) - 64]struct{}{}
+var _ [0]struct{} = [unsafe.Sizeof(chunkHeader{}) - 80]struct{}{}
 
 // A storage holds one generation of a shard's records. Records are only
 // ever appended: a published record is never rewritten or reused, so a
@@ -104,28 +125,39 @@ type storage struct {
 	// The owner's record layout, fixed at Init.
 	layout *layout
 	// Writer state, under the shard mutex.
-	used   uint32       // records allocated: the tail's index
-	live   int          // records a slot names
-	chunks atomic.Int64 // chunks in the directory that are not dropped; Stats reads it without the mutex
-	sparse []uint32     // chunks that fell to sparseAt live or under, to evacuate
+	used   uint32   // records allocated: the tail's index
+	live   int      // records a slot names
+	sparse []uint32 // chunks that are at sparseAt live or under and not being filled, to evacuate
+	// Mirrors for Stats, which reads them without the mutex.
+	chunks  atomic.Int64 // chunks in the directory that are not dropped
+	liveRec atomic.Int64 // live
 }
 
 // layout is what the shard's untyped code knows of the owner's records.
 type layout struct {
-	size     uintptr // of one record
-	recs     uintptr // offset of the first record in a chunk
-	chunk    int64   // bytes of one chunk
+	size uintptr // of one record
+	// recs is the offset of the first record from the chunk's header: a
+	// negative number, as a uintptr (the header ends the chunk), so that
+	// header + recs + position × size is a record, wrapping as pointer
+	// arithmetic does.
+	recs     uintptr
+	chunk    int64 // bytes of one chunk
 	newChunk func() *chunkHeader
 }
 
 func layoutOf[E any]() *layout {
-	var c chunk[E]
 	return &layout{
-		size:     unsafe.Sizeof(c.recs[0]),
-		recs:     unsafe.Offsetof(c.recs),
-		chunk:    int64(unsafe.Sizeof(c)),
-		newChunk: func() *chunkHeader { return &new(chunk[E]).chunkHeader },
+		size:     recSize[E](),
+		recs:     recsOffset[E](),
+		chunk:    int64(unsafe.Sizeof(chunk[E]{})),
+		newChunk: func() *chunkHeader { return &new(chunk[E]).hdr },
 	}
+}
+
+// recsOffset is where a chunk's records start, from its header.
+func recsOffset[E any]() uintptr {
+	var c chunk[E]
+	return -unsafe.Offsetof(c.hdr)
 }
 
 func newStorage(l *layout) *storage {
@@ -161,7 +193,20 @@ func (st *storage) rec(i uint32) unsafe.Pointer {
 // chunk is the chunk with directory index ci; the caller holds the mutex.
 func (st *storage) chunk(ci uint32) *chunkHeader { return (*st.dir.Load())[ci].Load() }
 
-func (st *storage) tail() uint32 { return (st.used - 1) >> chunkBits }
+// noChunk is filling's answer when no chunk is being filled.
+const noChunk = ^uint32(0)
+
+// filling is the directory index of the chunk being filled: the one the
+// next allocation writes into, or noChunk when the last chunk is full
+// (the next allocation starts a new one; used then ends the chunk's index
+// space). Only that chunk gains records, so it alone is exempt from being
+// dropped or evacuated.
+func (st *storage) filling() uint32 {
+	if st.used&(chunkLen-1) == 0 {
+		return noChunk
+	}
+	return st.used >> chunkBits
+}
 
 // grow appends a fresh chunk to the directory.
 func (st *storage) grow() {
@@ -185,13 +230,9 @@ func (st *storage) grow() {
 	next[len(dir)].Store(c)
 	st.chunks.Add(1)
 	// Publish the directory before any ref into the new chunk: base
-	// first, then dir, since both readers and noteSparse below index it.
+	// first, then dir, since readers index it through either.
 	st.base.Store(&next[0])
 	st.dir.Store(&next)
-	if len(dir) > 0 {
-		// The old tail may have emptied while it was filling.
-		st.noteSparse(uint32(len(dir) - 1))
-	}
 }
 
 // alloc returns the index of a fresh record (two consecutive ones for a
@@ -200,6 +241,11 @@ func (st *storage) grow() {
 func (st *storage) alloc(pair bool) (uint32, unsafe.Pointer) {
 	if pair && st.used&1 != 0 {
 		st.used++ // a hole: never live
+		st.filled()
+	}
+	if pair && st.used&(chunkLen-1) == chunkRecs-1 {
+		st.used += 2 // a hole, then the header: the pair goes to the next chunk
+		st.filled()
 	}
 	n := uint32(1)
 	if pair {
@@ -210,23 +256,48 @@ func (st *storage) alloc(pair bool) (uint32, unsafe.Pointer) {
 		st.grow()
 	}
 	st.used += n
+	if st.used&(chunkLen-1) == chunkRecs {
+		st.used++ // the header's position: the chunk is full
+	}
 	c := st.chunk(i >> chunkBits)
+	defer st.filled()
 	p := i & (chunkLen - 1)
 	e := st.at(c, p)
 	head := (*Node)(e)
 	head.pos = uint16(p)
 	head.kind = Single
 	c.setLive(p)
-	st.live++
+	st.addLive(1)
 	if pair {
 		head.kind = Pair
 		r := (*Node)(st.at(c, p+1))
 		r.pos = uint16(p + 1)
 		r.kind = Reply
 		c.setLive(p + 1)
-		st.live++
+		st.addLive(1)
 	}
 	return i, e
+}
+
+func (st *storage) addLive(n int) {
+	st.live += n
+	st.liveRec.Store(int64(st.live))
+}
+
+// startsChunk reports whether the next allocation (of a pair, or of one
+// record) starts a new chunk.
+func (st *storage) startsChunk(pair bool) bool {
+	p := st.used & (chunkLen - 1)
+	return p == 0 || pair && p >= chunkRecs-2
+}
+
+// filled notes the chunk that an allocation has just completed: it is no
+// longer being filled, so if its records died while it was, it is dropped
+// or queued for evacuation now.
+func (st *storage) filled() {
+	if st.used&(chunkLen-1) == 0 {
+		st.noteSparse(st.used>>chunkBits - 1)
+	}
 }
 
 func (c *chunkHeader) setLive(p uint32) {
@@ -246,24 +317,28 @@ func (st *storage) kill(e unsafe.Pointer) {
 	}
 	c.live[p/64] &^= 1 << (p % 64)
 	c.nlive--
-	st.live--
+	st.addLive(-1)
 	st.noteSparse(c.index)
 }
 
 // noteSparse drops chunk ci if it is empty, or queues it for evacuation
-// when it has just fallen to sparseAt, unless it is the tail.
+// if it is at sparseAt live or under and not queued yet, unless it is the
+// chunk being filled (filled notes that one once it is full). A chunk
+// gets here however it fell that low: by deaths after it was full, or
+// while it was filling.
 func (st *storage) noteSparse(ci uint32) {
-	if ci == st.tail() {
+	if ci == st.filling() {
 		return
 	}
 	c := st.chunk(ci)
 	if c == nil {
 		return
 	}
-	switch c.nlive {
-	case 0:
+	switch {
+	case c.nlive == 0:
 		st.drop(c)
-	case sparseAt:
+	case c.nlive <= sparseAt && !c.queued:
+		c.queued = true
 		st.sparse = append(st.sparse, ci)
 	}
 }
@@ -304,8 +379,7 @@ func Next[E any](e *E) *E { return (*E)(unsafe.Add(unsafe.Pointer(e), recSize[E]
 // record's forward may be followed (see flowcache's moves): the shard
 // stores the forward before it calls the owner's move function.
 func Forward[E any](e *E) *E {
-	var c chunk[E]
-	f := chunkAt(unsafe.Pointer(e), unsafe.Offsetof(c.recs), recSize[E]()).fwd.Load()
+	f := chunkAt(unsafe.Pointer(e), recsOffset[E](), recSize[E]()).fwd.Load()
 	if f == nil {
 		return nil
 	}
@@ -333,6 +407,15 @@ type Moved struct {
 
 // Empty reports whether nothing moved.
 func (m Moved) Empty() bool { return len(m.chunks) == 0 }
+
+// Bytes is the memory the moved chunks hold: what stays reachable until
+// the owner has folded them and lets go of m.
+func (m Moved) Bytes() int64 {
+	if m.layout == nil {
+		return 0
+	}
+	return int64(len(m.chunks)) * m.layout.chunk
+}
 
 // Each calls fn for the old copy of every record that moved. The caller
 // holds the shard mutex, so no move runs meanwhile and Forward chains are
