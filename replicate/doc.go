@@ -44,8 +44,10 @@
 // so a follower's copy of an active flow does not expire.
 //
 // A Follower catches up from the stream's last record of every flow (an
-// ordered consumer delivering the last per subject), says so (CaughtUp),
-// and follows. It applies a record only if its (epoch, sequence) is newer
+// ordered consumer delivering the last per subject), says so (CaughtUp:
+// it has applied the stream's last record as of its start, or a later
+// one, so a publisher that never pauses cannot postpone it), and
+// follows. It applies a record only if its (epoch, sequence) is newer
 // than what it holds for the flow (tombstones included, for two
 // horizons), and newer than every flow it would displace (another flow
 // holding one of its keys): duplicates, reordered and stale records
@@ -54,13 +56,20 @@
 //
 // # Epochs, the lease and promotion
 //
-// A publisher takes the lease (a key in a KV bucket whose TTL is the
-// lease's) at an epoch one above the lease's, with compare-and-set, and
-// renews it every third of its TTL from a goroutine of its own. A renewal
-// that finds a newer epoch fences it: it stops and Fenced is closed. A
-// follower reads the lease every quarter TTL; when it has not changed for
-// a TTL, Lapsed is closed, and Promote stops following and starts a
-// publisher on the standby's table at the next epoch.
+// A publisher takes a new epoch, one above the highest ever taken (a
+// counter in a KV bucket without TTL, so epochs only grow even after the
+// lease lapsed and vanished), then the lease (a key in a KV bucket whose
+// TTL is the lease's) at that epoch, each with compare-and-set, and
+// renews the lease every third of its TTL from a goroutine of its own. A
+// renewal that finds a newer epoch fences it: it stops and Fenced is
+// closed. Each epoch writes its own subjects, so that a fenced publisher
+// that does not know it yet cannot replace a newer epoch's record of a
+// flow in the stream (which keeps one record per subject); once a new
+// epoch's first resync is acknowledged, the stream holds every flow
+// under its subjects, and older epochs' subjects are purged. A follower
+// reads the lease every quarter TTL; when it has not changed for a TTL,
+// Lapsed is closed, and Promote stops following and starts a publisher
+// on the standby's table at the next epoch.
 //
 // # Concurrency
 //

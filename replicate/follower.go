@@ -62,6 +62,10 @@ type Follower[V any] struct {
 	seed     maphash.Seed
 	vbuf     []byte
 
+	// crashAfter, when set (tests only), stops the apply loop after so
+	// many records, as if the process had died there.
+	crashAfter uint64
+
 	caughtUp chan struct{}
 	upOnce   sync.Once
 	lapsed   chan struct{}
@@ -85,19 +89,21 @@ func NewFollower[V any](ctx context.Context, js jetstream.JetStream, t *flowcach
 	if cfg.Codec == nil {
 		return nil, errors.New("replicate: FollowerConfig.Codec is required")
 	}
-	f := newFollower(t, cfg)
-	kv, err := ensureStream(ctx, js, cfg.Name, f.cfg.LeaseTTL)
+	return newFollower(t, cfg).follow(ctx, js)
+}
+
+// follow starts f following the stream on js.
+func (f *Follower[V]) follow(ctx context.Context, js jetstream.JetStream) (*Follower[V], error) {
+	cfg := f.cfg
+	r, err := ensureStream(ctx, js, cfg.Name, cfg.LeaseTTL)
 	if err != nil {
 		return nil, err
 	}
-	f.js, f.kv = js, kv
-	if e, _, err := readLease(ctx, kv); err == nil {
+	f.js, f.kv = js, r.lease
+	if e, _, err := readLease(ctx, r.lease); err == nil {
 		f.maxEpoch.Store(e)
 	}
-	stream, err := js.Stream(ctx, streamName(cfg.Name))
-	if err != nil {
-		return nil, err
-	}
+	stream := r.stream
 	info, err := stream.Info(ctx)
 	if err != nil {
 		return nil, err
@@ -114,7 +120,7 @@ func NewFollower[V any](ctx context.Context, js jetstream.JetStream, t *flowcach
 	}
 	runCtx, cancel := context.WithCancel(context.Background())
 	f.cancel = cancel
-	go f.run(runCtx, cons)
+	go f.run(runCtx, cons, info.State.LastSeq)
 	return f, nil
 }
 
@@ -147,16 +153,26 @@ func (f *Follower[V]) Lapsed() <-chan struct{} { return f.lapsed }
 
 func (f *Follower[V]) markCaughtUp() { f.upOnce.Do(func() { close(f.caughtUp) }) }
 
-func (f *Follower[V]) run(ctx context.Context, cons jetstream.Consumer) {
+// run applies what cons delivers until ctx ends. It has caught up once
+// it has applied the stream's record at last, the stream's last when
+// the follower started (or a later one: a record superseded since is
+// delivered in its newer form), or when the consumer says nothing is
+// pending. A publisher that never stops publishing (refreshes, a busy
+// table) keeps the second from happening; the first always does.
+func (f *Follower[V]) run(ctx context.Context, cons jetstream.Consumer, last uint64) {
 	defer close(f.done)
 	var wg sync.WaitGroup
-	wg.Go(func() { f.watchLease(ctx) })
 	defer wg.Wait()
+	// The lease watcher stops with the apply loop, however it ends.
+	ctx, stop := context.WithCancel(ctx)
+	defer stop()
+	wg.Go(func() { f.watchLease(ctx) })
 	it, err := cons.Messages()
 	if err != nil {
 		return
 	}
 	go func() { <-ctx.Done(); it.Stop() }()
+	var n uint64
 	for {
 		m, err := it.Next()
 		if err != nil {
@@ -169,8 +185,11 @@ func (f *Follower[V]) run(ctx context.Context, cons jetstream.Consumer) {
 		}
 		f.Apply(m.Data(), md.Timestamp)
 		f.lags.add(time.Since(md.Timestamp))
-		if md.NumPending == 0 {
+		if md.Sequence.Stream >= last || md.NumPending == 0 {
 			f.markCaughtUp()
+		}
+		if n++; n == f.crashAfter {
+			return // a test's crash (export_test.go)
 		}
 	}
 }

@@ -62,7 +62,8 @@ type PublisherConfig[V any] struct {
 type Publisher[V any] struct {
 	t      *flowcache.Table[V]
 	js     jetstream.JetStream
-	kv     jetstream.KeyValue
+	r      replication
+	kv     jetstream.KeyValue // the lease
 	cfg    PublisherConfig[V]
 	feed   *flowcache.Changes[V]
 	prefix string
@@ -74,8 +75,11 @@ type Publisher[V any] struct {
 	seq        uint64
 	sent       map[uint64]int64 // hash of first key -> last-seen ms when last sent
 	needResync bool
-	lastResync time.Time
+	lastResync time.Time // when the last resync's acknowledgements were in
 	pending    []jetstream.PubAckFuture
+	ackErr     error        // the flush's first failed acknowledgement
+	purged     bool         // older epochs' records are purged from the stream
+	maxFlush   atomic.Int64 // ns: the longest flush, from its first read to its last acknowledgement (tests)
 
 	flushReq chan chan error
 	stop     chan struct{}
@@ -127,11 +131,11 @@ func NewPublisher[V any](ctx context.Context, js jetstream.JetStream, t *flowcac
 		}
 		cfg.Refresh = max(shortest/3, cfg.Interval)
 	}
-	kv, err := ensureStream(ctx, js, cfg.Name, cfg.LeaseTTL)
+	r, err := ensureStream(ctx, js, cfg.Name, cfg.LeaseTTL)
 	if err != nil {
 		return nil, err
 	}
-	epoch, rev, err := takeLease(ctx, kv, cfg.MinEpoch, cfg.Holder)
+	epoch, rev, err := takeLease(ctx, r, cfg.MinEpoch, cfg.Holder)
 	if err != nil {
 		return nil, fmt.Errorf("replicate: taking the lease: %w", err)
 	}
@@ -140,7 +144,7 @@ func NewPublisher[V any](ctx context.Context, js jetstream.JetStream, t *flowcac
 		return nil, err
 	}
 	p := &Publisher[V]{
-		t: t, js: js, kv: kv, cfg: cfg, feed: feed, prefix: flowSubject(cfg.Name),
+		t: t, js: js, r: r, kv: r.lease, cfg: cfg, feed: feed, prefix: flowSubject(cfg.Name, epoch),
 		epoch: epoch, rev: rev, seed: maphash.MakeSeed(), sent: map[uint64]int64{}, needResync: true,
 		flushReq: make(chan chan error), stop: make(chan struct{}), done: make(chan struct{}), fenced: make(chan struct{}),
 	}
@@ -294,18 +298,39 @@ func (p *Publisher[V]) renew() error {
 // waits for the stream's acknowledgements. With refresh, it also sends
 // the flows seen since they were last sent.
 func (p *Publisher[V]) flush(refresh bool) error {
-	if p.needResync || p.feed.Lost() && time.Since(p.lastResync) >= 10*p.cfg.Interval {
-		// At most one resync per ten intervals, so that an overload
-		// does not turn into a storm of them; meanwhile Drain reports
-		// what the queue kept.
+	start := time.Now()
+	// The first resync at once; after it, at most one per ten intervals
+	// from the end of the last, so that an overload (notes lost, acks
+	// late) does not turn into a storm of resyncs that feeds it. Until
+	// then Drain sends what the queue kept.
+	resync := p.needResync || p.feed.Lost()
+	if resync && (p.lastResync.IsZero() || time.Since(p.lastResync) >= 10*p.cfg.Interval) {
 		p.resync()
 	} else {
+		resync = false
 		p.feed.Drain(p.change)
 	}
 	if refresh {
 		p.refresh()
 	}
-	return p.await()
+	p.await()
+	err := p.ackErr
+	p.ackErr = nil
+	if resync {
+		p.lastResync = time.Now()
+		if err == nil && !p.purged {
+			// The stream holds every flow under this epoch's subjects:
+			// older epochs' records can go. Tried again after the next
+			// resync if it fails.
+			ctx, cancel := context.WithTimeout(context.Background(), p.ackPatience())
+			p.purged = purgeOlder(ctx, p.r, p.cfg.Name, p.epoch) == nil
+			cancel()
+		}
+	}
+	if d := int64(time.Since(start)); d > p.maxFlush.Load() {
+		p.maxFlush.Store(d)
+	}
+	return err
 }
 
 func (p *Publisher[V]) hash(k *flowcache.FlowKey) uint64 {
@@ -337,7 +362,6 @@ func (p *Publisher[V]) change(ch flowcache.Change[V]) {
 // send: those left while notes were lost.
 func (p *Publisher[V]) resync() {
 	p.needResync = false
-	p.lastResync = time.Now()
 	start := p.seq + 1
 	old := p.sent
 	p.sent = make(map[uint64]int64, len(old))
@@ -350,7 +374,7 @@ func (p *Publisher[V]) resync() {
 		p.sendFlow(ch.Flow, h)
 	})
 	p.seq++ // the marker's own message ID
-	p.publish(syncSubject(p.cfg.Name), appendSync(nil, p.epoch, start), 0)
+	p.publish(syncSubject(p.cfg.Name, p.epoch), appendSync(nil, p.epoch, start), 0)
 	p.stats.resyncs.Add(1)
 }
 
@@ -383,11 +407,19 @@ func (p *Publisher[V]) sendGone(k *flowcache.FlowKey, why flowcache.Cause) {
 	p.publish(subjectFor(p.prefix, k), appendRecord(nil, p.cfg.Codec, &r), p.cfg.TombstoneTTL)
 }
 
+// maxInFlight bounds the acknowledgements a flush leaves outstanding: a
+// resync of a large table waits for them every so many records rather
+// than letting the client stall (and fail) its asynchronous publishes.
+const maxInFlight = 1024
+
 // publish sends one message asynchronously, its ID the epoch and
 // sequence, so that a retry the client makes is stored once. A publish
 // that fails schedules a resync: the stream keeps one record per flow,
 // so sending an old record again could overwrite a newer one.
 func (p *Publisher[V]) publish(subject string, data []byte, ttl time.Duration) {
+	if len(p.pending) >= maxInFlight {
+		p.await()
+	}
 	opts := []jetstream.PublishOpt{jetstream.WithMsgID(strconv.FormatUint(p.epoch, 10) + "." + strconv.FormatUint(p.seq, 10))}
 	if ttl > 0 {
 		opts = append(opts, jetstream.WithMsgTTL(ttl))
@@ -403,34 +435,46 @@ func (p *Publisher[V]) publish(subject string, data []byte, ttl time.Duration) {
 	p.stats.bytes.Add(uint64(len(data) + len(subject)))
 }
 
-// await waits for every pending acknowledgement, at most a few
-// intervals, and schedules a resync if any failed.
-func (p *Publisher[V]) await() error {
+// ackPatience is how long await waits without any acknowledgement
+// coming in before it gives up on the rest: the broker is away, or the
+// connection died. While acknowledgements keep coming, however slowly
+// (a loaded machine, a large resync), it waits.
+func (p *Publisher[V]) ackPatience() time.Duration { return max(10*p.cfg.Interval, 2*time.Second) }
+
+// await waits for every pending acknowledgement, as long as they keep
+// coming; a failed one, or the rest once none came for ackPatience,
+// schedule a resync, and the first failure is kept for flush to return.
+func (p *Publisher[V]) await() {
 	if len(p.pending) == 0 {
-		return nil
+		return
 	}
-	deadline := time.NewTimer(max(10*p.cfg.Interval, time.Second))
-	defer deadline.Stop()
-	var first error
-	for _, f := range p.pending {
+	patience := p.ackPatience()
+	idle := time.NewTimer(patience)
+	defer idle.Stop()
+	for i, f := range p.pending {
 		select {
 		case <-f.Ok():
 		case err := <-f.Err():
 			p.stats.failed.Add(1)
 			p.needResync = true
-			if first == nil {
-				first = err
+			if p.ackErr == nil {
+				p.ackErr = err
 			}
-		case <-deadline.C:
-			p.stats.failed.Add(uint64(len(p.pending)))
+		case <-idle.C:
+			left := len(p.pending) - i
+			p.stats.failed.Add(uint64(left))
 			p.needResync = true
+			if p.ackErr == nil {
+				p.ackErr = fmt.Errorf("replicate: no acknowledgement from the stream for %v (%d records unacknowledged)", patience, left)
+			}
+			clear(p.pending)
 			p.pending = p.pending[:0]
-			return fmt.Errorf("replicate: no acknowledgement from the stream")
+			return
 		}
+		idle.Reset(patience)
 	}
 	clear(p.pending)
 	p.pending = p.pending[:0]
-	return first
 }
 
 // Stats counts what the publisher did.

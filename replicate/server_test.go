@@ -95,31 +95,71 @@ func realTable(t testing.TB, limit int) *flowcache.Table[Flow] {
 	return tb
 }
 
+// giveUp is when a test stops waiting for something: shortly before the
+// test binary's own -timeout, so that a hang fails saying what was
+// awaited rather than with a goroutine dump. There is no other limit: a
+// slow machine (the race detector, two cores shared with other jobs) is
+// no failure, so waits are on events and invariants, never on a budget
+// of wall-clock time.
+func giveUp(t testing.TB) time.Time {
+	if d, ok := t.(interface{ Deadline() (time.Time, bool) }); ok {
+		if dl, ok := d.Deadline(); ok {
+			return dl.Add(-min(15*time.Second, time.Until(dl)/10))
+		}
+	}
+	return time.Now().Add(time.Hour)
+}
+
+// ctxFor is a context for a test's calls: it ends with the test binary's
+// -timeout, after giveUp, so that a wait fails saying what it waited for.
 func ctxFor(t testing.TB) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	end := time.Now().Add(2 * time.Hour)
+	if d, ok := t.(interface{ Deadline() (time.Time, bool) }); ok {
+		if dl, ok := d.Deadline(); ok {
+			end = dl
+		}
+	}
+	ctx, cancel := context.WithDeadline(context.Background(), end)
 	t.Cleanup(cancel)
 	return ctx
 }
 
-// waitFor polls cond until it holds or 15 s pass.
+// waitFor polls cond until it holds (or the test is about to time out).
 func waitFor(t testing.TB, what string, cond func() error) {
 	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
+	end := giveUp(t)
 	for {
 		err := cond()
 		if err == nil {
 			return
 		}
-		if time.Now().After(deadline) {
+		if time.Now().After(end) {
 			t.Fatalf("%s: %v", what, err)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
 }
 
+// await waits until ch is closed (or the test is about to time out).
+func await(t testing.TB, what string, ch <-chan struct{}, state func() any) {
+	t.Helper()
+	timer := time.NewTimer(time.Until(giveUp(t)))
+	defer timer.Stop()
+	select {
+	case <-ch:
+	case <-timer.C:
+		t.Fatalf("%s: not yet: %+v", what, state())
+	}
+}
+
 // equalTables compares what replication carries: keys, class, state and
-// value, and last seen within slack.
-func equalTables(a, b *flowcache.Table[Flow], slack time.Duration) error {
+// value, and the last-seen times. A record holds a flow's idle time,
+// read at the flush, and the follower counts it back from the time the
+// stream stored the record: so on the follower a flow was last seen no
+// earlier than on the primary, and later by at most the time from the
+// read to the store, which is at most the publisher's longest flush
+// (late, the flow was seen again on the primary since it was sent).
+func equalTables(a, b *flowcache.Table[Flow], late time.Duration) error {
 	x, y := a.Dump(), b.Dump()
 	if len(x) != len(y) {
 		return fmt.Errorf("primary has %d flows, follower %d", len(x), len(y))
@@ -129,8 +169,8 @@ func equalTables(a, b *flowcache.Table[Flow], slack time.Duration) error {
 		if p.Key != f.Key || p.Reply != f.Reply || p.Paired != f.Paired || p.Class != f.Class || p.State != f.State || p.Value != f.Value {
 			return fmt.Errorf("flow %d:\nprimary  %+v\nfollower %+v", i, p, f)
 		}
-		if d := p.LastSeen.Sub(f.LastSeen).Abs(); d > slack {
-			return fmt.Errorf("flow %v: last seen %v on the primary, %v on the follower", p.Key, p.LastSeen, f.LastSeen)
+		if d := f.LastSeen.Sub(p.LastSeen); d < 0 || d > late {
+			return fmt.Errorf("flow %v: last seen %v on the primary, %v on the follower (%v later; at most %v allowed)", p.Key, p.LastSeen, f.LastSeen, d, late)
 		}
 	}
 	return nil

@@ -19,19 +19,43 @@ import (
 //	stream  FLOWS_n, subjects flows.n.>, file storage, one message per
 //	        subject (the stream keeps each flow's last record), message
 //	        TTLs allowed (tombstones expire), publish dedup by message ID
-//	        flows.n.f.<key>   a flow's records: opFlow, or opGone (a
-//	                          tombstone, with a TTL); <key> is the first
-//	                          key's record encoding in hex
-//	        flows.n.sync      the last resync's marker: epoch and first
-//	                          sequence of the resync
+//	        flows.n.<e>.f.<key>  a flow's records from the publisher of
+//	                             epoch e: opFlow, or opGone (a tombstone,
+//	                             with a TTL); <key> is the first key's
+//	                             record encoding in hex
+//	        flows.n.<e>.sync     epoch e's last resync marker: its first
+//	                             sequence
 //	bucket  KV flowlease_n, key "primary": the publisher's lease, its
 //	        epoch and holder; the bucket's TTL is the lease's
-func streamName(name string) string  { return "FLOWS_" + name }
-func flowSubject(name string) string { return "flows." + name + ".f." }
-func syncSubject(name string) string { return "flows." + name + ".sync" }
+//	bucket  KV flowepoch_n, no TTL: key "epoch", the highest epoch ever
+//	        taken, so that epochs only grow even when the lease lapsed
+//	        and is gone; key "purged", the highest epoch whose subjects
+//	        were purged
+//
+// Each epoch writes its own subjects, so that a publisher that does not
+// know yet it was fenced cannot overwrite, in the stream's one message
+// per subject, a newer epoch's record of the same flow: a follower
+// catching up later would never see the newer one. A new epoch's first
+// complete resync has sent every flow again under its own subjects;
+// then the subjects of every older epoch are purged.
+func streamName(name string) string { return "FLOWS_" + name }
+func epochSubjects(name string, epoch uint64) string {
+	return "flows." + name + "." + strconv.FormatUint(epoch, 10) + ".>"
+}
+func flowSubject(name string, epoch uint64) string {
+	return "flows." + name + "." + strconv.FormatUint(epoch, 10) + ".f."
+}
+func syncSubject(name string, epoch uint64) string {
+	return "flows." + name + "." + strconv.FormatUint(epoch, 10) + ".sync"
+}
 func leaseBucket(name string) string { return "flowlease_" + name }
+func epochBucket(name string) string { return "flowepoch_" + name }
 
-const leaseKey = "primary"
+const (
+	leaseKey  = "primary"
+	epochKey  = "epoch"
+	purgedKey = "purged"
+)
 
 var nameRE = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
 
@@ -53,13 +77,22 @@ func subjectFor(prefix string, k *flowcache.FlowKey) string {
 	return string(out)
 }
 
-// ensureStream creates the stream and the lease bucket, or checks that
-// they are there as this package makes them.
-func ensureStream(ctx context.Context, js jetstream.JetStream, name string, leaseTTL time.Duration) (jetstream.KeyValue, error) {
+// replication is what ensureStream finds or makes.
+type replication struct {
+	stream jetstream.Stream
+	lease  jetstream.KeyValue // the lease, with the lease's TTL
+	epochs jetstream.KeyValue // the epoch counter and the purge floor, no TTL
+}
+
+// ensureStream creates the stream and the buckets, or checks that they
+// are there as this package makes them.
+func ensureStream(ctx context.Context, js jetstream.JetStream, name string, leaseTTL time.Duration) (replication, error) {
+	var r replication
 	if err := checkName(name); err != nil {
-		return nil, err
+		return r, err
 	}
-	_, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+	var err error
+	r.stream, err = js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 		Name:              streamName(name),
 		Subjects:          []string{"flows." + name + ".>"},
 		Storage:           jetstream.FileStorage,
@@ -69,18 +102,26 @@ func ensureStream(ctx context.Context, js jetstream.JetStream, name string, leas
 		Discard:           jetstream.DiscardOld,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("replicate: stream %s: %w", streamName(name), err)
+		return r, fmt.Errorf("replicate: stream %s: %w", streamName(name), err)
 	}
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	r.lease, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
 		Bucket:  leaseBucket(name),
 		TTL:     leaseTTL,
 		Storage: jetstream.FileStorage,
 		History: 1,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("replicate: lease bucket %s: %w", leaseBucket(name), err)
+		return r, fmt.Errorf("replicate: lease bucket %s: %w", leaseBucket(name), err)
 	}
-	return kv, nil
+	r.epochs, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:  epochBucket(name),
+		Storage: jetstream.FileStorage,
+		History: 1,
+	})
+	if err != nil {
+		return r, fmt.Errorf("replicate: epoch bucket %s: %w", epochBucket(name), err)
+	}
+	return r, nil
 }
 
 // A lease value: the epoch in decimal, a space, the holder's name.
@@ -99,7 +140,13 @@ func leaseEpoch(v []byte) uint64 {
 
 // readLease is the lease's epoch and revision; 0, 0 when there is none.
 func readLease(ctx context.Context, kv jetstream.KeyValue) (epoch, rev uint64, err error) {
-	e, err := kv.Get(ctx, leaseKey)
+	return readNumber(ctx, kv, leaseKey)
+}
+
+// readNumber is the number that opens key's value, and its revision; 0,
+// 0 when there is none.
+func readNumber(ctx context.Context, kv jetstream.KeyValue, key string) (n, rev uint64, err error) {
+	e, err := kv.Get(ctx, key)
 	if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
 		return 0, 0, nil
 	}
@@ -109,21 +156,38 @@ func readLease(ctx context.Context, kv jetstream.KeyValue) (epoch, rev uint64, e
 	return leaseEpoch(e.Value()), e.Revision(), nil
 }
 
-// takeLease takes the lease at an epoch above both the lease's and min:
-// created if there is none, else swapped against the revision read, so
-// of two takers one wins and the other tries again higher.
-func takeLease(ctx context.Context, kv jetstream.KeyValue, min uint64, holder string) (epoch, rev uint64, err error) {
-	for range 10 {
-		cur, r, err := readLease(ctx, kv)
+// swap sets key to v if its revision is still rev (0: if it has none).
+func swap(ctx context.Context, kv jetstream.KeyValue, key string, v []byte, rev uint64) (uint64, error) {
+	if rev == 0 {
+		return kv.Create(ctx, key, v)
+	}
+	return kv.Update(ctx, key, v, rev)
+}
+
+// takeLease takes the lease at a new epoch: above the highest epoch ever
+// taken (the counter, which outlives a lapsed lease), the lease's and
+// min. The counter is raised first and the lease then swapped, each
+// with compare-and-set against what was read, so that of two takers
+// each gets an epoch of its own and the lease ends with the later one;
+// the other is fenced at its next renewal.
+func takeLease(ctx context.Context, r replication, min uint64, holder string) (epoch, rev uint64, err error) {
+	for range 20 {
+		top, crev, err := readNumber(ctx, r.epochs, epochKey)
 		if err != nil {
 			return 0, 0, err
 		}
-		epoch = max(cur, min) + 1
-		if r == 0 {
-			rev, err = kv.Create(ctx, leaseKey, leaseValue(epoch, holder))
-		} else {
-			rev, err = kv.Update(ctx, leaseKey, leaseValue(epoch, holder), r)
+		cur, lrev, err := readLease(ctx, r.lease)
+		if err != nil {
+			return 0, 0, err
 		}
+		epoch = max(top, cur, min) + 1
+		if _, err := swap(ctx, r.epochs, epochKey, []byte(strconv.FormatUint(epoch, 10)), crev); err != nil {
+			if isWrongSequence(err) {
+				continue
+			}
+			return 0, 0, err
+		}
+		rev, err = swap(ctx, r.lease, leaseKey, leaseValue(epoch, holder), lrev)
 		if err == nil {
 			return epoch, rev, nil
 		}
@@ -132,6 +196,28 @@ func takeLease(ctx context.Context, kv jetstream.KeyValue, min uint64, holder st
 		}
 	}
 	return 0, 0, fmt.Errorf("replicate: lease: too many concurrent takers")
+}
+
+// purgeOlder removes every older epoch's records from the stream, once
+// epoch's first resync is complete (its records and marker acknowledged:
+// the stream holds every flow under epoch's subjects). The purge floor
+// says where the last one stopped, so each epoch is purged once, even
+// one whose publisher died before its first marker.
+func purgeOlder(ctx context.Context, r replication, name string, epoch uint64) error {
+	floor, rev, err := readNumber(ctx, r.epochs, purgedKey)
+	if err != nil {
+		return err
+	}
+	for e := floor + 1; e < epoch; e++ {
+		if err := r.stream.Purge(ctx, jetstream.WithPurgeSubject(epochSubjects(name, e))); err != nil {
+			return fmt.Errorf("replicate: purging epoch %d: %w", e, err)
+		}
+	}
+	if floor+1 < epoch {
+		// A lost swap: another publisher moved the floor meanwhile.
+		swap(ctx, r.epochs, purgedKey, []byte(strconv.FormatUint(epoch-1, 10)), rev)
+	}
+	return nil
 }
 
 // isWrongSequence: a compare-and-set on the lease lost to another writer.
