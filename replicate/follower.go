@@ -66,6 +66,9 @@ type Follower[V any] struct {
 	// many records, as if the process had died there.
 	crashAfter uint64
 
+	at   atomic.Uint64 // the stream sequence of the last record applied
+	idle atomic.Bool   // and nothing was pending after it
+
 	caughtUp chan struct{}
 	upOnce   sync.Once
 	lapsed   chan struct{}
@@ -185,6 +188,8 @@ func (f *Follower[V]) run(ctx context.Context, cons jetstream.Consumer, last uin
 		}
 		f.Apply(m.Data(), md.Timestamp)
 		f.lags.add(time.Since(md.Timestamp))
+		f.at.Store(md.Sequence.Stream)
+		f.idle.Store(md.NumPending == 0)
 		if md.Sequence.Stream >= last || md.NumPending == 0 {
 			f.markCaughtUp()
 		}
@@ -415,11 +420,15 @@ func (f *Follower[V]) Close() error {
 }
 
 // Promote stops following and starts publishing the table, at an epoch
-// above every epoch the follower has seen: the lease is taken (created
-// if it lapsed, swapped otherwise), which fences the old publisher, and
-// followers refuse its records from then on. cfg.Name and cfg.Codec
-// default to the follower's.
+// above every epoch the follower has seen. It first applies what the
+// stream holds now (the old primary's last flush may be stored and not
+// yet applied; it waits at most LeaseTTL for it, then goes on with what
+// it has); then the lease is taken (created if it lapsed, swapped
+// otherwise), which fences the old publisher, and followers refuse its
+// records from then on. cfg.Name and cfg.Codec default to the
+// follower's.
 func (f *Follower[V]) Promote(ctx context.Context, cfg PublisherConfig[V]) (*Publisher[V], error) {
+	f.drain(ctx)
 	f.Close()
 	if cfg.Name == "" {
 		cfg.Name = f.cfg.Name
@@ -432,6 +441,35 @@ func (f *Follower[V]) Promote(ctx context.Context, cfg PublisherConfig[V]) (*Pub
 	}
 	cfg.MinEpoch = max(cfg.MinEpoch, f.maxEpoch.Load())
 	return NewPublisher(ctx, f.js, f.t, cfg)
+}
+
+// drain waits until the follower has applied the stream's last record as
+// of now (or one after it), or nothing is pending, for at most LeaseTTL.
+func (f *Follower[V]) drain(ctx context.Context) {
+	if f.js == nil || f.closed.Load() {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, f.cfg.LeaseTTL)
+	defer cancel()
+	stream, err := f.js.Stream(ctx, streamName(f.cfg.Name))
+	if err != nil {
+		return
+	}
+	info, err := stream.Info(ctx)
+	if err != nil {
+		return
+	}
+	tick := time.NewTicker(time.Millisecond)
+	defer tick.Stop()
+	for f.at.Load() < info.State.LastSeq && !f.idle.Load() {
+		select {
+		case <-ctx.Done():
+			return
+		case <-f.done:
+			return
+		case <-tick.C:
+		}
+	}
 }
 
 // Stats counts what the follower did.

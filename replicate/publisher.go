@@ -89,7 +89,7 @@ type Publisher[V any] struct {
 	err      atomic.Pointer[error]
 
 	stats struct {
-		published, filtered, failed, resyncs, bytes atomic.Uint64
+		published, filtered, failed, resyncs, bytes, flushes atomic.Uint64
 	}
 }
 
@@ -330,6 +330,7 @@ func (p *Publisher[V]) flush(refresh bool) error {
 	if d := int64(time.Since(start)); d > p.maxFlush.Load() {
 		p.maxFlush.Store(d)
 	}
+	p.stats.flushes.Add(1)
 	return err
 }
 
@@ -490,5 +491,6 @@ func (p *Publisher[V]) Stats() Stats {
 		Dropped:   fs.Dropped + p.stats.failed.Load(),
 		Resyncs:   p.stats.resyncs.Load(),
 		WireBytes: p.stats.bytes.Load(),
+		Flushes:   p.stats.flushes.Load(),
 	}
 }

@@ -451,6 +451,36 @@ func TestPromote(t *testing.T) {
 	converge(t, np, standby, third)
 }
 
+// TestPromoteAppliesTheLastFlush: a standby promoted at once after the
+// primary's last flush was acknowledged (an operator's signal, before
+// the lease lapses) first applies what the stream holds: the promoted
+// table is the primary's as of that flush.
+func TestPromoteAppliesTheLastFlush(t *testing.T) {
+	b := startBroker(t)
+	primary, standby := realTable(t, 10000), realTable(t, 10000)
+	p := startPublisher(t, b.connect(t), primary, pubConfig())
+	f := startFollower(t, b.connect(t), standby, folConfig())
+	caughtUp(t, f)
+	ch := newChurner(primary, 4000, 11)
+	for i := range 3000 {
+		ch.store(key(i), i%3 == 0)
+	}
+	if err := p.Flush(ctxFor(t)); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	p.Close() // the primary dies after its last flush
+	np, err := f.Promote(ctxFor(t), PublisherConfig[Flow]{Interval: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer np.Close()
+	t.Logf("promoted in %v, %d flows", time.Since(start), standby.Len())
+	if err := equalTables(primary, standby, p.longestFlush()+time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // TestCodecVersionMismatch: a follower whose codec has another version
 // applies nothing and counts every record as invalid.
 func TestCodecVersionMismatch(t *testing.T) {

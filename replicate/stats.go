@@ -16,6 +16,7 @@ type Stats struct {
 	Dropped   uint64 // changes lost to a full queue, and publishes that failed: each schedules a resync
 	Resyncs   uint64 // times every flow was sent again
 	WireBytes uint64 // bytes sent: subjects and records
+	Flushes   uint64 // flushes done, each with its acknowledgements in (or given up on)
 
 	// Follower.
 	Applied  uint64        // records applied

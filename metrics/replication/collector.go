@@ -13,6 +13,7 @@
 //	flowcache_replication_dropped_total              counter
 //	flowcache_replication_resyncs_total              counter
 //	flowcache_replication_wire_bytes_total           counter
+//	flowcache_replication_flushes_total              counter
 //	flowcache_replication_applied_total              counter
 //	flowcache_replication_refused_total{reason}      counter: stale, fenced, invalid
 //	flowcache_replication_flows                      gauge (follower)
@@ -63,6 +64,7 @@ var (
 		{newDesc("dropped_total", "Changes a publisher lost to a full queue or a failed publish; each schedules a resync."), prometheus.CounterValue, "", func(s *replicate.Stats) float64 { return float64(s.Dropped) }},
 		{newDesc("resyncs_total", "Times a publisher sent every flow again."), prometheus.CounterValue, "", func(s *replicate.Stats) float64 { return float64(s.Resyncs) }},
 		{newDesc("wire_bytes_total", "Bytes a publisher sent, subjects and records."), prometheus.CounterValue, "", func(s *replicate.Stats) float64 { return float64(s.WireBytes) }},
+		{newDesc("flushes_total", "Flushes a publisher completed, acknowledgements in or given up on."), prometheus.CounterValue, "", func(s *replicate.Stats) float64 { return float64(s.Flushes) }},
 		{newDesc("applied_total", "Records a follower applied."), prometheus.CounterValue, "", func(s *replicate.Stats) float64 { return float64(s.Applied) }},
 		{refused, prometheus.CounterValue, "stale", func(s *replicate.Stats) float64 { return float64(s.Stale) }},
 		{refused, prometheus.CounterValue, "fenced", func(s *replicate.Stats) float64 { return float64(s.Fenced) }},

@@ -17,7 +17,7 @@ func (f *fake) Stats() replicate.Stats { return replicate.Stats(*f) }
 // TestCollector: every figure of Stats reaches its series, and the
 // families pass promlint.
 func TestCollector(t *testing.T) {
-	pub := &fake{Role: "publisher", Name: "port1", Epoch: 3, Published: 10, Coalesced: 4, Filtered: 2, Dropped: 1, Resyncs: 2, WireBytes: 900}
+	pub := &fake{Role: "publisher", Name: "port1", Epoch: 3, Published: 10, Coalesced: 4, Filtered: 2, Dropped: 1, Resyncs: 2, WireBytes: 900, Flushes: 12}
 	fol := &fake{Role: "follower", Name: "port1", Epoch: 3, Applied: 8, Stale: 5, Fenced: 6, Invalid: 7, Flows: 9,
 		LagP50: 20 * time.Millisecond, LagP99: 120 * time.Millisecond, CaughtUp: true}
 	c := NewCollector(pub, fol)
@@ -40,12 +40,16 @@ flowcache_replication_lag_p99_seconds{name="port1",role="publisher"} 0
 # TYPE flowcache_replication_dropped_total counter
 flowcache_replication_dropped_total{name="port1",role="follower"} 0
 flowcache_replication_dropped_total{name="port1",role="publisher"} 1
+# HELP flowcache_replication_flushes_total Flushes a publisher completed, acknowledgements in or given up on.
+# TYPE flowcache_replication_flushes_total counter
+flowcache_replication_flushes_total{name="port1",role="follower"} 0
+flowcache_replication_flushes_total{name="port1",role="publisher"} 12
 `
-	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "flowcache_replication_refused_total", "flowcache_replication_lag_p99_seconds", "flowcache_replication_dropped_total"); err != nil {
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "flowcache_replication_refused_total", "flowcache_replication_lag_p99_seconds", "flowcache_replication_dropped_total", "flowcache_replication_flushes_total"); err != nil {
 		t.Error(err)
 	}
-	if n := testutil.CollectAndCount(c); n != 2*15 {
-		t.Errorf("%d series, want 30", n)
+	if n := testutil.CollectAndCount(c); n != 2*16 {
+		t.Errorf("%d series, want 32", n)
 	}
 	problems, err := testutil.CollectAndLint(c)
 	if err != nil || len(problems) != 0 {
