@@ -75,7 +75,7 @@ type Changes[V any] struct {
 	closed  atomic.Bool
 
 	// The consumer's.
-	dirty   map[FlowKey]Cause
+	dirty   map[FlowKey]dirt
 	spare   []note
 	drained atomic.Uint64 // read by Stats
 }
@@ -96,6 +96,15 @@ type note struct {
 	p     unsafe.Pointer // *Entry[V]
 	cause Cause          // 0: stored or changed
 	state bool           // from a state swap: check the table and clear the noted bit
+}
+
+// dirt is what Drain gathered of one key: the cause of a flow that left
+// under it, if one did; and, when all it has is state swaps, the record
+// of one (every feed hears every table's swaps: the key is this table's
+// change only if the flow under it now is that record's).
+type dirt struct {
+	why   Cause
+	state unsafe.Pointer
 }
 
 // Change is one flow in a Drain or a Resync: what the table holds under
@@ -134,7 +143,7 @@ func (t *Table[V]) Changes(queue int) (*Changes[V], error) {
 	}
 	queue = max(queue, 64)
 	n := 1 << bits.Len(uint(2*runtime.GOMAXPROCS(0)-1))
-	c := &Changes[V]{t: t, stripes: make([]noteStripe, n), mask: uintptr(n - 1), per: max(queue/n, 1), dirty: map[FlowKey]Cause{}}
+	c := &Changes[V]{t: t, stripes: make([]noteStripe, n), mask: uintptr(n - 1), per: max(queue/n, 1), dirty: map[FlowKey]dirt{}}
 	if t.closed.Load() {
 		return nil, t.errClose
 	}
@@ -233,7 +242,6 @@ func (t *Table[V]) noteGone(gs []gone[V]) {
 // what the table holds under its first key now, and returns how many it
 // reported. It takes no table lock; fn must not call Drain or Resync.
 func (c *Changes[V]) Drain(fn func(Change[V])) int {
-	t := c.t
 	clear(c.dirty)
 	for i := range c.stripes {
 		s := &c.stripes[i]
@@ -242,52 +250,61 @@ func (c *Changes[V]) Drain(fn func(Change[V])) int {
 		s.notes = c.spare[:0]
 		s.mu.Unlock()
 		for _, n := range got {
-			e := (*Entry[V])(n.p)
 			// A record's key never changes, whatever happened to the flow
 			// since; the record itself stays readable (records are
 			// never rewritten or reused).
-			k := e.Key()
+			k := (*Entry[V])(n.p).Key()
+			d, seen := c.dirty[k]
 			switch {
 			case n.cause != 0:
-				c.dirty[k] = n.cause
+				d.why, d.state = n.cause, nil
 			case n.state:
-				// Another table's flow (every feed hears every state
-				// swap), or one that left: not this table's change.
-				cur := t.peek(&k)
-				if cur == nil || cur.home() != e.home() {
-					continue
+				switch {
+				case seen && (d.state == nil || d.state == n.p):
+					continue // the key is this table's already, or this swap is
+				case seen:
+					// Swaps of two records under one key (two tables with
+					// feeds): keep the one that is this table's flow now.
+					if cur := c.t.peek(&k); cur == nil || cur.home() != (*Entry[V])(n.p).home() {
+						continue
+					}
 				}
-				if _, ok := c.dirty[k]; !ok {
-					c.dirty[k] = 0
-				}
+				d.state = n.p
 			default:
-				if _, ok := c.dirty[k]; !ok {
-					c.dirty[k] = 0
-				}
+				d.state = nil
 			}
+			c.dirty[k] = d
 		}
 		c.spare = got[:0]
 	}
 	n := 0
-	for k, why := range c.dirty {
-		fn(c.change(k, why))
-		n++
+	for k, d := range c.dirty {
+		if ch, ok := c.change(k, d); ok {
+			fn(ch)
+			n++
+		}
 	}
 	c.drained.Add(uint64(n))
 	return n
 }
 
-// change is what the table holds under k now. A flow's noted bit is
-// cleared before it is read, so a swap after the read notes it again.
-func (c *Changes[V]) change(k FlowKey, why Cause) Change[V] {
+// change is what the table holds under k now; false for a key that had
+// only state swaps of a record that is not the flow under k now (another
+// table's flow, or one that left: its leaving was noted too). A flow's
+// noted bit is cleared before it is read, so a swap after the read notes
+// it again. One lookup per key.
+func (c *Changes[V]) change(k FlowKey, d dirt) (Change[V], bool) {
 	e := c.t.peek(&k)
+	if d.state != nil && (e == nil || e.home() != (*Entry[V])(d.state).home()) {
+		return Change[V]{}, false
+	}
 	if e == nil || e.Key() != k {
 		// Gone, or k is now another flow's reply key: the flow whose
 		// first key was k is gone.
-		return Change[V]{Key: k, Cause: why}
+		return Change[V]{Key: k, Cause: d.why}, true
 	}
 	e.home().clearNoted()
-	return Change[V]{Key: k, Flow: e}
+	return Change[V]{Key: k, Flow: e}, true
 }
 
 // Resync calls fn for every flow in the table, as Range walks it, after

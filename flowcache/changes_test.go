@@ -167,8 +167,21 @@ func TestChangesOnlyItsTable(t *testing.T) {
 	if got := drained(cb); len(got) != 1 {
 		t.Errorf("b's feed: %v", got)
 	}
+	// Both flows under the key swap between two drains, in both orders:
+	// each feed reports its own table's.
+	for i, first := range []*Entry[int]{ea, eb, ea} {
+		other := map[*Entry[int]]*Entry[int]{ea: eb, eb: ea}[first]
+		for _, e := range []*Entry[int]{first, other} {
+			s := e.State()
+			e.CompareAndSwapState(s, s+1)
+		}
+		ga, gb := drained(ca), drained(cb)
+		if len(ga) != 1 || *ga[testKey(1)].Flow.Value() != 1 || len(gb) != 1 || *gb[testKey(1)].Flow.Value() != 2 {
+			t.Errorf("round %d: a's feed %v, b's %v", i, ga, gb)
+		}
+	}
 	cb.Close()
-	ea.CompareAndSwapState(0, 1)
+	ea.CompareAndSwapState(ea.State(), ea.State()+1)
 	if got := drained(ca); len(got) != 1 || *got[testKey(1)].Flow.Value() != 1 {
 		t.Errorf("a's feed after b's closed: %v", got)
 	}
