@@ -36,10 +36,14 @@
 // the flush whether a flow starts replicating. Every record carries the
 // publisher's epoch and a sequence that grows with every record, and its
 // message ID is the two, so a client retry is stored once. The table's
-// data path never waits: notes wait in the feed's bounded queue; a full
-// queue or a failed publish costs a resync (every flow sent again, then
-// a marker with the resync's first sequence: a follower drops the flows
-// of that epoch the resync did not send). Flows seen since they were last
+// data path never waits: notes wait in the feed's bounded queue. A flush
+// waits for the stream's acknowledgements while they keep coming (at
+// most 1024 outstanding; given up after 2 s without one); a full queue,
+// a failed publish or an acknowledgement given up on costs a resync
+// (every flow sent again, then a marker with the resync's first
+// sequence: a follower drops the flows of that epoch or older the resync
+// did not send), at least ten intervals after the last one ended, so
+// that an overload does not feed itself. Flows seen since they were last
 // sent are sent again every Refresh (a third of the shortest timeout),
 // so a follower's copy of an active flow does not expire.
 //
@@ -68,8 +72,10 @@
 // epoch's first resync is acknowledged, the stream holds every flow
 // under its subjects, and older epochs' subjects are purged. A follower
 // reads the lease every quarter TTL; when it has not changed for a TTL,
-// Lapsed is closed, and Promote stops following and starts a publisher
-// on the standby's table at the next epoch.
+// Lapsed is closed. Promote applies what the stream holds (the old
+// primary's last flush may be stored and not applied yet; at most a
+// lease TTL), stops following and starts a publisher on the standby's
+// table at the next epoch.
 //
 // # Concurrency
 //

@@ -53,7 +53,7 @@ type Follower[V any] struct {
 
 	// The apply loop's own (mu guards them against Stats and Promote).
 	mu       sync.Mutex
-	flows    map[flowcache.FlowKey]*held             // live flows, by first key
+	flows    map[flowcache.FlowKey]held              // live flows, by first key
 	owner    map[flowcache.FlowKey]flowcache.FlowKey // a pair's reply key -> its first key
 	tombs    [2]map[flowcache.FlowKey]version        // flows that left: this horizon's and the last
 	tombsAt  time.Time
@@ -137,7 +137,7 @@ func newFollower[V any](t *flowcache.Table[V], cfg FollowerConfig[V]) *Follower[
 	}
 	return &Follower[V]{
 		t: t, cfg: cfg,
-		flows: map[flowcache.FlowKey]*held{}, owner: map[flowcache.FlowKey]flowcache.FlowKey{},
+		flows: map[flowcache.FlowKey]held{}, owner: map[flowcache.FlowKey]flowcache.FlowKey{},
 		tombs:   [2]map[flowcache.FlowKey]version{{}, {}},
 		tombsAt: time.Now(), seed: maphash.MakeSeed(),
 		caughtUp: make(chan struct{}), lapsed: make(chan struct{}), done: make(chan struct{}),
@@ -170,7 +170,8 @@ func (f *Follower[V]) run(ctx context.Context, cons jetstream.Consumer, last uin
 	ctx, stop := context.WithCancel(ctx)
 	defer stop()
 	wg.Go(func() { f.watchLease(ctx) })
-	it, err := cons.Messages()
+	// Batches larger than the default 500: a catch-up is one long read.
+	it, err := cons.Messages(jetstream.PullMaxMessages(4096))
 	if err != nil {
 		return
 	}
@@ -332,7 +333,7 @@ func (f *Follower[V]) flow(r *record[V], v version, stored time.Time) error {
 	for _, k := range victims {
 		f.forget(k, v)
 	}
-	f.flows[r.key] = &held{v: v, reply: r.reply, paired: r.paired, vh: vh}
+	f.flows[r.key] = held{v: v, reply: r.reply, paired: r.paired, vh: vh}
 	delete(f.tombs[0], r.key)
 	delete(f.tombs[1], r.key)
 	if r.paired {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"os"
 	"sync"
 	"testing"
 	"time"
@@ -539,4 +540,48 @@ func TestNames(t *testing.T) {
 		t.Error(err)
 	}
 	_ = fmt.Sprint()
+}
+
+// soakDuration is how long TestSoak runs: STRESS=long (as race_test's
+// long runs), for STRESS_DURATION (10 minutes by default); otherwise it
+// is skipped, so that make test stays short.
+func soakDuration(t *testing.T) time.Duration {
+	if os.Getenv("STRESS") != "long" {
+		t.Skip("a soak: STRESS=long [STRESS_DURATION=10m] runs it")
+	}
+	if s := os.Getenv("STRESS_DURATION"); s != "" {
+		d, err := time.ParseDuration(s)
+		if err != nil {
+			t.Fatalf("STRESS_DURATION=%q: %v", s, err)
+		}
+		return d
+	}
+	return 10 * time.Minute
+}
+
+// TestSoak: TestEqualityUnderChurn's churn for as long as it is asked,
+// with the follower restarted and the broker restarted in turn between
+// rounds; at the end of every round the follower equals the primary.
+func TestSoak(t *testing.T) {
+	d := soakDuration(t)
+	b := startBroker(t)
+	primary, standby := realTable(t, 50000), realTable(t, 50000)
+	ch := newChurner(primary, 20000, 12)
+	p := startPublisher(t, b.connect(t), primary, pubConfig())
+	f := startFollower(t, b.connect(t), standby, folConfig())
+	round := 0
+	for end := time.Now().Add(d); time.Now().Before(end); round++ {
+		ch.run(2 * time.Second)
+		switch round % 3 {
+		case 1:
+			f.Close()
+			f = startFollower(t, b.connect(t), standby, folConfig())
+		case 2:
+			b.stop()
+			ch.run(500 * time.Millisecond)
+			b.start()
+		}
+		converge(t, p, primary, standby)
+	}
+	t.Logf("%d rounds; publisher %+v; follower %+v", round, p.Stats(), f.Stats())
 }
