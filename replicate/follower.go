@@ -66,8 +66,7 @@ type Follower[V any] struct {
 	// many records, as if the process had died there.
 	crashAfter uint64
 
-	at   atomic.Uint64 // the stream sequence of the last record applied
-	idle atomic.Bool   // and nothing was pending after it
+	at atomic.Uint64 // the stream sequence of the last record applied
 
 	caughtUp chan struct{}
 	upOnce   sync.Once
@@ -190,7 +189,6 @@ func (f *Follower[V]) run(ctx context.Context, cons jetstream.Consumer, last uin
 		f.Apply(m.Data(), md.Timestamp)
 		f.lags.add(time.Since(md.Timestamp))
 		f.at.Store(md.Sequence.Stream)
-		f.idle.Store(md.NumPending == 0)
 		if md.Sequence.Stream >= last || md.NumPending == 0 {
 			f.markCaughtUp()
 		}
@@ -445,7 +443,10 @@ func (f *Follower[V]) Promote(ctx context.Context, cfg PublisherConfig[V]) (*Pub
 }
 
 // drain waits until the follower has applied the stream's last record as
-// of now (or one after it), or nothing is pending, for at most LeaseTTL.
+// of now (or one after it), for at most LeaseTTL: that long only if the
+// record vanished meanwhile (a purge, a tombstone's TTL). A record's
+// NumPending cannot stand in: a follower that had nothing pending a
+// moment ago may not have seen the primary's last flush yet.
 func (f *Follower[V]) drain(ctx context.Context) {
 	if f.js == nil || f.closed.Load() {
 		return
@@ -462,7 +463,7 @@ func (f *Follower[V]) drain(ctx context.Context) {
 	}
 	tick := time.NewTicker(time.Millisecond)
 	defer tick.Stop()
-	for f.at.Load() < info.State.LastSeq && !f.idle.Load() {
+	for f.at.Load() < info.State.LastSeq {
 		select {
 		case <-ctx.Done():
 			return
