@@ -27,6 +27,7 @@ type lease struct {
 
 type leaseVal struct {
 	l *lease
+	//lint:ignore U1000 a value with a pointer and a word beside it, as a NAT's
 	n uint64
 }
 

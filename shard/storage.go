@@ -101,6 +101,7 @@ type chunkHeader struct {
 // offset from the header (storage.rec), which is what lets it be written
 // without type parameters and compiled, inlined, in this package.
 type chunk[E any] struct {
+	//lint:ignore U1000 read and written by offset from hdr (storage.rec)
 	recs [chunkRecs]E
 	hdr  chunkHeader
 }
