@@ -156,11 +156,11 @@ func (f *Follower[V]) Lapsed() <-chan struct{} { return f.lapsed }
 func (f *Follower[V]) markCaughtUp() { f.upOnce.Do(func() { close(f.caughtUp) }) }
 
 // run applies what cons delivers until ctx ends. It has caught up once
-// it has applied the stream's record at last, the stream's last when
-// the follower started (or a later one: a record superseded since is
-// delivered in its newer form), or when the consumer says nothing is
-// pending. A publisher that never stops publishing (refreshes, a busy
-// table) keeps the second from happening; the first always does.
+// it has applied the record at sequence last, the stream's last when the
+// follower started, or a later one (a record superseded since comes in
+// its newer form), or once the consumer says nothing is pending. A
+// publisher that never pauses (refreshes, a busy table) may keep the
+// second from ever happening; the first always does.
 func (f *Follower[V]) run(ctx context.Context, cons jetstream.Consumer, last uint64) {
 	defer close(f.done)
 	var wg sync.WaitGroup

@@ -121,7 +121,7 @@ func defineFlags(fs *flag.FlagSet, o *options) {
 	fs.BoolVar(&o.stats, "stats", false, "print live flows, hits, misses, rejections, heap and packets/s once a second (stderr)")
 	fs.StringVar(&o.statusFile, "status", "", "rewrite this file once a second with the counters as JSON")
 	fs.StringVar(&o.summaryFile, "summary", "", "where the JSON summary goes on exit (default stdout)")
-	fs.StringVar(&o.dumpFile, "dump-file", "", "where SIGUSR1 (SIGUSR2 on a standby) writes the table's dump (default stdout)")
+	fs.StringVar(&o.dumpFile, "dump-file", "", "where SIGUSR1 or SIGUSR2 writes the table's dump (a standby's SIGUSR1 promotes it instead) (default stdout)")
 	fs.StringVar(&o.dumpFormat, "dump-format", "text", "the dump's format: text (one flow a line) or json (one JSON object a line)")
 	fs.StringVar(&o.metricsAddr, "metrics", "", "serve Prometheus metrics on http://ADDR/metrics (e.g. 127.0.0.1:9100; default off)")
 	fs.StringVar(&o.flowsFile, "flows-file", "", "write every flow key ever inserted (forwarder) or found (-keys-from) here, sorted, one per line")
