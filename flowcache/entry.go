@@ -27,7 +27,7 @@ type Entry[V any] struct {
 	// pair's reply record. First, so a *shard.Node is a *Entry.
 	node     shard.Node
 	lastSeen atomic.Int64  // ms since the Unix epoch, from the table's coarse clock
-	state    atomic.Uint64 // the program's state (low 32 bits) | class << classShift | moved
+	state    atomic.Uint64 // the program's state (low 32 bits) | class << classShift | noted | moved
 	packets  atomic.Uint64
 	bytes    atomic.Uint64
 	value    V
@@ -123,7 +123,12 @@ func (e *Entry[V]) CompareAndSwapState(old, new uint32) bool {
 		if uint32(w) != old {
 			return false
 		}
-		if e.state.CompareAndSwap(w, w&^stateMask|uint64(new)) {
+		// The noted bit goes in with the state (changes.go): the one
+		// swap that sets it hands the flow to the change feeds, if any.
+		if e.state.CompareAndSwap(w, w&^stateMask|uint64(new)|noted) {
+			if w&noted == 0 {
+				noteState(unsafe.Pointer(e))
+			}
 			return true
 		}
 	}

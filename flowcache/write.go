@@ -251,6 +251,7 @@ func (t *Table[V]) store(ks *keySet, v V) *Entry[V] {
 	} else {
 		t.setKey(k, ks.h[0], ref, st, class)
 	}
+	t.noteNew(e)
 	return e
 }
 
@@ -559,6 +560,7 @@ func (t *Table[V]) SetClass(e *Entry[V], c int) bool {
 	for {
 		w := home.state.Load()
 		if home.state.CompareAndSwap(w, w&^classMask|uint64(c)<<classShift) {
+			t.noteNew(home)
 			return true
 		}
 	}
