@@ -41,7 +41,9 @@ benchstat:
 	$(GO) install $(BENCHSTAT)
 
 # The forwarder example between three network namespaces, on real traffic
-# (tcpreplay, hping3): needs root, skips without. Not part of `make test`.
+# (tcpreplay, hping3), and a primary, its standby and a JetStream server
+# built from the nats-server module go.mod pins: needs root, skips
+# without. Not part of `make test`.
 .PHONY: e2e
 e2e:
 	bash examples/forwarder/e2e.sh

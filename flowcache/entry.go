@@ -37,7 +37,7 @@ type Entry[V any] struct {
 	node     shard.Node
 	lastSeen atomic.Int64 // ms since the Unix epoch, from the table's coarse clock
 	value    V
-	state    atomic.Uint64 // the program's state (low 32 bits) | class << classShift | moved
+	state    atomic.Uint64 // the program's state (low 32 bits) | class << classShift | noted | moved
 	packets  atomic.Uint64
 	bytes    atomic.Uint64
 }
@@ -132,7 +132,12 @@ func (e *Entry[V]) CompareAndSwapState(old, new uint32) bool {
 		if uint32(w) != old {
 			return false
 		}
-		if e.state.CompareAndSwap(w, w&^stateMask|uint64(new)) {
+		// The noted bit goes in with the state (changes.go): the one
+		// swap that sets it hands the flow to the change feeds, if any.
+		if e.state.CompareAndSwap(w, w&^stateMask|uint64(new)|noted) {
+			if w&noted == 0 {
+				noteState(unsafe.Pointer(e))
+			}
 			return true
 		}
 	}

@@ -59,19 +59,19 @@ type Stats struct {
 func (t *Table[V]) Stats() Stats {
 	t.mustInit()
 	st := Stats{
-		Name:           t.name,
-		Live:           int(t.live.Load()),
-		Limit:          int(t.limit),
-		Shards:         len(t.shards),
-		Hits:           uint64(t.hits.Value()),
-		Misses:         uint64(t.misses.Value()),
-		Expired:        t.expired.Load(),
-		Cleared:        t.cleared.Load(),
-		Passes:         t.passes.Load(),
-		LastPass:       t.lastPass.Load(),
-		LongestHold:    time.Duration(t.longestHold.Load()),
-		Released:       t.released.Load(),
-		TTL:            t.timeouts[0].Load(),
+		Name:        t.name,
+		Live:        int(t.live.Load()),
+		Limit:       int(t.limit),
+		Shards:      len(t.shards),
+		Hits:        uint64(t.hits.Value()),
+		Misses:      uint64(t.misses.Value()),
+		Expired:     t.expired.Load(),
+		Cleared:     t.cleared.Load(),
+		Passes:      t.passes.Load(),
+		LastPass:    t.lastPass.Load(),
+		LongestHold: time.Duration(t.longestHold.Load()),
+		Released:    t.released.Load(),
+		TTL:         t.timeouts[0].Load(),
 	}
 	var pairs uint64
 	for i := range t.shards {

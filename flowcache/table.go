@@ -125,7 +125,8 @@ type Table[V any] struct {
 	unwatch  func()
 	errFull  error
 	errClose error
-	faults   faults // tests only (export_test.go)
+	faults   faults                     // tests only (export_test.go)
+	feed     atomic.Pointer[Changes[V]] // the change feed, nil when none is attached (changes.go)
 	// releaseValues: V holds pointers, so a flow that left has its value
 	// zeroed once its grace period is over (see release), and what the
 	// value pointed to can be collected although the record stays.

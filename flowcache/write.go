@@ -290,6 +290,7 @@ func (t *Table[V]) store(ks *keySet, v V) *Entry[V] {
 	} else {
 		t.setKey(k, ks.h[0], ref, st, class, ks.absent)
 	}
+	t.noteNew(e)
 	return e
 }
 
@@ -615,6 +616,7 @@ func (t *Table[V]) SetClass(e *Entry[V], c int) bool {
 	for {
 		w := home.state.Load()
 		if home.state.CompareAndSwap(w, w&^classMask|uint64(c)<<classShift) {
+			t.noteNew(home)
 			return true
 		}
 	}

@@ -113,12 +113,6 @@ func TestMatchExhaustiveLanes(t *testing.T) {
 	}
 }
 
-// The layout claims, checked: a bucket is one cache line (also checked at
-// compile time), a shard is whole pairs of cache lines, and a chunk is a
-// large object (over 32 KiB, so the allocator gives it pages of its own):
-// for a pointer-free record a raw block of whole pages holding as many
-// records as fit, for a record with pointers a typed chunk of 511 records
-// with the header in the room of a 512th.
 // What a lookup reads lies on cache lines that writers do not write: the
 // shard's array pointer and record geometry alone in its first pair of
 // lines, before the mutex and the counts; the storage's chunk directory
@@ -147,6 +141,12 @@ func TestLookupWordsApart(t *testing.T) {
 	}
 }
 
+// The layout claims, checked: a bucket is one cache line (also checked at
+// compile time), a shard is whole pairs of cache lines, and a chunk is a
+// large object (over 32 KiB, so the allocator gives it pages of its own):
+// for a pointer-free record a raw block of whole pages holding as many
+// records as fit, for a record with pointers a typed chunk of 511 records
+// with the header in the room of a 512th.
 func TestLayout(t *testing.T) {
 	if n := unsafe.Sizeof(bucket{}); n != 64 {
 		t.Errorf("bucket is %d bytes", n)

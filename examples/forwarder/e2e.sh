@@ -33,6 +33,24 @@
 #     scraped during and after the flood agrees with the forwarder's
 #     summary, and the memory comes back once the flood's flows expire.
 #
+# (c) takeover: a NATS JetStream server (cmd/jetstream, built from the
+#     nats-server module go.mod pins) on fwd's loopback, a primary
+#     forwarder (-replicate) and a standby (-standby) in fwd. The first
+#     half of $E2E_REPL_PCAP goes through the primary; its JSON dump is
+#     taken, two more flushes are waited for, and it is killed (SIGKILL)
+#     before the second half. The standby is promoted, once by SIGUSR1 and
+#     once by the primary's lease lapsing ($E2E_TAKEOVERS), and the second
+#     half goes through it. Checked: every assured flow the primary had
+#     before its last flush is on the standby with its state and value
+#     (and no flow the primary did not have); the standby inserts exactly
+#     the second half's flows it did not hold; and every flow's packets at
+#     the end are what the standby held plus the second half's frames of
+#     that flow: the later packets counted on the flows it took over.
+# (d) hitless restart: the same halves through one forwarder with
+#     -snapshot, stopped (SIGTERM) after the first and started again: the
+#     restored table is the dump before the stop, flow for flow (keys,
+#     state, packets, bytes), and the second half counts on it as in (c).
+#
 # Containment: traffic stays between the namespaces made here. Captures
 # are rewritten (tcprewrite --pnat) into 198.18.0.0/16 and
 # fd66:6c6f:7763::/64, both assigned to the sink's veth; the flood targets
@@ -51,8 +69,11 @@
 # refuses at its limit),
 # E2E_PCAPS (capture folder), E2E_FWD_FLAGS
 # (more forwarder flags for the replays, e.g. "-ring-blocks 2" to try the
-# top-speed checks under drops), E2E_KEEP=1 (keep the work folder). It
-# takes about two minutes on 2 cores.
+# top-speed checks under drops), E2E_KEEP=1 (keep the work folder),
+# E2E_PARTS (the sections to run, default "captures flood takeover
+# restart"), E2E_REPL_PCAP (the capture of (c) and (d), default
+# cerber-lab.pcapng), E2E_TAKEOVERS ("signal lease": how (c) promotes,
+# once each). It takes about three minutes on 2 cores.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -66,6 +87,9 @@ FLOOD_HEAP_BOUND=${E2E_FLOOD_HEAP_BOUND:-2.5}
 TOPSPEED=${E2E_TOPSPEED:-1}
 TOP_FRAMES=${E2E_TOP_FRAMES:-100000}
 read -ra FWD_FLAGS <<<"${E2E_FWD_FLAGS:-}"
+read -ra PARTS <<<"${E2E_PARTS:-captures flood takeover restart}"
+REPL_PCAP=${E2E_REPL_PCAP:-$PCAPS/cerber-lab.pcapng}
+read -ra TAKEOVERS <<<"${E2E_TAKEOVERS:-signal lease}"
 MAX_FRAME=9014 # MTU 9000 + a 14-byte Ethernet header
 
 V4_NET=198.18.0.0/16 # the sink's prefixes: every replayed address lands here
@@ -189,12 +213,16 @@ done
 
 # --- the programs ----------------------------------------------------------
 BIN=$WORK/forwarder
-(cd "$ROOT" && go build -o "$BIN" ./examples/forwarder)
+JSBIN=$WORK/jetstream
+(cd "$ROOT" && go build -o "$BIN" ./examples/forwarder && go build -o "$JSBIN" ./examples/forwarder/cmd/jetstream)
+
+# part NAME: whether section NAME is in $E2E_PARTS.
+part() { [[ " ${PARTS[*]} " == *" $1 "* ]]; }
 
 # jget FILE KEY: a number from the programs' JSON.
 jget() { grep -o "\"$2\": *[0-9.e+]*" "$1" | tail -1 | sed 's/.*: *//'; }
 
-FWD_PID= SINK_PID=
+FWD_PID='' SINK_PID=''
 start_sink() { # watch-spec or ""
 	local w=()
 	[ -n "$1" ] && w=(-watch "$1")
@@ -315,7 +343,8 @@ replay() {
 	# before it was sent: the dump's packets add up to what was sent.
 	local counted
 	counted=$(jq -s 'map(.Packets) | add // 0' "$WORK/dump.json")
-	local res="$tag: replayed $sent (failed $failed; $loops× the capture) at $trate pkt/s, forwarder in $in out $out dropped $dropped, socket drops $drops, flows expected $want_flows seen $got_flows, packets counted on flows $counted, sink $sink (drops $sink_drops); $PPS_OUT pkt/s over $(jget "$S" active_seconds) s; table $(jget "$S" table_bytes_peak) B peak; heap before $(jget "$S" heap_before) peak $(jget "$S" heap_peak) after $(jget "$S" heap_after)"
+	local res
+	res="$tag: replayed $sent (failed $failed; $loops× the capture) at $trate pkt/s, forwarder in $in out $out dropped $dropped, socket drops $drops, flows expected $want_flows seen $got_flows, packets counted on flows $counted, sink $sink (drops $sink_drops); $PPS_OUT pkt/s over $(jget "$S" active_seconds) s; table $(jget "$S" table_bytes_peak) B peak; heap before $(jget "$S" heap_before) peak $(jget "$S" heap_peak) after $(jget "$S" heap_after)"
 	say "$res"
 	RESULTS+=("$res")
 
@@ -360,8 +389,9 @@ replay() {
 }
 
 shopt -s nullglob
-caps=("$PCAPS"/*.pcap "$PCAPS"/*.pcapng)
-if ((${#caps[@]} == 0)); then
+caps=()
+part captures && caps=("$PCAPS"/*.pcap "$PCAPS"/*.pcapng)
+if part captures && ((${#caps[@]} == 0)); then
 	say "SKIP (a): no captures in $PCAPS"
 fi
 for cap in "${caps[@]}"; do
@@ -537,7 +567,8 @@ flood() {
 	dumped=$(wc -l <"$WORK/flood-dump.json" 2>/dev/null || echo 0)
 	assured_rows=$(jq -s '[.[] | select(.State % 2 == 1)] | length' "$WORK/flood-dump.json" 2>/dev/null || echo "?")
 
-	local res="$tag: ${flood_s}s, hping3 sent $flood_sent SYNs; forwarder in $(jq .packets_in "$S") out $(jq .packets_out "$S"), peak $(jq .peak_pps "$S") pkt/s, ring drops $(jq .socket_drops "$S");"
+	local res
+	res="$tag: ${flood_s}s, hping3 sent $flood_sent SYNs; forwarder in $(jq .packets_in "$S") out $(jq .packets_out "$S"), peak $(jq .peak_pps "$S") pkt/s, ring drops $(jq .socket_drops "$S");"
 	res+=" limit $FLOOD_LIMIT, peak live $peak_live; during the flood: $admitted flows admitted, $ev_flood evictions, $rej_flood refusals;"
 	res+=" between the scrapes during it (flows $live1, then $live2): $at_limit admitted, $ev_limit evictions;"
 	res+=" in all: inserted $(jq .flows_inserted "$S"), evicted $evict, refused $rej, dropped (full) $(jq .dropped_full "$S"), forwarded (full) $(jq .forwarded_full "$S"), expired $(jq .removals.expired "$S"), shrinks $(jq .shrinks "$S"), compactions $(jq .compactions "$S") (moved $(jq .moved "$S"));"
@@ -567,7 +598,8 @@ flood() {
 		agree+=("$name $mv/$sv")
 		[ "$mv" = "$sv" ] || mismatch+=("$series = $mv, summary $field = $sv")
 	done
-	local mres="$tag: /metrics after the drain / summary: $(
+	local mres
+	mres="$tag: /metrics after the drain / summary: $(
 		IFS=,
 		echo "${agree[*]}"
 	)"
@@ -619,9 +651,289 @@ flood() {
 }
 
 declare -A HEAP_PEAK
-for policy in "${FLOOD_POLICIES[@]}"; do
-	flood "$policy"
-done
+if part flood; then
+	for policy in "${FLOOD_POLICIES[@]}"; do
+		flood "$policy"
+	done
+fi
+
+# --- (c) takeover, (d) hitless restart --------------------------------------
+JS_URL=nats://127.0.0.1:4222 # cmd/jetstream, on fwd's own loopback
+JS_PID=''
+
+# start_js: the JetStream server, its store in the work folder.
+start_js() {
+	rm -rf "$WORK/js"
+	mkdir -p "$WORK/js"
+	# ip netns exec, not in_ns: a function in the background is a subshell,
+	# and the pid that signals must reach is the program's.
+	ip netns exec "$FWD" "$JSBIN" -addr 127.0.0.1:4222 -store "$WORK/js" >"$WORK/js.out" 2>"$WORK/js.log" &
+	JS_PID=$!
+	PIDS+=("$JS_PID")
+	for _ in $(seq 100); do
+		grep -q '^ready' "$WORK/js.out" 2>/dev/null && return 0
+		kill -0 "$JS_PID" 2>/dev/null || break
+		sleep 0.1
+	done
+	cat "$WORK/js.log"
+	die "the JetStream server did not start"
+}
+
+# start_role NAME FLAGS...: a forwarder whose files are $WORK/NAME-*: its
+# status, summary, JSON dump (SIGUSR2, in every role) and the keys its
+# workers inserted. Its pid goes to ROLE_PID.
+ROLE_PID=''
+start_role() {
+	local n=$1
+	shift
+	rm -f "$WORK/$n-status.json" "$WORK/$n-summary.json" "$WORK/$n-dump.json" "$WORK/$n-flows.txt"
+	ip netns exec "$FWD" "$BIN" -in fin -out fout -next-hop $SINK_MAC -limit 1000000 -ttl 60s \
+		-status "$WORK/$n-status.json" -summary "$WORK/$n-summary.json" \
+		-dump-format json -dump-file "$WORK/$n-dump.json" -flows-file "$WORK/$n-flows.txt" "$@" 2>"$WORK/$n.log" &
+	ROLE_PID=$!
+	PIDS+=("$ROLE_PID")
+	for _ in $(seq 100); do
+		[ -s "$WORK/$n-status.json" ] && return 0
+		kill -0 "$ROLE_PID" 2>/dev/null || break
+		sleep 0.1
+	done
+	cat "$WORK/$n.log"
+	die "forwarder $n did not start"
+}
+
+# rget NAME EXPR: a field of forwarder NAME's status, with jq.
+rget() { jq -r "$2" "$WORK/$1-status.json"; }
+
+# until_status NAME JQ-CONDITION WHAT: until the status file says so (it
+# is rewritten once a second), for at most a minute.
+until_status() {
+	for _ in $(seq 600); do
+		[ "$(jq -r "$2" "$WORK/$1-status.json" 2>/dev/null)" = true ] && return 0
+		sleep 0.1
+	done
+	die "forwarder $1: $3 (status: $(cat "$WORK/$1-status.json"))"
+}
+
+# dump_to NAME PID OUT: forwarder NAME's JSON dump (SIGUSR2) into OUT.
+dump_to() {
+	rm -f "$WORK/$1-dump.json"
+	kill -USR2 "$2"
+	for _ in $(seq 100); do
+		# Written to a temporary file and renamed: there means whole.
+		[ -e "$WORK/$1-dump.json" ] && { mv "$WORK/$1-dump.json" "$3"; return 0; }
+		sleep 0.1
+	done
+	die "forwarder $1 wrote no dump"
+}
+
+# play PCAP NAME: replay PCAP at $PPS and wait until forwarder NAME has
+# read every frame. Sets PLAYED.
+play() {
+	in_ns "$GEN" timeout 300 tcpreplay -i vgen --pps="$PPS" "$1" >"$WORK/tcpreplay.log" 2>&1 ||
+		{ cat "$WORK/tcpreplay.log"; die "tcpreplay failed"; }
+	PLAYED=$(grep -o 'Successful packets: *[0-9]*' "$WORK/tcpreplay.log" | grep -o '[0-9]*$')
+	local cur
+	for _ in $(seq 300); do
+		cur=$(($(rget "$2" .packets_in) + $(rget "$2" .socket_drops)))
+		[ "$cur" -ge "$PLAYED" ] && return 0
+		sleep 0.1
+	done
+	die "forwarder $2 read $cur of $PLAYED frames"
+}
+
+# halves: the rewritten capture split into two halves (by frames kept),
+# each with its IP frames' keys and counts per key.
+halves() {
+	local rw=$WORK/repl-rewritten.pcap
+	tcprewrite --pnat="0.0.0.0/0:$V4_NET,[::/0]:[$V6_NET]" \
+		--enet-smac=$GEN_MAC --enet-dmac=$FIN_MAC --fixcsum \
+		-i "$REPL_PCAP" -o "$rw" 2>"$WORK/tcprewrite.log" || { tail "$WORK/tcprewrite.log"; die "tcprewrite failed"; }
+	"$BIN" -keys-from "$rw" -max-frame $MAX_FRAME >"$WORK/repl-all.json"
+	local kept half
+	kept=$(jget "$WORK/repl-all.json" kept)
+	half=$((kept / 2))
+	"$BIN" -keys-from "$rw" -max-frame $MAX_FRAME -frames "0:$half" -write-filtered "$WORK/half1.pcap" \
+		-counts-file "$WORK/half1-counts.txt" >"$WORK/half1.json"
+	"$BIN" -keys-from "$rw" -max-frame $MAX_FRAME -frames "$half:" -write-filtered "$WORK/half2.pcap" \
+		-counts-file "$WORK/half2-counts.txt" >"$WORK/half2.json"
+	say "$(basename "$REPL_PCAP"): $kept frames in two halves: $(jget "$WORK/half1.json" ip_frames) IP frames and $(jget "$WORK/half1.json" flows) flows, then $(jget "$WORK/half2.json" ip_frames) and $(jget "$WORK/half2.json" flows)"
+}
+
+# continues TAG HELD END INSERTED COUNTS: the checks that the second half
+# counted on the flows held (HELD, the dump before it) instead of making
+# new ones: the forwarder inserted exactly the flows of the second half it
+# did not hold, both keys of each (INSERTED, its -flows-file), and at the
+# end (END, its dump) every flow has the packets it held plus the second
+# half's frames of either of its keys. COUNTS has a line per key of the
+# second half: the key, its frames, its reverse (the flow's other key: the
+# forwarder stores a connection's two directions as one pair). Appends to
+# bad.
+continues() {
+	local tag=$1 held=$2 end=$3 inserted=$4 counts=$5
+	local want_new got_new
+	want_new=$(jq -rn --slurpfile h "$held" --rawfile c "$counts" '
+		($h | map(. as $r | ([.Key] + (if .Paired then [.Reply] else [] end))[] | {key: ., value: true}) | from_entries) as $held
+		| $c | split("\n")[] | select(length > 0) | split("\t")
+		| select($held[.[0]] == null and $held[.[2]] == null) | .[0], .[2]' | LC_ALL=C sort -u)
+	got_new=$(LC_ALL=C sort -u "$inserted")
+	[ "$want_new" = "$got_new" ] ||
+		bad+=("$tag: inserted $(grep -c . <<<"$got_new") keys, want the $(grep -c . <<<"$want_new") keys of the second half's flows not held; differing: $(diff <(echo "$want_new") <(echo "$got_new") | grep -c '^[<>]' || true)")
+	local wrong
+	wrong=$(jq -rn --slurpfile h "$held" --slurpfile e "$end" --rawfile c "$counts" '
+		def keys2: [.Key] + (if .Paired then [.Reply] else [] end);
+		($h | map(. as $r | keys2[] | {key: ., value: $r.Packets}) | from_entries) as $p
+		| ($c | split("\n") | map(select(length > 0) | split("\t") | {key: .[0], value: (.[1] | tonumber)}) | from_entries) as $n
+		| ($e | map(. as $r | keys2[] | {key: ., value: true}) | from_entries) as $q
+		| (($p + $n) | keys[] | select($q[.] == null) | "\(.): gone at the end"),
+		  ($e[] | keys2 as $ks
+		   | ([$ks[] | $p[.] // empty] | first // 0) as $was
+		   | ([$ks[] | $n[.] // 0] | add) as $more
+		   | select(.Packets != $was + $more)
+		   | "\(.Key): \(.Packets) packets, want \($was) held + \($more) in the second half")')
+	[ -z "$wrong" ] || bad+=("$tag: $(grep -c . <<<"$wrong") flows do not add up, e.g. $(head -3 <<<"$wrong" | tr '\n' ';')")
+}
+
+# verdict TAG: ok or FAIL with what is in bad.
+verdict() {
+	if ((${#bad[@]})); then
+		for b in "${bad[@]}"; do say "FAIL $1: $b"; done
+		FAILS=$((FAILS + 1))
+		E2E_KEEP=1
+	else
+		say "ok $1"
+	fi
+}
+
+# takeover HOW: (c), the standby promoted by HOW (signal or lease).
+takeover() {
+	local how=$1
+	local tag="takeover by $how"
+	say "--- $tag: $(basename "$REPL_PCAP"), half through the primary, the primary killed, half through the standby"
+	start_js
+	start_sink ""
+	start_role primary -replicate "$JS_URL" -lease-ttl 2s
+	local primary=$ROLE_PID
+	start_role standby -standby "$JS_URL" -lease-ttl 2s
+	local standby=$ROLE_PID
+	until_status standby '.replication.caught_up' "did not catch up"
+	play "$WORK/half1.pcap" primary
+	local sent1=$PLAYED
+	# The flows the primary has now; then two more flushes, so that its
+	# last flush came after them, and the primary dies (mid-replay: the
+	# second half is still to come).
+	dump_to primary "$primary" "$WORK/$how-primary.json"
+	local f0
+	f0=$(rget primary .replication.flushes)
+	until_status primary ".replication.flushes >= $f0 + 2" "no flush after the dump"
+	cp "$WORK/primary-status.json" "$WORK/$how-primary-status.json"
+	kill -KILL "$primary"
+	wait "$primary" 2>/dev/null || true
+	local t0 t1
+	t0=$(date +%s.%N)
+	[ "$how" = signal ] && kill -USR1 "$standby"
+	until_status standby '.replication.role == "primary"' "not promoted"
+	t1=$(date +%s.%N)
+	dump_to standby "$standby" "$WORK/$how-held.json"
+	play "$WORK/half2.pcap" standby
+	local sent2=$PLAYED
+	sleep 1.2 # one more status: the counters after the last frame
+	dump_to standby "$standby" "$WORK/$how-end.json"
+	stop "$standby"
+	sleep 0.3
+	stop "$SINK_PID"
+	kill -TERM "$JS_PID"
+	wait "$JS_PID" || true
+
+	local S=$WORK/standby-summary.json P=$WORK/$how-primary-status.json
+	local assured held epoch0 epoch1 sink out1 out2
+	assured=$(jq -s '[.[] | select(.State % 2 == 1)] | length' "$WORK/$how-primary.json")
+	held=$(wc -l <"$WORK/$how-held.json")
+	epoch0=$(jq .replication.epoch "$P") epoch1=$(jq .replication.epoch "$S")
+	out1=$(jq .packets_out "$P") out2=$(jq .packets_out "$S")
+	sink=$(jget "$WORK/sink.json" frames)
+	local res
+	res="$tag: primary forwarded $out1 of $sent1 frames, had $(wc -l <"$WORK/$how-primary.json") flows ($assured assured) at its dump, published $(jq .replication.published "$P") records ($(jq .replication.wire_bytes "$P") bytes, $(jq .replication.filtered "$P") filtered) in $(jq .replication.flushes "$P") flushes;"
+	res+=" standby: $(jq -r .replication.applied "$S") records applied, promoted by $(jq -r .replication.promoted_by "$S") at epoch $epoch1 (primary's $epoch0) in $(jq .replication.promote_ms "$S") ms, forwarding $(jq .replication.forwarding_ms "$S") ms after the decision ($(awk "BEGIN{printf \"%.2f\", $t1 - $t0}") s from the kill to the status saying so, status written once a second), holding $held flows;"
+	res+=" then forwarded $out2 of $sent2 frames, inserted $(wc -l <"$WORK/standby-flows.txt") flows; sink $sink"
+	say "$res"
+	RESULTS+=("$res")
+
+	bad=()
+	[ "$out1" = "$(jq .packets_in "$P")" ] && [ "$(jq .socket_drops "$P")" = 0 ] || bad+=("the primary did not forward every frame it read")
+	[ "$epoch1" = $((epoch0 + 1)) ] || bad+=("promoted at epoch $epoch1, want $((epoch0 + 1))")
+	[ "$(jq -r .replication.promoted_by "$S")" = "$how" ] || bad+=("promoted by $(jq -r .replication.promoted_by "$S"), want $how")
+	[ "$assured" -gt 0 ] || bad+=("no assured flow in the first half: nothing to check")
+	local missing
+	missing=$(jq -rn --slurpfile p "$WORK/$how-primary.json" --slurpfile s "$WORK/$how-held.json" '
+		($s | map({key: .Key, value: .}) | from_entries) as $sb
+		| ($p | map({key: .Key, value: .}) | from_entries) as $pr
+		| ($p[] | select(.State % 2 == 1)
+		   | select($sb[.Key] == null or $sb[.Key].State != .State or $sb[.Key].Value != .Value or $sb[.Key].Packets > .Packets)
+		   | "\(.Key) state \(.State) packets \(.Packets): standby has \($sb[.Key] | tostring)"),
+		  ($s[] | select($pr[.Key] == null) | "\(.Key): on the standby, never on the primary")')
+	[ -z "$missing" ] || bad+=("$(grep -c . <<<"$missing") flows differ between the primary before its last flush and the standby, e.g. $(head -3 <<<"$missing" | tr '\n' ';')")
+	continues "$tag" "$WORK/$how-held.json" "$WORK/$how-end.json" "$WORK/standby-flows.txt" "$WORK/half2-counts.txt"
+	[ "$out2" = "$sent2" ] || bad+=("the standby forwarded $out2 of the second half's $sent2 frames")
+	[ "$sink" = $((out1 + out2)) ] || bad+=("sink counted $sink, the forwarders sent $out1 + $out2")
+	verdict "$tag"
+}
+
+# restart: (d), one forwarder stopped and started again with -snapshot.
+restart() {
+	local tag="restart with -snapshot"
+	local snap=$WORK/flows.snap
+	say "--- $tag: $(basename "$REPL_PCAP"), half, SIGTERM, start again, half"
+	rm -f "$snap"
+	start_sink ""
+	start_role before -snapshot "$snap"
+	local pid=$ROLE_PID
+	play "$WORK/half1.pcap" before
+	local sent1=$PLAYED
+	dump_to before "$pid" "$WORK/restart-before.json"
+	stop "$pid"
+	start_role after -snapshot "$snap"
+	pid=$ROLE_PID
+	dump_to after "$pid" "$WORK/restart-held.json"
+	play "$WORK/half2.pcap" after
+	local sent2=$PLAYED
+	sleep 1.2
+	dump_to after "$pid" "$WORK/restart-end.json"
+	stop "$pid"
+	sleep 0.3
+	stop "$SINK_PID"
+
+	local B=$WORK/before-summary.json A=$WORK/after-summary.json
+	local res
+	res="$tag: forwarded $(jq .packets_out "$B") of $sent1 frames, $(wc -l <"$WORK/restart-before.json") flows; snapshot $(jq .snapshot.written "$B") flows, $(jq .snapshot.bytes "$B") bytes, written in $(jq .snapshot.write_ms "$B") ms;"
+	res+=" restored $(jq .snapshot.restored "$A") flows in $(jq .snapshot.restore_ms "$A") ms; then forwarded $(jq .packets_out "$A") of $sent2 frames, inserted $(wc -l <"$WORK/after-flows.txt") flows"
+	say "$res"
+	RESULTS+=("$res")
+
+	bad=()
+	[ "$(jq .snapshot.written "$B")" = "$(wc -l <"$WORK/restart-before.json")" ] || bad+=("the snapshot holds $(jq .snapshot.written "$B") flows, the dump before the stop $(wc -l <"$WORK/restart-before.json")")
+	[ "$(jq .snapshot.restored "$A")" = "$(jq .snapshot.written "$B")" ] || bad+=("restored $(jq .snapshot.restored "$A") of $(jq .snapshot.written "$B") flows ($(jq -r .snapshot.restore_error "$A"))")
+	[ ! -e "$snap" ] || [ "$(jq .snapshot.written "$A")" -gt 0 ] || bad+=("the snapshot was not removed once restored")
+	# Flow for flow, what the table held before the stop: every field
+	# but the last-seen time (restored as the same idle time, from the
+	# restart on) and the hit estimate.
+	local diffs
+	diffs=$(diff <(jq -c 'del(.LastSeen, .Hits)' "$WORK/restart-before.json") <(jq -c 'del(.LastSeen, .Hits)' "$WORK/restart-held.json") | grep -c '^[<>]' || true)
+	[ "$diffs" = 0 ] || bad+=("the restored table differs from the one before the stop: $diffs lines (diff the two dumps in $WORK)")
+	continues "$tag" "$WORK/restart-held.json" "$WORK/restart-end.json" "$WORK/after-flows.txt" "$WORK/half2-counts.txt"
+	verdict "$tag"
+}
+
+if part takeover || part restart; then
+	if [ -f "$REPL_PCAP" ]; then
+		halves
+		if part takeover; then
+			for how in "${TAKEOVERS[@]}"; do takeover "$how"; done
+		fi
+		part restart && restart
+	else
+		say "SKIP (c), (d): no capture $REPL_PCAP"
+	fi
+fi
 
 # The evicting flood's garbage is bounded whatever the Reclaimer's period
 # (issue 16: it added 201 MiB to a 3.7 MiB table). Against the same flood
@@ -649,6 +961,7 @@ if ((${#TOP[@]})); then
 	{
 		echo "capture frames ring_pkt/s syscall_pkt/s ring/syscall ring_drops syscall_drops tcpreplay_pkt/s_(ring) tcpreplay_pkt/s_(syscall)"
 		for t in "${TOP[@]}"; do
+			# shellcheck disable=SC2086 # the fields, split on purpose
 			set -- $t
 			echo "$1 $2 $3 $4 $(awk "BEGIN{printf \"%.2f\", $3 / ($4 > 0 ? $4 : 1)}") $5 $6 $7 $8"
 		done

@@ -254,7 +254,7 @@ func TestKeysFrom(t *testing.T) {
 			writeCapture(t, in, ng, frames)
 
 			var filtered bytes.Buffer
-			rep, keys, err := keyCapture(in, 9014, &filtered)
+			rep, counts, err := keyCapture(in, frameSel{maxFrame: 9014, hi: -1}, &filtered)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -263,13 +263,34 @@ func TestKeysFrom(t *testing.T) {
 				t.Errorf("report\n got %+v\nwant %+v", rep, want)
 			}
 
+			// -frames 1:3: the second and third of the frames kept.
+			rep1, counts1, err := keyCapture(in, frameSel{maxFrame: 9014, lo: 1, hi: 3}, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// The query and its reply: one flow, a key each.
+			want1 := captureReport{File: in, MaxFrame: 9014, Frames: 8, Oversize: 1, Runts: 1, Skipped: 4, Kept: 2, IPFrames: 2, Flows: 1}
+			if rep1 != want1 || len(counts1) != 2 || counts1[keyOf(t, frames[1])] != 1 {
+				t.Errorf("-frames 1:3: report\n got %+v\nwant %+v; counts %v", rep1, want1, counts1)
+			}
+			cf := filepath.Join(dir, "counts.txt")
+			if err := writeCounts(cf, counts); err != nil {
+				t.Fatal(err)
+			}
+			wantCounts := "tcp [fd66:6c6f:7763::10]:40000 -> [fd66:6c6f:7763::1]:443\t1\ttcp [fd66:6c6f:7763::1]:443 -> [fd66:6c6f:7763::10]:40000\n" +
+				"udp 198.18.0.1:53 -> 198.18.0.10:1000\t1\tudp 198.18.0.10:1000 -> 198.18.0.1:53\n" +
+				"udp 198.18.0.10:1000 -> 198.18.0.1:53\t2\tudp 198.18.0.1:53 -> 198.18.0.10:1000\n"
+			if got, _ := os.ReadFile(cf); string(got) != wantCounts {
+				t.Errorf("counts file:\n%s", got)
+			}
+
 			// The filtered file holds the kept frames, in order, and
 			// keys the same way.
 			path := filepath.Join(dir, "kept.pcap")
 			if err := os.WriteFile(path, filtered.Bytes(), 0o644); err != nil {
 				t.Fatal(err)
 			}
-			rep2, keys2, err := keyCapture(path, 0, nil)
+			rep2, counts2, err := keyCapture(path, frameSel{hi: -1}, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -278,7 +299,7 @@ func TestKeysFrom(t *testing.T) {
 			}
 
 			// The flows file: sorted by the Dump order, one key a line.
-			for i, ks := range [][]flowcache.FlowKey{keys, keys2} {
+			for i, ks := range [][]flowcache.FlowKey{bothKeys(counts), bothKeys(counts2)} {
 				out := filepath.Join(dir, "flows.txt")
 				if err := writeKeys(out, ks); err != nil {
 					t.Fatal(err)

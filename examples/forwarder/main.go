@@ -33,13 +33,35 @@
 //
 //	forwarder -in veth0 -out veth1 -next-hop 02:00:00:00:00:02 [-limit 100000] [-ttl 60s]
 //	          [-full-policy drop|forward|evict] [-metrics 127.0.0.1:9100] [-stats]
+//	          [-snapshot FILE] [-replicate nats://HOST:4222 | -standby nats://HOST:4222]
 //
 // SIGUSR1 writes the table's Dump (sorted by key; -dump-format text or
-// json) to -dump-file or stdout. -metrics serves Prometheus metrics (the
-// table's, its epoch domain's, the Go runtime's). SIGINT or SIGTERM stops
-// it; it then prints a JSON summary (packets, flows, peak live,
-// rejections, evictions, removals by cause, table bytes and heap before /
-// peak / after).
+// json) to -dump-file or stdout; SIGUSR2 does too. -metrics serves
+// Prometheus metrics (the table's, its epoch domain's, the replication's,
+// the Go runtime's). SIGINT or SIGTERM stops it; it then prints a JSON
+// summary (packets, flows, peak live, rejections, evictions, removals by
+// cause, table bytes and heap before / peak / after, what replication and
+// -snapshot did).
+//
+// Flows outlive the process (package replicate; replicate.go here):
+//
+//   - -snapshot FILE writes the table to FILE when the forwarder stops
+//     (after its workers, so it is the table's last state) and restores
+//     it at the next start, every flow with its idle time, state and
+//     counters: a restart within the flows' timeouts keeps them all.
+//   - -replicate URL makes this forwarder the primary: its table's changes
+//     go to a NATS JetStream stream (coalesced, flushed every 100 ms;
+//     -replicate-filter assured, the default, sends a flow once it is
+//     assured, so a SYN flood stays local).
+//   - -standby URL makes it the standby: it follows the stream into its
+//     own table and forwards nothing (it does not open -in or -out) until
+//     it is promoted, by SIGUSR1 or by itself when the primary's lease
+//     lapses (-lease-ttl, 2 s, without a renewal). A standby's SIGUSR1
+//     promotes rather than dumps (use SIGUSR2 to dump a standby); once
+//     promoted, SIGUSR1 dumps again. Promotion applies what the stream
+//     holds, takes the next epoch (which fences the old primary: its late
+//     records are refused), publishes the table and starts the workers,
+//     whose packets then count on the flows the standby holds.
 //
 // Two more modes serve the end-to-end test (e2e.sh beside this file):
 //

@@ -30,12 +30,25 @@ import (
 type forwarder struct {
 	o       options
 	table   *flowcache.Table[Flow]
+	domain  *reclaim.Domain
+	ifs     interfaces
 	workers []*worker
 	rx      []receiver // one of each per worker
 	tx      []sender
 	busy    []busyTime // one per worker
 	peak    atomic.Int64
 	start   time.Time
+
+	// Flows that outlive the process: -replicate or -standby, -snapshot.
+	repl *replication
+	snap *snapStatus
+	// The workers: started at once, or by a standby's promotion; wait
+	// returns their errors once they stopped.
+	ctx        context.Context
+	cancel     func()
+	wait       func() []error
+	forwarding time.Duration // a promoted standby: from the decision to forwarding
+	signals    chan os.Signal
 
 	// Monitor state, touched only by the goroutine running run.
 	lastIn                 uint64
@@ -64,8 +77,28 @@ func runForwarder(o options) error {
 		return err
 	}
 	defer table.Close()
+	f := &forwarder{o: o, table: table, domain: domain, ifs: ifs, busy: make([]busyTime, o.workers)}
+	defer f.closeIO()
+	if o.snapshot != "" {
+		f.snap = restoreSnapshot(o.snapshot, table)
+		if f.snap.RestoreError != "" {
+			fmt.Fprintf(os.Stderr, "forwarder: -snapshot %s not restored, starting empty: %s\n", o.snapshot, f.snap.RestoreError)
+		} else {
+			fmt.Fprintf(os.Stderr, "forwarder: -snapshot %s: %d flows restored in %.1f ms\n", o.snapshot, f.snap.Restored, f.snap.RestoreMS)
+		}
+	}
+	switch {
+	case o.standby != "":
+		f.repl, err = startStandby(o, table)
+	case o.replicate != "":
+		f.repl, err = startPrimary(o, table)
+	}
+	if err != nil {
+		return err
+	}
+	defer f.repl.close() // on an early return; after the workers otherwise, below
 	if o.metricsAddr != "" {
-		srv, addr, err := serveMetrics(o.metricsAddr, table, domain)
+		srv, addr, err := serveMetrics(o.metricsAddr, table, domain, f.repl)
 		if err != nil {
 			return fmt.Errorf("-metrics: %w", err)
 		}
@@ -76,24 +109,79 @@ func runForwarder(o options) error {
 	reclaimer.Start()
 	defer reclaimer.Close()
 
-	f := &forwarder{o: o, table: table, busy: make([]busyTime, o.workers)}
-	defer f.closeIO()
-	if err := f.openWorkers(ifs, domain); err != nil {
-		return err
-	}
-	ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer cancel()
+	f.ctx, f.cancel = signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer f.cancel()
+	f.signals = make(chan os.Signal, 1)
+	signal.Notify(f.signals, syscall.SIGUSR1, syscall.SIGUSR2)
+	defer signal.Stop(f.signals)
 	f.before()
-	fmt.Fprintf(os.Stderr, "forwarder: %s -> %s (next hop %s), %d workers, -io=%s, limit %d, ttl %v, full policy %s\n",
-		ifs.in.Name, ifs.out.Name, ifs.hop, o.workers, o.io, o.limit, o.ttl, o.fullPolicy)
-	errs := f.startWorkers(ctx, cancel)
-	f.monitor(ctx)
-	werrs := errs()
+	fmt.Fprintf(os.Stderr, "forwarder: %s -> %s (next hop %s), %d workers, -io=%s, limit %d, ttl %v, full policy %s%s\n",
+		ifs.in.Name, ifs.out.Name, ifs.hop, o.workers, o.io, o.limit, o.ttl, o.fullPolicy, f.roleLine())
+	if !f.repl.standingBy() {
+		if err := f.startForwarding(); err != nil {
+			return err
+		}
+	}
+	f.monitor()
+	var werrs []error
+	if f.wait != nil {
+		werrs = f.wait()
+	}
 	f.after()
+	// The workers have stopped: the last changes go out, then the
+	// snapshot is the table's last state.
+	if err := f.repl.close(); err != nil {
+		werrs = append(werrs, fmt.Errorf("replication: %w", err))
+	}
+	if f.snap != nil {
+		if err := writeSnapshot(f.snap, table); err != nil {
+			werrs = append(werrs, fmt.Errorf("-snapshot %s: %w", o.snapshot, err))
+		} else {
+			fmt.Fprintf(os.Stderr, "forwarder: -snapshot %s: %d flows, %d bytes, written in %.1f ms\n", o.snapshot, f.snap.Written, f.snap.Bytes, f.snap.WriteMS)
+		}
+	}
 	if err := f.writeResults(); err != nil {
 		return err
 	}
 	return errors.Join(werrs...)
+}
+
+// roleLine says what the forwarder replicates, for the start-up line.
+func (f *forwarder) roleLine() string {
+	switch {
+	case f.o.standby != "":
+		return fmt.Sprintf(", standby of %q at %s (forwarding once promoted: SIGUSR1, or the primary's lease lapses)", f.o.replName, f.o.standby)
+	case f.o.replicate != "":
+		return fmt.Sprintf(", replicating %q to %s", f.o.replName, f.o.replicate)
+	}
+	return ""
+}
+
+// startForwarding opens every worker's I/O and starts the workers.
+func (f *forwarder) startForwarding() error {
+	if err := f.openWorkers(f.ifs, f.domain); err != nil {
+		return err
+	}
+	f.wait = f.startWorkers(f.ctx, f.cancel)
+	return nil
+}
+
+// promote makes a standby the primary and starts forwarding. It fails
+// when the stream cannot be reached (the forwarder stays a standby and
+// tries again) or the interfaces cannot be opened.
+func (f *forwarder) promote(why string) error {
+	start := time.Now()
+	if err := f.repl.promote(why); err != nil {
+		return err
+	}
+	if err := f.startForwarding(); err != nil {
+		return err
+	}
+	f.forwarding = time.Since(start)
+	st := f.repl.Stats()
+	fmt.Fprintf(os.Stderr, "forwarder: promoted (%s) at epoch %d with %d flows in %.1f ms; forwarding %.1f ms after the decision\n",
+		why, st.Epoch, f.table.Len(), ms(f.repl.promoteIn), ms(f.forwarding))
+	return nil
 }
 
 // interfaces is what the forwarder's options name, checked.
@@ -138,7 +226,21 @@ func checkOptions(o options) (interfaces, error) {
 	if o.dumpFormat != "text" && o.dumpFormat != "json" {
 		return ifs, fmt.Errorf("-dump-format must be text or json, not %q", o.dumpFormat)
 	}
-	return ifs, nil
+	return ifs, checkReplication(o)
+}
+
+// checkReplication checks the flags of flows that outlive the process.
+func checkReplication(o options) error {
+	if o.replicate != "" && o.standby != "" {
+		return errors.New("-replicate and -standby: a forwarder is the primary or its standby, not both")
+	}
+	if o.replFilter != "assured" && o.replFilter != "all" {
+		return fmt.Errorf("-replicate-filter must be assured or all, not %q", o.replFilter)
+	}
+	if o.leaseTTL < 30*time.Millisecond {
+		return fmt.Errorf("-lease-ttl %v: too short (the lease is renewed every third of it)", o.leaseTTL)
+	}
+	return nil
 }
 
 // openWorkers opens each worker's receive and send side (one fanout
@@ -193,17 +295,29 @@ func (f *forwarder) startWorkers(ctx context.Context, cancel func()) func() []er
 }
 
 // monitor samples the counters once a second (printing them with -stats,
-// writing them with -status) and dumps the table on SIGUSR1, until ctx is
-// done.
-func (f *forwarder) monitor(ctx context.Context) {
-	usr1 := make(chan os.Signal, 1)
-	signal.Notify(usr1, syscall.SIGUSR1)
-	defer signal.Stop(usr1)
+// writing them with -status), dumps the table on SIGUSR1 and SIGUSR2,
+// and promotes a standby (SIGUSR1 while standing by, or the primary's
+// lease lapsing), until SIGINT or SIGTERM (or a worker's error).
+func (f *forwarder) monitor() {
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
+	lapsed := f.repl.lapsed()
+	retry := "" // a promotion that failed, tried again every second
+	fencedSeen := false
 	for {
+		var fenced <-chan struct{}
+		if !fencedSeen {
+			fenced = f.repl.fenced() // a primary's, once there is one
+		}
 		select {
 		case <-tick.C:
+			if retry != "" && f.repl.standingBy() {
+				if err := f.promote(retry); err != nil {
+					fmt.Fprintln(os.Stderr, "forwarder: promotion:", err)
+				} else {
+					retry = ""
+				}
+			}
 			f.sample()
 			if f.o.stats {
 				fmt.Fprintln(os.Stderr, f.statsLine())
@@ -213,14 +327,62 @@ func (f *forwarder) monitor(ctx context.Context) {
 					fmt.Fprintln(os.Stderr, "forwarder: status:", err)
 				}
 			}
-		case <-usr1:
-			if err := f.dump(); err != nil {
-				fmt.Fprintln(os.Stderr, "forwarder: dump:", err)
+		case sig := <-f.signals:
+			switch signalAction(sig, f.repl.standingBy()) {
+			case actPromote:
+				if err := f.promote("signal"); err != nil {
+					fmt.Fprintln(os.Stderr, "forwarder: promotion:", err)
+					retry = "signal"
+				}
+			case actDump:
+				if err := f.dump(); err != nil {
+					fmt.Fprintln(os.Stderr, "forwarder: dump:", err)
+				}
 			}
-		case <-ctx.Done():
+		case <-lapsed:
+			lapsed = nil
+			if f.repl.standingBy() {
+				fmt.Fprintln(os.Stderr, "forwarder: the primary's lease lapsed: promoting")
+				if err := f.promote("lease"); err != nil {
+					fmt.Fprintln(os.Stderr, "forwarder: promotion:", err)
+					retry = "lease"
+				}
+			}
+		case <-fenced:
+			// Another forwarder took over: this one keeps forwarding
+			// (its table is still right for the traffic it gets) but
+			// no longer replicates. Said once; the status says why.
+			fencedSeen = true
+			fmt.Fprintln(os.Stderr, "forwarder: replication stopped: another primary took the lease")
+		case <-f.ctx.Done():
 			return
 		}
 	}
+}
+
+// action is what a signal asks of the forwarder.
+type action int
+
+const (
+	actNone action = iota
+	actDump
+	actPromote
+)
+
+// signalAction: SIGUSR1 promotes a standby, and dumps the table
+// otherwise (a primary, a promoted standby, a forwarder without
+// replication); SIGUSR2 dumps in every role.
+func signalAction(sig os.Signal, standingBy bool) action {
+	switch sig {
+	case syscall.SIGUSR1:
+		if standingBy {
+			return actPromote
+		}
+		return actDump
+	case syscall.SIGUSR2:
+		return actDump
+	}
+	return actNone
 }
 
 // writeResults writes the JSON summary (to -summary, or stdout) and, with
@@ -450,6 +612,9 @@ type report struct {
 	Compactions    uint64   `json:"compactions"`
 	Moved          uint64   `json:"moved"`
 
+	Replication *replStatus `json:"replication,omitempty"`
+	Snapshot    *snapStatus `json:"snapshot,omitempty"`
+
 	TableBytes       int64 `json:"table_bytes"`
 	TableBytesBefore int64 `json:"table_bytes_before"`
 	TableBytesPeak   int64 `json:"table_bytes_peak"`
@@ -517,6 +682,8 @@ func (f *forwarder) report() report {
 		TableBytes:       st.Bytes,
 		TableBytesBefore: f.tableBefore,
 		TableBytesPeak:   f.tablePeak,
+		Replication:      f.repl.status(f.forwarding),
+		Snapshot:         f.snap,
 	}
 	heap := readHeap()
 	r.HeapBytes, r.HeapBefore, r.HeapPeak = heap.objects, f.heapBefore.objects, f.heapPeak.objects

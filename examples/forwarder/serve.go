@@ -10,6 +10,7 @@ import (
 
 	"github.com/flowcache/flowcache/flowcache"
 	"github.com/flowcache/flowcache/metrics"
+	replmetrics "github.com/flowcache/flowcache/metrics/replication"
 	"github.com/flowcache/flowcache/reclaim"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -19,13 +20,14 @@ import (
 // serveMetrics serves /metrics on addr (-metrics): the table's series
 // (metrics.NewCollector: flowcache_flows, flowcache_evictions_total,
 // flowcache_removals_total{cause}, ...), its epoch domain's
-// (flowcache_domain_*), and the Go runtime's and the process's (go_*,
+// (flowcache_domain_*), with -replicate or -standby the replication's
+// (flowcache_replication_*), and the Go runtime's and the process's (go_*,
 // process_*: heap in use, GC pauses, CPU, open files). A registry of its
 // own rather than prometheus' default one, so that nothing else a package
 // registers there shows up unasked. It listens before it returns, so a
 // bad address fails the start; the server runs until Close. It returns
 // the address it listens on (addr with port 0 picks one).
-func serveMetrics(addr string, table *flowcache.Table[Flow], domain *reclaim.Domain) (*http.Server, string, error) {
+func serveMetrics(addr string, table *flowcache.Table[Flow], domain *reclaim.Domain, repl *replication) (*http.Server, string, error) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(
 		metrics.NewCollector(table),
@@ -33,6 +35,10 @@ func serveMetrics(addr string, table *flowcache.Table[Flow], domain *reclaim.Dom
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
+	if repl != nil {
+		// The follower's figures, then the publisher's once promoted.
+		reg.MustRegister(replmetrics.NewCollector(repl))
+	}
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	ln, err := net.Listen("tcp", addr)

@@ -335,7 +335,7 @@ func TestMetricsServer(t *testing.T) {
 		udp4("198.19.0.3", "198.18.0.1", 3, 80), // evicts one
 	})
 
-	srv, addr, err := serveMetrics("127.0.0.1:0", table, domain)
+	srv, addr, err := serveMetrics("127.0.0.1:0", table, domain, nil)
 	if err != nil {
 		t.Skip("cannot listen on loopback:", err)
 	}
@@ -363,7 +363,7 @@ func TestMetricsServer(t *testing.T) {
 			t.Errorf("/metrics has no %q", want)
 		}
 	}
-	if _, _, err := serveMetrics("127.0.0.1:-1", table, domain); err == nil {
+	if _, _, err := serveMetrics("127.0.0.1:-1", table, domain, nil); err == nil {
 		t.Error("a bad address: no error")
 	}
 }
