@@ -507,12 +507,22 @@ flood() {
 		pps=$(jget "$WORK/status.json" pps)
 		[ "${pps%.*}" -lt 1000 ] && break
 	done
-	wait "$steady_pid" || true
-	# The table's dump as soon as the steady flow has stopped, within its
-	# 2 s TTL: its row says how many packets it carried since it was
-	# inserted, and its state.
-	sleep 0.3
+	# The table's dump as soon as the steady flow's last packet has
+	# reached the sink (or hping3 has given up): its row says how many
+	# packets it carried since it was inserted, and its state. Not after
+	# hping3 exits: it waits a second for replies, and a flow's last seen
+	# is exact to one pass (1 s here), so with the 2 s TTL the flow may
+	# leave as soon as a second after its last packet.
+	local seen_now
+	for _ in $(seq 400); do
+		kill -USR1 "$SINK_PID"
+		sleep 0.05
+		seen_now=$(tail -1 "$WORK/sink.json" | grep -o '"watched":[0-9]*' | grep -o '[0-9]*$')
+		[ "${seen_now:-0}" -ge "$steady_count" ] && break
+		kill -0 "$steady_pid" 2>/dev/null || break
+	done
 	kill -USR1 "$FWD_PID"
+	wait "$steady_pid" || true
 	for _ in $(seq 50); do
 		[ -s "$WORK/flood-dump.json" ] && break
 		sleep 0.1
