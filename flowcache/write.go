@@ -100,8 +100,6 @@ func (t *Table[V]) twoKeys(ks *keySet, k, reply FlowKey) {
 	ks.n = 2
 }
 
-func (ks *keySet) keys() []FlowKey { return ks.k[:ks.n] }
-
 func (ks *keySet) has(k *FlowKey) bool {
 	for i := range ks.n {
 		if ks.k[i] == *k {
@@ -172,10 +170,8 @@ func (t *Table[V]) otherShard(e *Entry[V], k *FlowKey) int {
 	return t.shardIndex(&r)
 }
 
-// findLocked is the flow stored under k; k's shard is locked.
-func (t *Table[V]) findLocked(k *FlowKey) *Entry[V] { return t.findLockedHashed(k, t.hash(k)) }
-
-// findLockedHashed is findLocked for a key whose hash is known.
+// findLockedHashed is the flow stored under k, whose hash is h; k's
+// shard is locked.
 func (t *Table[V]) findLockedHashed(k *FlowKey, h uint64) *Entry[V] {
 	if p, ok := t.shardOf(h).FindLocked(h, skey(k)); ok {
 		return shard.FlowAt[Entry[V]](p)
