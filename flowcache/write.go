@@ -50,15 +50,6 @@ func (t *Table[V]) unlockAll(l *lockSet) {
 
 func (t *Table[V]) shardIndex(k *FlowKey) int { return int(t.hash(k) >> t.shift) }
 
-// keysOf adds the shards of both of e's keys to l.
-func (t *Table[V]) keysOf(e *Entry[V], l *lockSet) {
-	k := e.Key()
-	l.add(t.shardIndex(&k))
-	if r, ok := e.Reply(); ok {
-		l.add(t.shardIndex(&r))
-	}
-}
-
 // keySet is the one or two keys a write stores or removes, with their
 // table hashes, computed once.
 type keySet struct {
