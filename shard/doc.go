@@ -99,15 +99,19 @@
 // rebuilding back and forth.
 //
 // Churn needs no rebuild. Only the chunk being filled gains records; every
-// other chunk is dropped as soon as its last record dies, and evacuated as
-// soon as it is at the evacuation threshold (13/16 of its records) live or under, however it got there
-// (SettleLocked, which writers call before they unlock; AllocLocked before
-// it starts a new chunk; EvacuateLocked, one chunk per step of the owner's
-// pass) — its survivors are copied to the chunk being filled and the slots
-// naming them are pointed at the copies in place, one slot-word
-// compare-and-swap each; then the chunk is dropped. So whenever no writer
-// holds the mutex the storage holds at most 2 × its live records + one
-// chunk. Each evacuation moves at most that many records, tens of
+// other chunk is dropped as soon as its last record dies, and queued for
+// evacuation as soon as it is at the evacuation threshold (13/16 of its
+// records) live or under, however it got there. Queued chunks are
+// evacuated, sparsest first, while the chunks other than the one being
+// filled hold more dead records than 1/8 of the live ones (the slack), so
+// flows that die in the order they came empty their chunks whole and move
+// nothing (SettleLocked, which writers call before they unlock;
+// AllocLocked before it starts a new chunk; EvacuateLocked, one chunk per
+// step of the owner's pass) — its survivors are copied to the chunk being
+// filled and the slots naming them are pointed at the copies in place,
+// one slot-word compare-and-swap each; then the chunk is dropped. So
+// whenever no writer holds the mutex the storage holds at most 9/8 × its
+// live records + one chunk, within 2 × + one chunk. Each evacuation moves at most that many records, tens of
 // microseconds. And since a published overflow link is never removed, an
 // insert that finds the index holding n/32 more overflow buckets than it
 // was built with rebuilds it at its size (a tidy), so chains do not creep

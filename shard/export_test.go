@@ -5,8 +5,8 @@ import "unsafe"
 // Buckets is the bucket count of the current array.
 func (s *core) Buckets() int { return len(s.arr.Load().buckets) }
 
-// SparseLocked is how many chunks are queued for evacuation (some may
-// have been dropped since); the caller holds the mutex.
+// SparseLocked is how many chunks are queued for evacuation; the caller
+// holds the mutex.
 func (s *core) SparseLocked() int { return len(s.arr.Load().store.sparse) }
 
 // Prev is the record before e: a pair's first record, given its reply

@@ -172,24 +172,24 @@ func (s *core) relocate(from *storage, dst, src unsafe.Pointer) int {
 }
 
 // EvacuateLocked evacuates up to n of the current storage's chunks that
-// have fallen to half live: their live records move to the tail, the slots
-// that name them are pointed at the new homes in place (one store of the
-// slot word each, so a reader finds the old copy or the new one), and the
-// chunk is dropped. It moves at most the threshold's records per chunk, so a
-// caller that evacuates one chunk per hold of the mutex holds it briefly.
-// The caller folds the returned Moved as it folds a compaction's.
+// have fallen to the evacuation threshold or under, sparsest first, while
+// the storage holds more dead records than its slack (storage.overHeld):
+// their live records move to the tail, the slots that name them are
+// pointed at the new homes in place (one store of the slot word each, so
+// a reader finds the old copy or the new one), and the chunk is dropped.
+// It moves at most the threshold's records per chunk, so a caller that
+// evacuates one chunk per hold of the mutex holds it briefly. The caller
+// folds the returned Moved as it folds a compaction's.
 func (s *core) EvacuateLocked(n int) Moved { return s.evacuateLocked(n) }
 
 func (s *core) evacuateLocked(n int) Moved {
 	a := s.arr.Load()
 	st := a.store
 	m := Moved{layout: s.layout}
-	for len(m.chunks) < n && len(st.sparse) > 0 {
-		ci := st.sparse[len(st.sparse)-1]
-		st.sparse = st.sparse[:len(st.sparse)-1]
-		c := st.chunk(ci)
+	for len(m.chunks) < n && len(st.sparse) > 0 && st.overHeld() {
+		c := st.takeSparsest()
 		if c == nil {
-			continue // dropped since: its last record died
+			break
 		}
 		// Only the chunk being filled gains records, and a queued chunk
 		// is never that one, so it is still at the threshold or under. It
@@ -200,14 +200,15 @@ func (s *core) evacuateLocked(n int) Moved {
 	return m
 }
 
-// SettleLocked evacuates every chunk that has fallen to the evacuation threshold or
-// under, so that the storage's bound holds again (records held ≤ 2 × live
-// records + one chunk): a writer calls it before it lets go of the mutex.
-// A write kills at most a few flows, so it finds at most a few chunks to
-// evacuate, each of at most the threshold's moves. The caller folds the returned
-// Moved as it folds a compaction's.
+// SettleLocked evacuates chunks that have fallen to the evacuation
+// threshold or under, sparsest first, until the storage holds no more
+// dead records than its slack, so that its bound holds again (records
+// held ≤ 2 × live records + one chunk): a writer calls it before it lets
+// go of the mutex. A write kills at most a few flows, so it finds at most
+// a few chunks to evacuate, each of at most the threshold's moves. The
+// caller folds the returned Moved as it folds a compaction's.
 func (s *core) SettleLocked() Moved {
-	if len(s.arr.Load().store.sparse) == 0 {
+	if st := s.arr.Load().store; len(st.sparse) == 0 || !st.overHeld() {
 		return Moved{}
 	}
 	return s.evacuateLocked(int(^uint(0) >> 1))
