@@ -248,3 +248,62 @@ func ExampleTable_InsertPair() {
 	// true 1 true tcp 192.0.2.1:443 -> 10.0.0.1:40000
 	// false 0
 }
+
+// The batch step with pairs: make gives each new connection its reply
+// key (here the plain reverse; a NAT's is the translated one) or refuses
+// it, and res says what happened to each key.
+func ExampleTable_GetOrInsertPairBatch() {
+	t, _ := flowcache.New(flowcache.Config[Flow]{Limit: 1000})
+	defer t.Close()
+	open := key("10.0.0.1", 40000)
+	t.InsertPair(open, open.Reverse(), Flow{Action: "forward"})
+	keys := []flowcache.FlowKey{
+		open.Reverse(),           // a reply of a connection the table holds
+		key("10.0.0.2", 40001),   // a new connection
+		key("198.51.100.7", 666), // one the policy refuses
+	}
+	out := make([]*flowcache.Entry[Flow], len(keys))
+	res := make([]flowcache.Outcome, len(keys))
+	n := t.GetOrInsertPairBatch(keys, func(i int) (flowcache.FlowKey, Flow, bool) {
+		if keys[i].Src() == netip.MustParseAddr("198.51.100.7") {
+			return flowcache.FlowKey{}, Flow{}, false
+		}
+		return keys[i].Reverse(), Flow{Action: "forward"}, true
+	}, out, res)
+	fmt.Println(n, res, t.Len())
+	// Output:
+	// 2 [hit inserted refused] 2
+}
+
+// SetValue gives a live flow a new value and keeps the rest of it: both
+// keys of a pair, its state word and its counters; no OnRemove runs.
+func ExampleTable_SetValue() {
+	t, _ := flowcache.New(flowcache.Config[Flow]{Limit: 1000})
+	defer t.Close()
+	k := key("10.0.0.1", 40000)
+	e, _ := t.InsertPair(k, k.Reverse(), Flow{Action: "forward", OutPort: 1})
+	e.Count(100)
+	e.CompareAndSwapState(0, 1)
+	e, ok := t.SetValue(e, Flow{Action: "forward", OutPort: 2})
+	r, _ := t.Get(k.Reverse())
+	fmt.Println(ok, r.Value().OutPort, r.Packets(), r.State())
+	// Output:
+	// true 2 1 1
+}
+
+// RemoveEntry removes exactly the flow it is given: once the key names
+// another flow, the old flow's removal does nothing (Remove(e.Key())
+// would remove the new one).
+func ExampleTable_RemoveEntry() {
+	t, _ := flowcache.New(flowcache.Config[Flow]{Limit: 1000})
+	defer t.Close()
+	k := key("10.0.0.1", 40000)
+	old, _ := t.Insert(k, Flow{Action: "forward"})
+	t.Insert(k, Flow{Action: "drop"}) // the key now names another flow
+	fmt.Println(t.RemoveEntry(old), t.Len())
+	cur, _ := t.Get(k)
+	fmt.Println(t.RemoveEntry(cur), t.Len())
+	// Output:
+	// false 1
+	// true 0
+}
