@@ -60,8 +60,15 @@ func BenchmarkGetValue(b *testing.B) {
 			fc := filled(Impls[0], keys).(*Flowcache)
 			mo := filled(Impls[1], keys).(*mapOf)
 			sh := filled(Impls[4], keys).(*sharded)
+			// The floor: eight independent chases through as many bytes
+			// as flowcache's table holds, ns a miss × the two misses a
+			// lookup needs (bucket, then record): what a lookup costs if
+			// the memory kept eight misses in flight and the CPU did
+			// nothing else (ns/key; its ns/op is eight misses).
+			ring := chaseRing(max(int(fc.T.Stats().Bytes)/64, 1024))
 			runtime.GC()
 			return []variant{
+				{"impl=floor/call=chase8", func(b *testing.B) { chase8(b, ring) }},
 				{"impl=flowcache/call=direct", func(b *testing.B) { getFlowcache(b, fc.T, probe) }},
 				{"impl=flowcache/call=adapter", func(b *testing.B) { getValue(b, ValueOf(fc), probe) }},
 				{"impl=xsync3.MapOf/call=direct", func(b *testing.B) { getMapOf(b, mo.m, probe) }},
