@@ -110,8 +110,10 @@
 // step of the owner's pass) — its survivors are copied to the chunk being
 // filled and the slots naming them are pointed at the copies in place,
 // one slot-word compare-and-swap each; then the chunk is dropped. So
-// whenever no writer holds the mutex the storage holds at most 9/8 × its
-// live records + one chunk, within 2 × + one chunk. Each evacuation moves at most that many records, tens of
+// whenever no writer holds the mutex the storage holds at most 16/13 × its
+// live records + one chunk (dead records outside the chunk being filled
+// at most 1/8 of the live ones, or none queued and every other chunk over
+// 13/16 live), within 2 × + one chunk. Each evacuation moves at most that many records, tens of
 // microseconds. And since a published overflow link is never removed, an
 // insert that finds the index holding n/32 more overflow buckets than it
 // was built with rebuilds it at its size (a tidy), so chains do not creep

@@ -79,8 +79,10 @@ const (
 // The evacuation threshold, as a fraction of a chunk's records: a chunk
 // that is not being filled is queued for evacuation at sparseNum/sparseDen
 // of them live or under (layout.sparse), and evacuated once the slack
-// below is spent. Records held stay ≤ 9/8 × live records + one chunk,
-// which invariant 16 in docs/DESIGN.md states as 2 ×.
+// below is spent. Records held stay ≤ 16/13 × live records + one chunk
+// (the dead ones outside the tail at most 1/8 of the live ones, or none
+// queued and every other chunk over 13/16 live), which invariant 16 in
+// docs/DESIGN.md states as 2 ×.
 //
 // The fraction trades memory for moves. Under churn that removes flows
 // uniformly at random (the worst case: chunks decay evenly instead of
@@ -107,8 +109,10 @@ const sparseNum, sparseDen = 13, 16
 // lookups' cache lines. Under removals at random, the sparsest chunk
 // holds the fewest records to move for the dead ones it frees (greedy
 // cleaning, as a log-structured store's cleaner picks its segments).
-// Records held stay ≤ (1 + slackNum/slackDen) × live records + one
-// chunk, within invariant 16's 2 ×.
+// Dead records outside the tail stay ≤ slackNum/slackDen of the live
+// ones while a queued chunk is there to evacuate; with none queued,
+// every chunk but the tail is over the threshold: records held ≤ 16/13 ×
+// live records + one chunk either way, within invariant 16's 2 ×.
 const slackNum, slackDen = 1, 8
 
 // chunkHeader starts every chunk, in a room of rawHeader bytes before the
