@@ -99,16 +99,5 @@ func getBatchValue(b *testing.B, t *flowcache.Table[State], probe []flowcache.Fl
 // chase8 walks eight chains of ring at once; its ns/key is ns per miss ×
 // missesPerKey.
 func chase8(b *testing.B, next []uint32) {
-	lines := len(next) / 16
-	var pos [8]uint32
-	for c := range pos {
-		pos[c] = uint32(c * lines / 8)
-	}
-	for b.Loop() {
-		for c := range pos {
-			pos[c] = next[int(pos[c])*16]
-		}
-	}
-	sinkU32 = pos[0]
-	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(pos))*missesPerKey, "ns/key")
+	b.ReportMetric(chase(b, next, 8)*missesPerKey, "ns/key")
 }

@@ -23,24 +23,31 @@ func BenchmarkPointerChase(b *testing.B) {
 		next := chaseRing(lines)
 		for _, chains := range []int{1, 8} {
 			b.Run(fmt.Sprintf("chains=%d/mem=%dMiB", chains, mib), func(b *testing.B) {
-				var pos [8]uint32
-				for c := range pos {
-					pos[c] = uint32(c * lines / 8)
-				}
-				for b.Loop() {
-					for c := range chains {
-						pos[c] = next[int(pos[c])*16]
-					}
-				}
-				sinkU32 = pos[0]
-				// ns per miss: each op is `chains` independent misses.
-				b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*chains), "ns/miss")
+				b.ReportMetric(chase(b, next, chains), "ns/miss")
 			})
 		}
 	}
 }
 
 var sinkU32 uint32
+
+// chase walks chains (1 to 8) chains of the ring next at once, one step
+// of each an op, and returns ns per miss: each op is chains independent
+// misses.
+func chase(b *testing.B, next []uint32, chains int) float64 {
+	lines := len(next) / 16
+	var pos [8]uint32
+	for c := range pos {
+		pos[c] = uint32(c * lines / 8)
+	}
+	for b.Loop() {
+		for c := range chains {
+			pos[c] = next[int(pos[c])*16]
+		}
+	}
+	sinkU32 = pos[0]
+	return float64(b.Elapsed().Nanoseconds()) / float64(b.N*chains)
+}
 
 // chaseRing returns memory of lines 64-byte lines whose first word holds
 // the index of the next line of one random cycle through all of them.

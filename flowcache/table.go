@@ -74,8 +74,9 @@ type Config[V any] struct {
 	// flow that has seen only a SYN, say), so that it starts in the right
 	// class without a SetClass (and its shard lock) per new flow. It runs
 	// with the shard locked: it must not call the table (a call that needs
-	// that shard panics). A class the table does not have means 0. If it
-	// panics, the insert changes nothing.
+	// that shard panics). v points at a copy of the new flow's value that
+	// lasts only for the call: read it, do not keep it. A class the table
+	// does not have means 0. If it panics, the insert changes nothing.
 	Class func(v *V) int
 	// Evict, when set, lets an insert at the limit make room: among the
 	// flows near the new key's bucket (at most 64 slots of its shard) the
