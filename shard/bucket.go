@@ -16,7 +16,13 @@ type bucket struct {
 	// index holds no pointer and the garbage collector never scans it.
 	// Never unlinked while published.
 	next atomic.Uint32
-	_    [64 - 8 - 8*slotsPerBucket - 8]byte // to one cache line
+	// low is the low 32 bits of each slot's bucket hash (mix of the key's
+	// table hash and the array's seed), in the bytes that rounded the
+	// bucket up to its cache line: a growth keeps the seed and places each
+	// key by one more of these bits (split), so it reads no record and
+	// hashes no key. Written and read only under the mutex, never by a
+	// lookup.
+	low [slotsPerBucket]uint32
 }
 
 // A bucket is exactly one cache line: a lookup's first miss brings in
@@ -106,8 +112,10 @@ func (b *bucket) setClass(i int, c uint8) {
 }
 
 // fill stores a key in free lane i: the slot word and class first, then
-// the tag, so a reader that matches the tag finds the ref.
-func (b *bucket) fill(i int, tag uint64, w uint64, class uint8) {
+// the tag, so a reader that matches the tag finds the ref. low is the low
+// half of the key's bucket hash.
+func (b *bucket) fill(i int, tag uint64, w uint64, class uint8, low uint32) {
+	b.low[i] = low
 	b.slots[i].Store(w)
 	b.setClass(i, class)
 	b.tags.Store(b.tags.Load() | tag<<(i*tagBits))

@@ -89,8 +89,18 @@
 // store no writer touches it again (the stamps aside, which are advisory).
 // Nothing waits: not lookups, and not the rebuild.
 //
+// A growth is not a rehash but a split (grow): the new index, twice the
+// keys' slots, keeps the array's seed, and every key's new bucket is the
+// low bits of its bucket hash that the larger mask takes, kept in the
+// bytes that round its bucket up to a cache line (bucket.low). It reads
+// the old index in order and writes the new one in order, and reads no
+// record: a rehash missed in cache on every key's record, the most of
+// what filling an empty table cost. A split undoes no flood (keys that
+// share a bucket hash still do); a reseed does, and every rebuild that
+// rehashes draws a fresh seed.
+//
 // Four things rebuild a shard: an insert that takes the load past 3/4
-// (grow, to twice the keys, index only), an insert whose chain has more
+// (grow, to twice the keys, index only, a split), an insert whose chain has more
 // than MaxChain overflow buckets at a lower load (reseed, same size: the
 // hash-flooding defence, counted in Counts.Floods), and the owner's expiry
 // pass, which compacts a shard left under a quarter full (shrink) or one
@@ -115,9 +125,10 @@
 // at most 1/8 of the live ones, or none queued and every other chunk over
 // 13/16 live), within 2 × + one chunk. Each evacuation moves at most that many records, tens of
 // microseconds. And since a published overflow link is never removed, an
-// insert that finds the index holding n/32 more overflow buckets than it
-// was built with rebuilds it at its size (a tidy), so chains do not creep
-// up under churn at a steady size.
+// insert that finds the index holding n/32 more overflow buckets than
+// keys in overflow buckets (each was linked for one) rebuilds it at its
+// size (a tidy), so chains do not creep up under churn at a steady size;
+// a filling shard, whose chains lengthen with its load, never tidies.
 //
 // Moving a record the owner's workers may be writing to is a protocol
 // between the shard and the owner: the shard records the forward (Forward)

@@ -22,8 +22,42 @@ func (s *core) rebuild(slots int) int {
 		}
 	})
 	r.flush(s, old, a)
-	s.publish(old, a)
+	s.publish(old, a, r.over)
 	return r.longest
+}
+
+// grow builds a new index with room for slots slots under the current
+// array's seed, and publishes it: a split. Every key keeps its bucket
+// hash, so its new bucket is the low bits of that hash which the larger
+// mask takes, kept in its slot (bucket.low): the split reads the old
+// index in order and writes the new one in order (old bucket i's keys go
+// to buckets i, i + len(old), ...), and reads no record and hashes no
+// key. A rehash read every key's record, which lie anywhere in the
+// storage: that was most of what filling an empty table cost. The seed
+// stays the generation's: a split moves no key to an unrelated bucket,
+// so it undoes no flood, and every rebuild that does (a reseed, a tidy,
+// a compaction) draws a fresh seed. The caller holds the mutex.
+func (s *core) grow(slots int) {
+	old := s.arr.Load()
+	a := s.newArray(max(slots, s.n), old.seed, old.store)
+	if a.mask < uint64(len(old.buckets)) || a.mask > 1<<32-1 {
+		s.rebuild(slots) // not a growth, or past what low can place
+		return
+	}
+	var over int64
+	for bi := range old.buckets {
+		for b := &old.buckets[bi]; b != nil; b = old.next(b) {
+			t := b.tags.Load()
+			cl := b.classes.Load()
+			for f := ^free(t) & laneHigh; f != 0; f &= f - 1 {
+				i := lane(f)
+				if placeHashed(a, t>>(i*tagBits)&tagMask, b.low[i], b.slots[i].Load(), uint8(cl>>(8*i))) > 0 {
+					over++
+				}
+			}
+		}
+	}
+	s.publish(old, a, over)
 }
 
 // rehashBatch is how many keys a rebuild hashes and places at a time.
@@ -44,7 +78,8 @@ type rehash struct {
 	classes [rehashBatch]uint8
 	recs    [rehashBatch]unsafe.Pointer
 	hashes  [rehashBatch]uint64
-	longest int // the longest overflow chain placed
+	longest int   // the longest overflow chain placed
+	over    int64 // keys placed in overflow buckets
 }
 
 // add queues a slot word and its class, and reports whether the batch is
@@ -69,7 +104,11 @@ func (r *rehash) flush(s *core, old, a *array) {
 		touched += a.bucket(mix(h, a.seed)).tags.Load()
 	}
 	for j := range r.n {
-		r.longest = max(r.longest, place(a, r.hashes[j], r.words[j], r.classes[j]))
+		d := place(a, r.hashes[j], r.words[j], r.classes[j])
+		r.longest = max(r.longest, d)
+		if d > 0 {
+			r.over++
+		}
 	}
 	r.n = 0
 	rehashSink.Store(touched)
@@ -80,10 +119,11 @@ func (r *rehash) flush(s *core, old, a *array) {
 var rehashSink atomic.Uint64
 
 // publish makes a the shard's array with one store: a reader loads either
-// the old array or the complete new one.
-func (s *core) publish(old, a *array) {
+// the old array or the complete new one. over is how many of its keys lie
+// in overflow buckets.
+func (s *core) publish(old, a *array, over int64) {
 	a.gen = old.gen + 1
-	s.overflowBase = a.overflow.n.Load()
+	s.overKeys = over
 	s.arr.Store(a)
 }
 
@@ -127,6 +167,7 @@ func (s *core) CompactLocked(slots int) (m Moved) {
 	m.layout = s.layout
 	remap := make([]uint32, ost.used) // new index + 1 of every moved flow record
 	moved := 0
+	var over int64 // keys placed in overflow buckets
 	relocate := func(i uint32) uint32 {
 		if r := remap[i]; r != 0 {
 			return r - 1
@@ -148,7 +189,9 @@ func (s *core) CompactLocked(slots int) (m Moved) {
 			ref = relocate(ref)
 		}
 		h := s.hash(&(*Node)(s.keyRec(a, ref)).key)
-		place(a, h, word(ref, stampOf(w)), b.class(i))
+		if place(a, h, word(ref, stampOf(w)), b.class(i)) > 0 {
+			over++
+		}
 	})
 	dir := *ost.dir.Load()
 	for i := range dir {
@@ -161,7 +204,7 @@ func (s *core) CompactLocked(slots int) (m Moved) {
 	}
 	s.compactions.Add(1)
 	s.moved.Add(uint64(moved))
-	s.publish(old, a)
+	s.publish(old, a, over)
 	return m
 }
 
@@ -265,6 +308,6 @@ func (s *core) ResetLocked() int64 {
 	s.n = 0
 	s.live.Store(0)
 	s.foreign.releaseAll()
-	s.publish(old, s.newArray(MinSlots, s.seeds.Uint64(), newStorage(s.layout)))
+	s.publish(old, s.newArray(MinSlots, s.seeds.Uint64(), newStorage(s.layout)), 0)
 	return released
 }

@@ -95,11 +95,12 @@ type Config struct {
 
 const (
 	// tidySlack and tidyMin bound the overflow buckets that churn may leave
-	// linked beyond what a fresh index of the same keys needs: one per
-	// tidySlack keys (two bytes a key), and at least tidyMin. Past that an
-	// insert rebuilds the index at its size (a tidy), which costs a pass
-	// over the shard's keys once per about 40 × n/tidySlack inserts under
-	// uniform churn: about 40 ns an insert, whatever the shard's size.
+	// linked beyond the keys in overflow buckets (each was linked for one,
+	// so a fresh index of the same keys needs no more): one per tidySlack
+	// keys (two bytes a key), and at least tidyMin. Past that an insert
+	// rebuilds the index at its size (a tidy), which costs a pass over the
+	// shard's keys once per about 40 × n/tidySlack inserts under uniform
+	// churn: about 40 ns an insert, whatever the shard's size.
 	tidySlack = 32
 	tidyMin   = 16
 	// MinSlots is the smallest slot capacity a shard is built with.
@@ -174,9 +175,11 @@ type core struct {
 	// insertsSinceFlood rate-limits flood rebuilds when keys collide for
 	// every seed (see floodRetries).
 	insertsSinceFlood int
-	// overflowBase is how many overflow buckets the current array had when
-	// it was built: the chains its keys needed then (see tidySlack).
-	overflowBase int64
+	// overKeys is how many keys lie in the current array's overflow
+	// buckets. Every overflow bucket was linked for a key, so more linked
+	// buckets than keys in them are buckets that churn emptied (see
+	// tidySlack); a table filling up links them for an honest reason.
+	overKeys int64
 	// busy is set while the owner runs its program's code with mu held,
 	// and reentered is Config.Reentered (guard.go).
 	busy      atomic.Bool
@@ -319,6 +322,13 @@ retry:
 	}
 }
 
+// primary reports whether b is one of a's first buckets, not an
+// overflow bucket.
+func (a *array) primary(b *bucket) bool {
+	base := uintptr(unsafe.Pointer(unsafe.SliceData(a.buckets)))
+	return uintptr(unsafe.Pointer(b))-base < uintptr(len(a.buckets))*unsafe.Sizeof(bucket{})
+}
+
 // bucket is the first bucket of the chain of bucket hash hh. The index
 // hh & a.mask is below len(a.buckets), a power of two whose mask it is,
 // so the bucket is taken from the array's base without a bounds check.
@@ -416,20 +426,26 @@ func ReplyRef(ref uint32) uint32 { return (ref + 1) | refReply }
 func (s *core) PlaceLocked(h uint64, ref, stamp uint32, class uint8) {
 	a := s.arr.Load()
 	chain := place(a, h, word(ref, stamp), class)
+	if chain > 0 {
+		s.overKeys++
+	}
 	s.n++
 	s.live.Store(int64(s.n))
 	s.insertsSinceFlood++
 	// Grow first: a full shard has long chains for an honest reason.
 	if s.n*maxLoadDen > len(a.buckets)*slotsPerBucket*maxLoadNum {
-		s.rebuild(2 * s.n)
+		s.grow(2 * s.n)
 		s.grows.Add(1)
 		return
 	}
-	if chain > 0 && s.maxChain > 0 && a.overflow.n.Load() > s.overflowBase+max(tidyMin, int64(s.n)/tidySlack) {
+	if s.maxChain > 0 && a.overflow.n.Load()-s.overKeys > max(tidyMin, int64(s.n)/tidySlack) {
 		// Overflow buckets stay linked once published (a reader may be
 		// walking the chain), so under churn at a steady size the chains
-		// creep up to the most keys each bucket ever held. Rebuild the
-		// index at its size: the new one links only what its keys need.
+		// creep up to the most keys each bucket ever held: linked buckets
+		// outnumber the keys in them. Rebuild the index at its size: the
+		// new one links only what its keys need. (Counting the buckets
+		// linked since the last build instead fired a third of a fill's
+		// rebuilds: a filling shard's chains grow with its load.)
 		s.rebuild(len(a.buckets) * slotsPerBucket)
 		s.tidies.Add(1)
 		return
@@ -452,18 +468,24 @@ func (s *core) PlaceLocked(h uint64, ref, stamp uint32, class uint8) {
 // chain has. The caller holds the mutex (or owns a not yet published a).
 func place(a *array, h uint64, w uint64, class uint8) int {
 	hh := mix(h, a.seed)
-	tag := tagOf(hh)
-	b := &a.buckets[hh&a.mask]
+	return placeHashed(a, tagOf(hh), uint32(hh), w, class)
+}
+
+// placeHashed is place for a key whose tag and low bucket-hash half
+// (bucket.low) are known: its chain is the one of bucket low & a.mask,
+// which a.mask < 1<<32 makes the bucket hash's own.
+func placeHashed(a *array, tag uint64, low uint32, w uint64, class uint8) int {
+	b := &a.buckets[uint64(low)&a.mask]
 	depth := 0
 	for {
 		if f := free(b.tags.Load()); f != 0 {
-			b.fill(lane(f), tag, w, class)
+			b.fill(lane(f), tag, w, class, low)
 			return depth
 		}
 		next := a.next(b)
 		if next == nil {
 			nb, link := a.newOverflow()
-			nb.fill(0, tag, w, class)
+			nb.fill(0, tag, w, class, low)
 			// Fill the bucket before linking it: a reader that follows
 			// the link sees a complete bucket.
 			b.next.Store(link)
@@ -486,6 +508,9 @@ func (s *core) ReplaceLocked(p Pos, ref, stamp uint32, class uint8) {
 // readers that hold it; KillLocked counts it dead when no slot names it.
 func (s *core) ClearLocked(p Pos) {
 	p.b.clear(p.i)
+	if !p.a.primary(p.b) {
+		s.overKeys--
+	}
 	s.n--
 	s.live.Store(int64(s.n))
 }

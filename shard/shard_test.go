@@ -777,3 +777,110 @@ func TestChunkLeavingTailSparseIsEvacuated(t *testing.T) {
 		}
 	}
 }
+
+// checkIndex checks what the writers keep of the current array beside
+// its slots: every key's low bucket-hash half is its own under the
+// array's seed and names its chain, and overKeys counts the keys in
+// overflow buckets.
+func checkIndex(t *testing.T, s *Shard[rec]) {
+	t.Helper()
+	s.Lock()
+	defer s.Unlock()
+	a := s.arr.Load()
+	var over int64
+	for bi := range a.buckets {
+		for b := &a.buckets[bi]; b != nil; b = a.next(b) {
+			tags := b.tags.Load()
+			for f := ^free(tags) & laneHigh; f != 0; f &= f - 1 {
+				i := lane(f)
+				k := &(*Node)(s.keyRec(a, refOf(b.slots[i].Load()))).key
+				hh := mix(hashOf(k), a.seed)
+				if b.low[i] != uint32(hh) || uint64(b.low[i])&a.mask != uint64(bi) || tags>>(i*tagBits)&tagMask != tagOf(hh) {
+					t.Fatalf("bucket %d lane %d: low %#x, tag %#x; the key's bucket hash is %#x", bi, i, b.low[i], tags>>(i*tagBits)&tagMask, hh)
+				}
+				if b != &a.buckets[bi] {
+					over++
+				}
+			}
+		}
+	}
+	if over != s.overKeys {
+		t.Fatalf("overKeys = %d, %d keys lie in overflow buckets", s.overKeys, over)
+	}
+}
+
+// A growth is a split: it keeps the generation's seed, places every key
+// by its kept bucket-hash bits, and so never calls the hash (which reads
+// the key's record); a filling shard's chains grow with its load, which
+// is no reason to tidy.
+func TestGrowthSplitsWithoutHashing(t *testing.T) {
+	var calls atomic.Int64
+	s := new(Shard[rec])
+	s.Init(Config{Slots: 64, Hash: func(k *Key) uint64 { calls.Add(1); return hashOf(k) }, Seeds: seed.NewSource(1)}, moveRec)
+	seed0 := s.arr.Load().seed
+	const n = 200_000
+	for i := range uint64(n) {
+		put(s, i)
+	}
+	c := s.Counts()
+	if c.Grows < 10 {
+		t.Fatalf("%d grows from 64 slots to %d keys", c.Grows, n)
+	}
+	if got := calls.Load(); got != 0 {
+		t.Errorf("the growths hashed %d keys, want none", got)
+	}
+	if s.arr.Load().seed != seed0 {
+		t.Error("a growth changed the seed")
+	}
+	if c.Tidies != 0 || c.Floods != 0 {
+		t.Errorf("a fill tidied %d times and reseeded %d times, want none", c.Tidies, c.Floods)
+	}
+	checkIndex(t, s)
+	for i := range uint64(n) {
+		if got := lookup(s, i); got == nil || got.val != i {
+			t.Fatalf("key %d lost in the growths", i)
+		}
+	}
+}
+
+// Under churn at a steady size, overflow buckets emptied by removals stay
+// linked; the tidy rebuild drops them once they outnumber the keys in
+// overflow buckets by the slack, so the linked overflow stays bounded.
+func TestTidyDropsEmptiedOverflow(t *testing.T) {
+	s := newTest(t, 64)
+	const n = 20_000
+	for i := range uint64(n) {
+		put(s, i)
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	live := make([]uint64, n)
+	for i := range live {
+		live[i] = uint64(i)
+	}
+	next := uint64(n)
+	for range 40 * n {
+		j := rng.IntN(n)
+		if !del(s, live[j]) {
+			t.Fatalf("key %d missing", live[j])
+		}
+		put(s, next)
+		live[j] = next
+		next++
+		s.Lock()
+		a := s.arr.Load()
+		if linked, bound := a.overflow.n.Load(), s.overKeys+max(tidyMin, int64(s.n)/tidySlack); linked > bound {
+			s.Unlock()
+			t.Fatalf("%d overflow buckets linked, over the bound %d", linked, bound)
+		}
+		s.Unlock()
+	}
+	if c := s.Counts(); c.Tidies == 0 {
+		t.Fatal("churn never tidied the index")
+	}
+	checkIndex(t, s)
+	for _, i := range live {
+		if got := lookup(s, i); got == nil || got.val != i {
+			t.Fatalf("key %d lost under churn", i)
+		}
+	}
+}
