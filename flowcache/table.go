@@ -409,7 +409,11 @@ func (t *Table[V]) stamp(ms int64) uint32 {
 // docs/PERFORMANCE.md). Get's own frame holds the key as five 8-byte
 // stores, which every later load of it matches.
 func (t *Table[V]) Get(k FlowKey) (*Entry[V], bool) {
-	t.mustInit()
+	if t.shards == nil {
+		// t.mustInit(), with the test on the line (an inlined call
+		// with nothing else on its line costs a NOP).
+		t.mustInit()
+	}
 	// t.hash(&k), written out (hashKeys.sum is over the inliner's
 	// budget; its halves are not), so that the hash, the shard's choice
 	// and the lookup are one call.
