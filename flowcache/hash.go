@@ -21,10 +21,10 @@ import (
 //
 // where fold(x, y) is the high word of the 128-bit product x×y xored
 // with the low one, and sNN is xxh3's default secret read at byte NN
-// (hashKeys holds the secret with the seed applied). TestHash40MatchesXXH3 checks it gives
-// xxh3.HashSeed's value for random keys and seeds, so the hash is the
-// same one that race_test reproduces from outside and that every key
-// had before.
+// (hashKeys holds the secret with the seed applied).
+// TestHash40MatchesXXH3 checks it gives xxh3.HashSeed's value for random
+// keys and seeds, so the hash is the same one that race_test reproduces
+// from outside and that every key had before.
 //
 // The constants are xxh3's (xxHash by Yann Collet; the Go code this
 // follows is github.com/zeebo/xxh3, BSD 2-Clause, Copyright (c) 2012-2014
@@ -63,7 +63,7 @@ func (h *hashKeys) sum(w0, w1, w2, w3, w4 uint64) uint64 {
 	return h.avalanche(h.lo(w0, w1, w2) + h.hi(w2, w3, w4))
 }
 
-// avalanche is xxAvalanche(xxLen40 + acc), its constants from h.
+// avalanche is xxh3's avalanche of xxLen40 + acc, its constants from h.
 func (h *hashKeys) avalanche(acc uint64) uint64 {
 	acc += h[8]
 	acc ^= acc >> 37
@@ -85,19 +85,14 @@ func (t *Table[V]) hashWords(k FlowKey) uint64 {
 	return t.keys.sum(le64(k.w0), le64(k.w1), le64(k.w2), le64(k.w3), le64(k.w4))
 }
 
-func xxAvalanche(acc uint64) uint64 {
-	acc ^= acc >> 37
-	acc *= xxAvalancheMul
-	return acc ^ acc>>32
-}
-
 func fold64(x, y uint64) uint64 {
 	hi, lo := bits.Mul64(x, y)
 	return hi ^ lo
 }
 
-// 40 × xxh3's prime64_1 (11400714785074694791), modulo 2^64, and the
-// first 64 bytes of xxh3's default secret, as little-endian words.
+// 40 × xxh3's prime64_1 (11400714785074694791), modulo 2^64, the first
+// 64 bytes of xxh3's default secret, as little-endian words, and the
+// multiplier of xxh3's avalanche.
 const (
 	xxLen40     = 0xb8ab03bcecd7a518
 	xxSecret000 = 0xbe4ba423396cfeb8
