@@ -20,43 +20,69 @@ import (
 //	hash = avalanche(acc)
 //
 // where fold(x, y) is the high word of the 128-bit product x×y xored
-// with the low one, and sNN is xxh3's default secret read at byte NN. It
-// is small enough to inline, and TestHash40MatchesXXH3 checks it gives
-// xxh3.HashSeed's value for random keys and seeds, so the hash is the
-// same one that race_test reproduces from outside and that every key
-// had before.
+// with the low one, and sNN is xxh3's default secret read at byte NN
+// (hashKeys holds the secret with the seed applied).
+// TestHash40MatchesXXH3 checks it gives xxh3.HashSeed's value for random
+// keys and seeds, so the hash is the same one that race_test reproduces
+// from outside and that every key had before.
 //
 // The constants are xxh3's (xxHash by Yann Collet; the Go code this
 // follows is github.com/zeebo/xxh3, BSD 2-Clause, Copyright (c) 2012-2014
 // Yann Collet, Copyright (c) 2019 Jeff Wendling).
 func hash40(k *[5]uint64, seed uint64) uint64 {
-	w0, w1, w2, w3, w4 := le64(k[0]), le64(k[1]), le64(k[2]), le64(k[3]), le64(k[4])
-	return xxAvalanche(xxLen40 + hashLo(w0, w1, w2, seed) + hashHi(w2, w3, w4, seed))
+	keys := keysFor(seed)
+	return keys.sum(le64(k[0]), le64(k[1]), le64(k[2]), le64(k[3]), le64(k[4]))
+}
+
+// hashKeys are the eight words hash40 xors into the key's words: xxh3's
+// secret with the seed added or subtracted (s00 + seed, s08 − seed, …, in
+// the order of hash40's sum), then the two 64-bit constants the sum ends
+// with (40 × prime64_1, and the avalanche's multiplier). The eight depend
+// on the seed alone, so a table computes them once, in New, and a
+// lookup's hash xors each word with one load, where it took an add and a
+// 64-bit constant; the last two save a constant's move each, as memory
+// operands (docs/PERFORMANCE.md).
+type hashKeys [10]uint64
+
+// keysFor is the hashKeys of seed.
+func keysFor(seed uint64) hashKeys {
+	return hashKeys{
+		xxSecret000 + seed, xxSecret008 - seed,
+		xxSecret048 + seed, xxSecret056 - seed,
+		xxSecret032 + seed, xxSecret040 - seed,
+		xxSecret016 + seed, xxSecret024 - seed,
+		xxLen40, xxAvalancheMul,
+	}
+}
+
+// sum is hash40 of the key whose little-endian words are w0 to w4.
+// Written out of its halves, each small enough to inline (sum itself is
+// over the inliner's budget): Get writes the hash out with them, so a
+// lookup hashes without a call.
+func (h *hashKeys) sum(w0, w1, w2, w3, w4 uint64) uint64 {
+	return h.avalanche(h.lo(w0, w1, w2) + h.hi(w2, w3, w4))
+}
+
+// avalanche is xxh3's avalanche of xxLen40 + acc, its constants from h.
+func (h *hashKeys) avalanche(acc uint64) uint64 {
+	acc += h[8]
+	acc ^= acc >> 37
+	acc *= h[9]
+	return acc ^ acc>>32
+}
+
+func (h *hashKeys) lo(w0, w1, w2 uint64) uint64 {
+	return fold64(w0^h[0], w1^h[1]) + fold64(w1^h[2], w2^h[3])
+}
+
+func (h *hashKeys) hi(w2, w3, w4 uint64) uint64 {
+	return fold64(w2^h[4], w3^h[5]) + fold64(w3^h[6], w4^h[7])
 }
 
 // hashWords is hash40 of a key held in registers: the write paths hash
 // a key that came to them by value without storing it first.
 func (t *Table[V]) hashWords(k FlowKey) uint64 {
-	w0, w1, w2, w3, w4 := le64(k.w0), le64(k.w1), le64(k.w2), le64(k.w3), le64(k.w4)
-	return xxAvalanche(xxLen40 + hashLo(w0, w1, w2, t.seed) + hashHi(w2, w3, w4, t.seed))
-}
-
-// hashLo and hashHi are the halves of hash40's sum, each small enough to
-// inline: get, which is not inlined itself, writes hash40 out with them,
-// so a lookup hashes without a call. (hash40 is over the inliner's
-// budget.)
-func hashLo(w0, w1, w2, seed uint64) uint64 {
-	return fold64(w0^(xxSecret000+seed), w1^(xxSecret008-seed)) + fold64(w1^(xxSecret048+seed), w2^(xxSecret056-seed))
-}
-
-func hashHi(w2, w3, w4, seed uint64) uint64 {
-	return fold64(w2^(xxSecret032+seed), w3^(xxSecret040-seed)) + fold64(w3^(xxSecret016+seed), w4^(xxSecret024-seed))
-}
-
-func xxAvalanche(acc uint64) uint64 {
-	acc ^= acc >> 37
-	acc *= 0x165667919e3779f9
-	return acc ^ acc>>32
+	return t.keys.sum(le64(k.w0), le64(k.w1), le64(k.w2), le64(k.w3), le64(k.w4))
 }
 
 func fold64(x, y uint64) uint64 {
@@ -64,8 +90,9 @@ func fold64(x, y uint64) uint64 {
 	return hi ^ lo
 }
 
-// 40 × xxh3's prime64_1 (11400714785074694791), modulo 2^64, and the
-// first 64 bytes of xxh3's default secret, as little-endian words.
+// 40 × xxh3's prime64_1 (11400714785074694791), modulo 2^64, the first
+// 64 bytes of xxh3's default secret, as little-endian words, and the
+// multiplier of xxh3's avalanche.
 const (
 	xxLen40     = 0xb8ab03bcecd7a518
 	xxSecret000 = 0xbe4ba423396cfeb8
@@ -76,6 +103,8 @@ const (
 	xxSecret040 = 0x2172ffcc7dd05a82
 	xxSecret048 = 0x8e2443f7744608b8
 	xxSecret056 = 0x4c263a81e69035e0
+
+	xxAvalancheMul = 0x165667919e3779f9
 )
 
 // keyWords views k as its five words, for hash40.

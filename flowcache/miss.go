@@ -86,7 +86,7 @@ func (t *Table[V]) missLocked(ks *keySet, mk *maker[V]) (*Entry[V], Outcome, V) 
 	// not changed, so the shard of its other key need not be locked.
 	l := &ks.locks
 	for i := range ks.n {
-		l.add(int(ks.h[i] >> t.shift))
+		l.add(int(t.shardNo(ks.h[i])))
 	}
 	t.lockAll(l)
 	defer t.unlockAll(l) // l as it is then: the step may add to it
@@ -156,7 +156,7 @@ func (t *Table[V]) missLocked(ks *keySet, mk *maker[V]) (*Entry[V], Outcome, V) 
 // above every one l holds (shard order); any other it tries once. On
 // false the caller lets go of everything l holds.
 func (t *Table[V]) lockReply(ks *keySet, l *lockSet) bool {
-	i := int(ks.h[1] >> t.shift)
+	i := int(t.shardNo(ks.h[1]))
 	if !l.has(i) {
 		if top := l.idx[l.n-1]; i > top {
 			t.shards[i].Lock()

@@ -99,9 +99,10 @@ type Config[V any] struct {
 type Table[V any] struct {
 	// Read by every lookup; now is written once per pass, the rest never:
 	// kept apart from the words every insert writes.
+	keys   hashKeys // the table hash's secret words, seed applied
 	shards []shard.Shard[Entry[V]]
 	seed   uint64 // table hash seed
-	shift  uint   // 64 - log2(len(shards)); the shard is hash >> shift
+	smask  uint64 // len(shards) - 1; the shard is hash >> 48 & smask (shardNo)
 	baseMs int64  // time origin of slot stamps
 	hits   *xsync.Counter
 	misses *xsync.Counter
@@ -201,7 +202,7 @@ func New[V any](cfg Config[V]) (*Table[V], error) {
 	}
 	t := &Table[V]{
 		seed:     cfg.Seed,
-		shift:    uint(64 - bits.TrailingZeros(uint(shards))),
+		smask:    uint64(shards - 1),
 		shards:   make([]shard.Shard[Entry[V]], shards),
 		limit:    int64(cfg.Limit),
 		name:     cfg.Name,
@@ -220,6 +221,7 @@ func New[V any](cfg Config[V]) (*Table[V], error) {
 	if t.seed == 0 {
 		t.seed = seed.Random()
 	}
+	t.keys = keysFor(t.seed)
 	if t.clock == nil {
 		t.clock = time.Now
 	}
@@ -332,17 +334,43 @@ const stampSlack = 1 << 40
 
 // hashKey is hash for a key the shard holds: a shard.Key is a FlowKey's
 // five words (skey), so it hashes the same.
-func (t *Table[V]) hashKey(k *shard.Key) uint64 { return hash40((*[5]uint64)(k), t.seed) }
+func (t *Table[V]) hashKey(k *shard.Key) uint64 {
+	return t.keys.sum(le64(k[0]), le64(k[1]), le64(k[2]), le64(k[3]), le64(k[4]))
+}
 
 // hash is the table hash of k: xxh3 of its 40 bytes with the table seed.
-func (t *Table[V]) hash(k *FlowKey) uint64 { return hash40(keyWords(k), t.seed) }
-
-// shardOf is the shard of table hash h, chosen by its top bits: h >>
-// t.shift is below len(t.shards) = 1 << (64 - t.shift), so the shard is
-// taken from the slice's base without a bounds check.
-func (t *Table[V]) shardOf(h uint64) *shard.Shard[Entry[V]] {
-	return (*shard.Shard[Entry[V]])(unsafe.Add(unsafe.Pointer(unsafe.SliceData(t.shards)), uintptr(h>>t.shift)*unsafe.Sizeof(t.shards[0])))
+func (t *Table[V]) hash(k *FlowKey) uint64 {
+	return t.keys.sum(le64(k.w0), le64(k.w1), le64(k.w2), le64(k.w3), le64(k.w4))
 }
+
+// shardNo is the index of the shard of table hash h, taken from its top
+// 16 bits (MaxShards is 1 << 16): a shift by a constant and a mask, where
+// a shift by 64 − log2(shards) needed a guard for the shift count of 64
+// that one shard gives (4 instructions more on every lookup).
+func (t *Table[V]) shardNo(h uint64) uint64 { return shardNo(h, t.smask) }
+
+func shardNo(h, smask uint64) uint64 { return h >> 48 & smask }
+
+// shardOf is the shard of table hash h: shardNo(h) is at most t.smask,
+// below len(t.shards), so the shard is taken from the slice's base
+// without a bounds check.
+func (t *Table[V]) shardOf(h uint64) *shard.Shard[Entry[V]] {
+	return (*shard.Shard[Entry[V]])(shardAt(unsafe.Pointer(unsafe.SliceData(t.shards)), t.smask, h))
+}
+
+// shardAt is shardOf's address arithmetic, for Get: a generic method
+// inlined into Get (shardOf) costs it a load and a nil check of its
+// dictionary, a function that is not generic nothing.
+func shardAt(shards unsafe.Pointer, smask, h uint64) unsafe.Pointer {
+	return unsafe.Add(shards, uintptr(shardNo(h, smask))*shardSize)
+}
+
+// shardSize is the size of a shard.Shard, whatever its record type (the
+// shard's untyped core and its padding): a constant, where the size of
+// t.shards[0] cost Get a load from its generic dictionary.
+const shardSize = unsafe.Sizeof(shard.Shard[struct{}]{})
+
+var _ [0]struct{} = [unsafe.Sizeof(shard.Shard[Entry[[64]byte]]{}) - shardSize]struct{}{}
 
 // skey views a FlowKey as the shard's Key: both are 40 bytes, 8-aligned
 // (FlowKey's [0]uint64), with no pointers, so the shard may compare it a
@@ -381,24 +409,36 @@ func (t *Table[V]) stamp(ms int64) uint32 {
 // docs/PERFORMANCE.md). Get's own frame holds the key as five 8-byte
 // stores, which every later load of it matches.
 func (t *Table[V]) Get(k FlowKey) (*Entry[V], bool) {
-	t.mustInit()
-	// t.hash(&k), written out (hash40 is over the inliner's budget; its
-	// halves are not), so that the hash, the shard's choice and the
-	// lookup are one call.
+	if t.shards == nil {
+		// t.mustInit(), with the test on the line (an inlined call
+		// with nothing else on its line costs a NOP).
+		t.mustInit()
+	}
+	// t.hash(&k), written out (hashKeys.sum is over the inliner's
+	// budget; its halves are not), so that the hash, the shard's choice
+	// and the lookup are one call.
 	w0, w1, w2, w3, w4 := le64(k.w0), le64(k.w1), le64(k.w2), le64(k.w3), le64(k.w4)
-	h := xxAvalanche(xxLen40 + hashLo(w0, w1, w2, t.seed) + hashHi(w2, w3, w4, t.seed))
-	e, slot, w := t.shardOf(h).Lookup(h, skey(&k))
+	h := t.keys.avalanche(t.keys.lo(w0, w1, w2) + t.keys.hi(w2, w3, w4))
+	p, sure := (*shard.Shard[Entry[V]])(shardAt(unsafe.Pointer(unsafe.SliceData(t.shards)), t.smask, h)).Find(h, skey(&k))
+	e := (*Entry[V])(p)
 	if e == nil {
-		t.misses.Inc()
-		return nil, false
+		if !sure {
+			// A case Find leaves to Lookup (see Find): rare, so h is
+			// hashed again rather than kept across the call.
+			e = t.lookupKey(&k)
+		}
+		if e == nil {
+			t.misses.Inc()
+			return nil, false
+		}
 	}
 	// The refresh and the hit sample, written out rather than called:
 	// the compiler does not inline calls inside a generic body that
 	// another package instantiates, and the common hit does neither.
-	if now := t.now.Load(); e.lastSeen.Load() != now && !t.refresh(e, slot, w, now) {
+	if now := t.now.Load(); e.lastSeen.Load() != now && !t.refreshKey(e, &k, now) {
 		// A released record, reached through a slot word loaded before
 		// its flow left (see refresh): look again, off the hot path.
-		if e = t.lookupLive(&k, h); e == nil {
+		if e = t.lookupLive(&k, t.hash(&k)); e == nil {
 			t.misses.Inc()
 			return nil, false
 		}
@@ -416,6 +456,20 @@ func (t *Table[V]) touch(e *Entry[V], slot *atomic.Uint64, w uint64) bool {
 		return t.refresh(e, slot, w, now)
 	}
 	return true
+}
+
+// refreshKey is refresh for Get, whose lookup (Find) returns the record
+// alone: it looks k up again for the slot and its word. When the
+// slot no longer names e (the flow moved or left since Get found it, and
+// another record may hold the slot), it refreshes last seen alone: the
+// stamp stays as it was, early, which a stamp may be (invariant 12).
+func (t *Table[V]) refreshKey(e *Entry[V], k *FlowKey, now int64) bool {
+	h := t.hash(k)
+	f, slot, w := t.shardOf(h).Lookup(h, skey(k))
+	if f != e {
+		slot = nil
+	}
+	return t.refresh(e, slot, w, now)
 }
 
 // refresh writes a flow's last-seen time, once per tick, and its slot's
@@ -452,6 +506,9 @@ func (t *Table[V]) refresh(e *Entry[V], slot *atomic.Uint64, w uint64, now int64
 			}
 		}
 	}
+	if slot == nil {
+		return true
+	}
 	st := t.stamp(now)
 	if shard.StampOf(w) != st {
 		slot.CompareAndSwap(w, shard.WithStamp(w, st))
@@ -475,6 +532,13 @@ func (t *Table[V]) lookupLive(k *FlowKey, h uint64) *Entry[V] {
 			return e
 		}
 	}
+}
+
+// lookupKey is the flow stored under k, for Get when Find cannot tell.
+func (t *Table[V]) lookupKey(k *FlowKey) *Entry[V] {
+	h := t.hash(k)
+	e, _, _ := t.shardOf(h).Lookup(h, skey(k))
+	return e
 }
 
 // restampFirst lowers the stamp of e's first key to st, if the slot still

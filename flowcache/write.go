@@ -48,7 +48,7 @@ func (t *Table[V]) unlockAll(l *lockSet) {
 	}
 }
 
-func (t *Table[V]) shardIndex(k *FlowKey) int { return int(t.hash(k) >> t.shift) }
+func (t *Table[V]) shardIndex(k *FlowKey) int { return int(t.shardNo(t.hash(k))) }
 
 // keySet is the one or two keys a write stores or removes, with their
 // table hashes, computed once.
@@ -123,7 +123,7 @@ func (t *Table[V]) lockFor(ks *keySet, l *lockSet) (found [2]*Entry[V]) {
 	for {
 		*l = lockSet{}
 		for i := range ks.n {
-			l.add(int(ks.h[i] >> t.shift))
+			l.add(int(t.shardNo(ks.h[i])))
 			if extra[i] > 0 {
 				l.add(extra[i] - 1)
 			}

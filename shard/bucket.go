@@ -77,21 +77,22 @@ func mix(h, seed uint64) uint64 {
 	return hi ^ lo
 }
 
-// tagOf takes the tag from the bits the bucket index does not use; 0 marks
-// a free slot, so a zero tag becomes 1.
-func tagOf(h uint64) uint64 {
-	t := h >> (64 - tagBits)
-	if t == 0 {
-		t = 1
-	}
-	return t
-}
+// tagOf takes the tag from the bits the bucket index does not use, the
+// top 16, with the lowest of them set: 0 marks a free slot, and a tag
+// with its low bit set is never 0, without a branch (where a zero tag
+// made 1 cost a lookup a test and a jump). So a tag holds 15 bits of the
+// hash, and another key's tag matches with probability 2^-15.
+func tagOf(h uint64) uint64 { return h>>(64-tagBits) | 1 }
 
 // match returns a word with the high bit of every lane of tags that equals
 // tag. It is exact: the low 15 bits of each lane are added without carrying
 // into the next lane.
-func match(tags, tag uint64) uint64 {
-	x := tags ^ (tag * laneOnes)
+func match(tags, tag uint64) uint64 { return matchLanes(tags, tag*laneOnes) }
+
+// matchLanes is match with the tag already in every lane (tag ×
+// laneOnes), for a lookup that computes it once for a whole chain.
+func matchLanes(tags, lanes uint64) uint64 {
+	x := tags ^ lanes
 	y := (x & laneLow15) + laneLow15
 	return ^(y | x | laneLow15)
 }
@@ -100,6 +101,15 @@ func match(tags, tag uint64) uint64 {
 func free(tags uint64) uint64 { return match(tags, 0) }
 
 func lane(m uint64) int { return bits.TrailingZeros64(m) / tagBits }
+
+// slotOf is the slot of the lowest lane m (a match) marks: the lane's
+// high bit is bit 16i+15, and slot i lies 8i bytes after slot 0,
+// (16i+15)/2 rounded down to a multiple of 8. One address computation,
+// where &b.slots[lane(m)] took a division, a mask for the bounds and two
+// adds.
+func (b *bucket) slotOf(m uint64) *atomic.Uint64 {
+	return (*atomic.Uint64)(unsafe.Add(unsafe.Pointer(&b.slots[0]), uintptr(bits.TrailingZeros64(m)>>1)&^7))
+}
 
 // class is slot i's class byte.
 func (b *bucket) class(i int) uint8 { return uint8(b.classes.Load() >> (8 * i)) }

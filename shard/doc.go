@@ -21,10 +21,11 @@
 //	 matched    the owner's coarse last-seen,      class    link: an index into
 //	 at once    read by expiry passes              per slot the array's overflow area
 //
-// The tag is the top 16 bits of the bucket hash (0 means free), so a
-// lookup compares all four tags with one word operation (SWAR) and touches
-// a record only when its tag matches: a false match costs one extra record
-// load in 1/65536 lookups. The stamps and class bytes sit beside the tags
+// The tag is the top 16 bits of the bucket hash with the lowest set (0
+// means free, and the set bit keeps a tag from being 0 without a branch),
+// so a lookup compares all four tags with one word operation (SWAR) and
+// touches a record only when its tag matches: a false match costs one
+// extra record load in 1/32768 lookups per occupied slot. The stamps and class bytes sit beside the tags
 // so that an expiry pass streams the index and reads every key's age and
 // timeout class without touching a record. A slot word packs the ref with
 // the stamp so that a lookup refreshes the stamp with a compare-and-swap

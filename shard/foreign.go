@@ -34,6 +34,16 @@ func (f *foreign) get(i uint32) unsafe.Pointer {
 	return unsafe.Pointer((*f.dir.Load())[i>>foreignBits][i&(foreignLen-1)].Load())
 }
 
+// getFast is get without the directory's bounds check, for Find: the
+// ref that names entry i was loaded before the directory, and alloc
+// publishes a directory that holds an entry's block before it hands the
+// entry out.
+func (f *foreign) getFast(i uint32) unsafe.Pointer {
+	blocks := unsafe.SliceData(*f.dir.Load())
+	blk := *(**foreignBlock)(unsafe.Add(unsafe.Pointer(blocks), uintptr(i>>foreignBits)*unsafe.Sizeof(blocks)))
+	return unsafe.Pointer(blk[i&(foreignLen-1)].Load())
+}
+
 func (f *foreign) slot(i uint32) *atomic.Pointer[Node] {
 	return &(*f.dir.Load())[i>>foreignBits][i&(foreignLen-1)]
 }

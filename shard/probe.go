@@ -49,7 +49,7 @@ func (p *Probe) Candidate() (unsafe.Pointer, int, uint64) {
 			// keyRec's local path, written out (see lookup).
 			if c := p.a.store.chunkAtIndex((ref & refIndex) >> chunkBits); c != nil {
 				s := p.a.s
-				return unsafe.Add(unsafe.Pointer(c), s.recs+uintptr(ref&(chunkLen-1))*s.size), i, w
+				return unsafe.Add(unsafe.Pointer(c), rawHeader+uintptr(ref&(chunkLen-1))*s.size), i, w
 			}
 			return nil, i, w
 		}

@@ -48,6 +48,18 @@ func (a *array) next(b *bucket) *bucket {
 	return &(*a.overflow.dir.Load())[i/overflowBlock][i%overflowBlock]
 }
 
+// follow is the overflow bucket of link i (b.next, not 0), for Find,
+// without next's bounds check: the link was loaded before the directory,
+// and a writer publishes a directory that holds a bucket's block before
+// it links the bucket (newOverflow), so i's block is in it. Without the
+// check Find calls nothing, and needs no frame.
+func (a *array) follow(i uint32) *bucket {
+	i--
+	blocks := unsafe.SliceData(*a.overflow.dir.Load())
+	blk := *(**[overflowBlock]bucket)(unsafe.Add(unsafe.Pointer(blocks), uintptr(i/overflowBlock)*unsafe.Sizeof(blocks)))
+	return (*bucket)(unsafe.Add(unsafe.Pointer(blk), uintptr(i%overflowBlock)*unsafe.Sizeof(bucket{})))
+}
+
 // newOverflow hands out an empty overflow bucket and its chain link; the
 // caller holds the mutex (or owns the unpublished array) and fills the
 // bucket before it stores the link.
@@ -151,15 +163,16 @@ var _ [0]struct{} = [unsafe.Sizeof(Shard[struct{}]{}) % readLines]struct{}{}
 
 // core is the shard without its record type.
 type core struct {
-	// Read by every lookup and written only by Init (size, recs) and a
+	// Read by every lookup and written only by Init (size) and a
 	// rebuild (arr): alone on their pair of cache lines, so that writers
 	// taking the mutex, and the counters they bump, never invalidate them
 	// (TestLookupWordsApart).
 	arr atomic.Pointer[array]
-	// size and recs are the layout's, copied here for the lookup path:
-	// a record is at chunk + recs + position × size.
-	size, recs uintptr
-	_          [readLines - 24]byte
+	// size is the layout's, copied here for the lookup path: a record is
+	// at chunk + rawHeader + position × size (every layout's records
+	// start at rawHeader).
+	size uintptr
+	_    [readLines - 16]byte
 
 	// Under mu.
 	mu      sync.Mutex
@@ -213,7 +226,7 @@ func (s *Shard[E]) Init(cfg Config, move func(dst, src *E)) {
 	}
 	s.move = func(dst, src unsafe.Pointer) { move((*E)(dst), (*E)(src)) }
 	s.layout = layoutOf[E]()
-	s.size, s.recs = s.layout.size, s.layout.recs
+	s.size = s.layout.size
 	s.hash = cfg.Hash
 	s.seeds = cfg.Seeds
 	s.reentered = cfg.Reentered
@@ -260,7 +273,7 @@ func (s *core) keyRec(a *array, ref uint32) unsafe.Pointer {
 	if c == nil {
 		return nil
 	}
-	return unsafe.Add(unsafe.Pointer(c), s.recs+uintptr(ref&(chunkLen-1))*s.size)
+	return unsafe.Add(unsafe.Pointer(c), rawHeader+uintptr(ref&(chunkLen-1))*s.size)
 }
 
 // flow is the record of the flow whose key rec holds: rec itself, or the
@@ -282,6 +295,75 @@ func (s *Shard[E]) Lookup(h uint64, k *Key) (*E, *atomic.Uint64, uint64) {
 	e, slot, w := s.core.lookup(h, k)
 	return (*E)(e), slot, w
 }
+
+// Find is Lookup's common case, for Get: the record that holds k (for
+// a pair's reply key, the pair's first record) when the first slot of a
+// bucket of k's chain whose tag matches holds it, or nil when no tag of
+// the chain matches (k is absent), with true; false when it cannot tell
+// (a tag that matched another key, a dropped chunk or foreign entry), and
+// the caller then calls Lookup. It returns no slot: Get needs the slot
+// word once a clock tick at most (a refresh), and looks it up then. What
+// it leaves out keeps it a leaf with few live values, which runs in
+// registers without a frame. It is the untyped core's, so that a generic
+// caller calls it without a dictionary: the caller converts the record.
+//
+// Its loads are sync/atomic's functions on the words of the typed
+// atomics (word64, word32, wordPtr), not the typed atomics' methods: an
+// inlined method leaves the compiler a mark that costs an instruction (a
+// NOP) where nothing else is on the call's line, and the functions are
+// intrinsics, which leave none. Six NOPs a hit fewer.
+func (s *core) Find(h uint64, k *Key) (unsafe.Pointer, bool) {
+	a := (*array)(atomic.LoadPointer(wordPtr(&s.arr)))
+	hh := mix(h, a.seed)
+	tags := tagOf(hh) * laneOnes
+	b := (*bucket)(unsafe.Add(unsafe.Pointer(unsafe.SliceData(a.buckets)), uintptr(hh&a.mask)*unsafe.Sizeof(bucket{})))
+	for {
+		// Tag first, then slot: writers publish a slot before its tag.
+		if m := matchLanes(atomic.LoadUint64(word64(&b.tags)), tags); m != 0 {
+			ref := uint32(atomic.LoadUint64(word64(b.slotOf(m))))
+			var r unsafe.Pointer
+			if ref&refForeign == 0 {
+				// As in lookup (chunkAtIndex): the directory is loaded
+				// after the slot word.
+				st := a.store
+				c := atomic.LoadPointer((*unsafe.Pointer)(unsafe.Add(atomic.LoadPointer(wordPtr(&st.base)), uintptr((ref&refIndex)>>chunkBits)*unsafe.Sizeof(unsafe.Pointer(nil)))))
+				if c == nil {
+					return nil, false
+				}
+				r = unsafe.Add(c, rawHeader+uintptr(ref&(chunkLen-1))*s.size)
+			} else if r = s.foreign.getFast(ref & refIndex); r == nil {
+				return nil, false
+			}
+			if !(*Node)(r).key.Equal(k) {
+				return nil, false
+			}
+			return s.flow(r, ref), true
+		}
+		i := atomic.LoadUint32(word32(&b.next))
+		if i == 0 {
+			return nil, true
+		}
+		b = a.follow(i)
+	}
+}
+
+// word64, word32 and wordPtr are the words that the typed atomics hold,
+// for sync/atomic's functions (Find): each typed atomic's one field with
+// a size, its value, is at offset 0 (the checks below: the typed atomic
+// is as large as its value, so nothing else can be in it).
+func word64(x *atomic.Uint64) *uint64 { return (*uint64)(unsafe.Pointer(x)) }
+
+func word32(x *atomic.Uint32) *uint32 { return (*uint32)(unsafe.Pointer(x)) }
+
+func wordPtr[T any](x *atomic.Pointer[T]) *unsafe.Pointer {
+	return (*unsafe.Pointer)(unsafe.Pointer(x))
+}
+
+var (
+	_ [0]struct{} = [unsafe.Sizeof(atomic.Uint64{}) - 8]struct{}{}
+	_ [0]struct{} = [unsafe.Sizeof(atomic.Uint32{}) - 4]struct{}{}
+	_ [0]struct{} = [unsafe.Sizeof(atomic.Pointer[array]{}) - unsafe.Sizeof(unsafe.Pointer(nil))]struct{}{}
+)
 
 func (s *core) lookup(h uint64, k *Key) (unsafe.Pointer, *atomic.Uint64, uint64) {
 retry:
@@ -307,7 +389,7 @@ retry:
 						// the current array.
 						continue retry
 					}
-					r = unsafe.Add(unsafe.Pointer(c), s.recs+uintptr(ref&(chunkLen-1))*s.size)
+					r = unsafe.Add(unsafe.Pointer(c), rawHeader+uintptr(ref&(chunkLen-1))*s.size)
 				} else if r = s.foreign.get(ref & refIndex); r == nil {
 					continue retry
 				}

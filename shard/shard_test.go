@@ -123,7 +123,7 @@ func TestMatchExhaustiveLanes(t *testing.T) {
 // lookup a miss each time the writer has been there.
 func TestLookupWordsApart(t *testing.T) {
 	var c core
-	if end := unsafe.Offsetof(c.recs) + unsafe.Sizeof(c.recs); end > readLines || unsafe.Offsetof(c.mu) < readLines {
+	if end := unsafe.Offsetof(c.size) + unsafe.Sizeof(c.size); end > readLines || unsafe.Offsetof(c.mu) < readLines {
 		t.Errorf("shard: lookup words end at %d, the mutex starts at %d", end, unsafe.Offsetof(c.mu))
 	}
 	var st storage
