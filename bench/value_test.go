@@ -64,11 +64,14 @@ func BenchmarkGetValue(b *testing.B) {
 			// as flowcache's table holds, ns a miss × the two misses a
 			// lookup needs (bucket, then record): what a lookup costs if
 			// the memory kept eight misses in flight and the CPU did
-			// nothing else (ns/key; its ns/op is eight misses).
+			// nothing else (ns/key; its ns/op is eight misses). chase1 is
+			// one chase: the two misses' latency, what a lookup costs if
+			// nothing of it overlapped the next lookup's.
 			ring := chaseRing(max(int(fc.T.Stats().Bytes)/64, 1024))
 			runtime.GC()
 			return []variant{
 				{"impl=floor/call=chase8", func(b *testing.B) { chase8(b, ring) }},
+				{"impl=floor/call=chase1", func(b *testing.B) { b.ReportMetric(chase(b, ring, 1)*missesPerKey, "ns/key") }},
 				{"impl=flowcache/call=direct", func(b *testing.B) { getFlowcache(b, fc.T, probe) }},
 				{"impl=flowcache/call=adapter", func(b *testing.B) { getValue(b, ValueOf(fc), probe) }},
 				{"impl=xsync3.MapOf/call=direct", func(b *testing.B) { getMapOf(b, mo.m, probe) }},
