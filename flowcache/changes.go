@@ -75,8 +75,9 @@ type Changes[V any] struct {
 	closed  atomic.Bool
 
 	// The consumer's.
-	dirty   map[FlowKey]dirt
-	spare   []note
+	held    [][]note // each stripe's notes, from the last Drain to the next
+	keys    []uint64
+	radix   []uint32
 	drained atomic.Uint64 // read by Stats
 }
 
@@ -143,7 +144,7 @@ func (t *Table[V]) Changes(queue int) (*Changes[V], error) {
 	}
 	queue = max(queue, 64)
 	n := 1 << bits.Len(uint(2*runtime.GOMAXPROCS(0)-1))
-	c := &Changes[V]{t: t, stripes: make([]noteStripe, n), mask: uintptr(n - 1), per: max(queue/n, 1), dirty: map[FlowKey]dirt{}}
+	c := &Changes[V]{t: t, stripes: make([]noteStripe, n), mask: uintptr(n - 1), per: max(queue/n, 1), held: make([][]note, n)}
 	if t.closed.Load() {
 		return nil, t.errClose
 	}
@@ -241,51 +242,196 @@ func (t *Table[V]) noteGone(gs []gone[V]) {
 // Drain calls fn once for every flow noted since the last Drain, with
 // what the table holds under its first key now, and returns how many it
 // reported. It takes no table lock; fn must not call Drain or Resync.
+//
+// It coalesces without a map, in 8 bytes a note: each note's key hash,
+// with the note's place in the low bits, goes to one reused slice, which
+// is sorted (a radix sort on the hash), so that a key's notes lie
+// together; the notes of a key noted more than once are folded into its
+// first, the others dropped, and what is left is reported in the order it
+// was noted, reading the records in the order they were written. A map
+// of 40-byte keys the size of the notes (about 10 MB a drain at 150k
+// inserts a second) took the writers' lines out of the cache the
+// consumer shares with them; that is most of what a feed cost them.
 func (c *Changes[V]) Drain(fn func(Change[V])) int {
-	clear(c.dirty)
+	total := 0
 	for i := range c.stripes {
 		s := &c.stripes[i]
 		s.mu.Lock()
 		got := s.notes
-		s.notes = c.spare[:0]
+		s.notes = c.held[i][:0]
 		s.mu.Unlock()
+		c.held[i] = got
+		total += len(got)
+	}
+	// The hash's top bits, then the note's place among all the stripes':
+	// a run of one key's notes keeps the order they were gathered in (a
+	// stripe's in the order they were pushed), so the last cause noted is
+	// the one reported.
+	low := uint(bits.Len(uint(total)))
+	keys := c.keys[:0]
+	for _, got := range c.held {
 		for _, n := range got {
 			// A record's key never changes, whatever happened to the flow
 			// since; the record itself stays readable (records are
 			// never rewritten or reused).
 			k := (*Entry[V])(n.p).Key()
-			d, seen := c.dirty[k]
-			switch {
-			case n.cause != 0:
-				d.why, d.state = n.cause, nil
-			case n.state:
-				switch {
-				case seen && (d.state == nil || d.state == n.p):
-					continue // the key is this table's already, or this swap is
-				case seen:
-					// Swaps of two records under one key (two tables with
-					// feeds): keep the one that is this table's flow now.
-					if cur := c.t.peek(&k); cur == nil || cur.home() != (*Entry[V])(n.p).home() {
-						continue
-					}
-				}
-				d.state = n.p
-			default:
-				d.state = nil
-			}
-			c.dirty[k] = d
+			keys = append(keys, c.t.hash(&k)>>low<<low|uint64(len(keys)))
 		}
-		c.spare = got[:0]
 	}
+	c.radix = sortByHash(keys, c.radix)
+	for i := 0; i < len(keys); {
+		j := i + 1
+		for j < len(keys) && keys[j]>>low == keys[i]>>low {
+			j++
+		}
+		if j > i+1 {
+			c.coalesce(keys[i:j], low)
+		}
+		i = j
+	}
+	c.keys = keys[:0]
 	n := 0
-	for k, d := range c.dirty {
-		if ch, ok := c.change(k, d); ok {
-			fn(ch)
-			n++
+	for _, got := range c.held {
+		for _, nt := range got {
+			if nt.p == nil {
+				continue // folded into the key's first note
+			}
+			d := dirt{why: nt.cause}
+			if nt.state {
+				d.state = nt.p
+			}
+			if ch, ok := c.change((*Entry[V])(nt.p).Key(), d); ok {
+				fn(ch)
+				n++
+			}
 		}
 	}
 	c.drained.Add(uint64(n))
 	return n
+}
+
+// at is the note at place i among the held stripes'.
+func (c *Changes[V]) at(i int) *note {
+	for _, got := range c.held {
+		if i < len(got) {
+			return &got[i]
+		}
+		i -= len(got)
+	}
+	panic("flowcache: a note out of range")
+}
+
+// coalesce folds the notes of each key in run (places in the held
+// stripes, sharing their hash's top bits, in the order noted) into its
+// first: that one says what Drain gathered of the key (the last cause, or
+// the swapped record to check), and the others are cleared (p nil). Keys
+// that share the bits but differ, a collision, are told apart.
+func (c *Changes[V]) coalesce(run []uint64, low uint) {
+	mask := uint64(1)<<low - 1
+	for len(run) > 0 {
+		first := c.at(int(run[0] & mask))
+		k := (*Entry[V])(first.p).Key()
+		var d dirt
+		m := 0
+		for x, r := range run {
+			nt := first
+			if x > 0 {
+				nt = c.at(int(r & mask))
+				if (*Entry[V])(nt.p).Key() != k {
+					run[m] = r // another key's: its turn next
+					m++
+					continue
+				}
+			}
+			c.fold(&d, &k, *nt, x > 0)
+			if x > 0 {
+				*nt = note{}
+			}
+		}
+		// The first note says it all now; its record, when the key had
+		// only swaps, the one to check (any of the key's records is as
+		// good for reading the key).
+		*first = note{p: first.p, cause: d.why}
+		if d.state != nil {
+			first.p, first.state = d.state, true
+		}
+		run = run[:m]
+	}
+}
+
+// fold adds note n of key k to what Drain gathered of k; seen says an
+// earlier note of k was folded into d already.
+func (c *Changes[V]) fold(d *dirt, k *FlowKey, n note, seen bool) {
+	switch {
+	case n.cause != 0:
+		d.why, d.state = n.cause, nil
+	case n.state:
+		switch {
+		case seen && (d.state == nil || d.state == n.p):
+			return // the key is this table's already, or this swap is
+		case seen:
+			// Swaps of two records under one key (two tables with
+			// feeds): keep the one that is this table's flow now.
+			if cur := c.t.peek(k); cur == nil || cur.home() != (*Entry[V])(n.p).home() {
+				return
+			}
+		}
+		d.state = n.p
+	default:
+		d.state = nil
+	}
+}
+
+// sortByHash sorts w in place: one pass of a radix sort on the top bits
+// (an American flag sort: the hashes are uniform, so with about four
+// values a bucket each is left nearly sorted), then each bucket by
+// comparison. next is scratch, reused; sortByHash returns it.
+func sortByHash(w []uint64, next []uint32) []uint32 {
+	b := min(max(bits.Len(uint(len(w)))-2, 1), 16)
+	shift := uint(64 - b)
+	n := 1 << b
+	if cap(next) < 2*n {
+		next = make([]uint32, 2*n)
+	}
+	next = next[:2*n]
+	clear(next)
+	count, end := next[:n], next[n:]
+	for _, x := range w {
+		count[x>>shift]++
+	}
+	at := uint32(0)
+	for d := range n {
+		at += count[d]
+		end[d] = at
+		count[d] = at - count[d] // count is each bucket's next free place now
+	}
+	for d := range n {
+		for count[d] < end[d] {
+			x := w[count[d]]
+			// Carry x to its bucket, and what was there to its own, until
+			// something of bucket d comes back.
+			for dx := x >> shift; dx != uint64(d); dx = x >> shift {
+				w[count[dx]], x = x, w[count[dx]]
+				count[dx]++
+			}
+			w[count[d]] = x
+			count[d]++
+		}
+	}
+	start := uint32(0)
+	for d := range n {
+		if b := w[start:end[d]]; len(b) > 24 {
+			slices.Sort(b)
+		} else {
+			for i := 1; i < len(b); i++ {
+				for j := i; j > 0 && b[j] < b[j-1]; j-- {
+					b[j], b[j-1] = b[j-1], b[j]
+				}
+			}
+		}
+		start = end[d]
+	}
+	return next
 }
 
 // change is what the table holds under k now; false for a key that had
