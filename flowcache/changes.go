@@ -42,6 +42,19 @@ var ErrAttached = errors.New("flowcache: a change feed is attached already")
 //     notes may arrive in any order.
 const noted = 1 << 62
 
+// The state word's bits for the table's own notes (changes.go).
+const (
+	// queued: a note of the table's own (a store, a class move, a
+	// restore) is queued for this record and not drained yet. Set with
+	// noted under the shard lock, when the note is pushed; cleared with
+	// noted when the flow is drained.
+	queued = 1 << 61
+	// The cause of a flow that left while a feed was attached: set when
+	// it leaves (retire), on the record, which is dead then.
+	causeShift = 56
+	causeMask  = 7 << causeShift
+)
+
 // stateSink receives the flows whose state a swap changed. Every attached
 // feed is one; each keeps the flows of its own table (Drain checks).
 type stateSink interface{ noteState(p unsafe.Pointer) }
@@ -95,16 +108,31 @@ type noteStripe struct {
 // its state swapped, or a flow that left, with its cause.
 type note struct {
 	p     unsafe.Pointer // *Entry[V]
-	cause Cause          // 0: stored or changed
-	state bool           // from a state swap: check the table and clear the noted bit
+	cause Cause          // a flow that left: why
+	kind  uint8
 }
 
+// A note's kind.
+const (
+	// noteStored: the table's own: a record stored, moved to another
+	// class or restored. If the flow left since, its record says why.
+	noteStored = iota
+	// noteLeft: the table's own: a flow that left, for cause, after its
+	// last noteStored was drained.
+	noteLeft
+	// noteSwap: a state swap, of any table's flow: check the table.
+	noteSwap
+)
+
 // dirt is what Drain gathered of one key: the cause of a flow that left
-// under it, if one did; and, when all it has is state swaps, the record
-// of one (every feed hears every table's swaps: the key is this table's
-// change only if the flow under it now is that record's).
+// under it, if one did; the last of its records the table noted after
+// that, whose own cause, if it left too, is the later one; and, when all
+// it has is state swaps, the record of one (every feed hears every
+// table's swaps: the key is this table's change only if the flow under
+// it now is that record's).
 type dirt struct {
 	why   Cause
+	rec   unsafe.Pointer
 	state unsafe.Pointer
 }
 
@@ -201,7 +229,8 @@ func (c *Changes[V]) Stats() ChangeStats {
 	return st
 }
 
-func (c *Changes[V]) push(n note) {
+// push queues n, or drops it and says so.
+func (c *Changes[V]) push(n note) bool {
 	// Stripe by the record's address: records of one chunk share a
 	// stripe, records of different chunks (different cores' inserts,
 	// mostly) spread.
@@ -211,30 +240,66 @@ func (c *Changes[V]) push(n note) {
 		s.notes = append(s.notes, n)
 		s.noted++
 		s.mu.Unlock()
-		return
+		return true
 	}
 	s.dropped++
 	s.mu.Unlock()
 	if !c.lost.Load() {
 		c.lost.Store(true)
 	}
+	return false
 }
 
-func (c *Changes[V]) noteState(p unsafe.Pointer) { c.push(note{p: p, state: true}) }
+func (c *Changes[V]) noteState(p unsafe.Pointer) { c.push(note{p: p, kind: noteSwap}) }
 
-// noteNew notes a stored flow, or one whose class or restored state
-// changed under the shard locks.
-func (t *Table[V]) noteNew(e *Entry[V]) {
-	if c := t.feed.Load(); c != nil {
-		c.push(note{p: unsafe.Pointer(e)})
+// noteStored notes e, just stored by store with its noted and queued bits
+// set when c (t.feed, as store loaded it) is not nil. The shard locks are
+// held.
+func (t *Table[V]) noteStored(c *Changes[V], e *Entry[V]) {
+	if c != nil && !c.push(note{p: unsafe.Pointer(e)}) {
+		e.clearBits(queued) // dropped: its leaving must be noted
 	}
 }
 
-// noteGone notes flows that left, with their causes.
+// noteNew notes a flow whose class or restored state changed under the
+// shard locks, unless a note of the table's is queued for it already.
+func (t *Table[V]) noteNew(e *Entry[V]) {
+	c := t.feed.Load()
+	if c == nil {
+		return
+	}
+	for {
+		w := e.state.Load()
+		if w&queued != 0 {
+			return // the queued note reports it as the table holds it then
+		}
+		if e.state.CompareAndSwap(w, w|noted|queued) {
+			break
+		}
+	}
+	if !c.push(note{p: unsafe.Pointer(e)}) {
+		e.clearBits(queued)
+	}
+}
+
+// noteGone notes flows that left, with their causes: each cause goes on
+// the flow's record, and a flow for which a note of the table's is still
+// queued needs no other (Drain finds it gone and reads why there).
 func (t *Table[V]) noteGone(gs []gone[V]) {
-	if c := t.feed.Load(); c != nil {
-		for _, g := range gs {
-			c.push(note{p: unsafe.Pointer(g.e), cause: g.why})
+	c := t.feed.Load()
+	if c == nil {
+		return
+	}
+	for _, g := range gs {
+		e := g.e.home()
+		for {
+			w := e.state.Load()
+			if e.state.CompareAndSwap(w, w&^causeMask|uint64(g.why)<<causeShift) {
+				if w&queued == 0 {
+					c.push(note{p: unsafe.Pointer(e), cause: g.why, kind: noteLeft})
+				}
+				break
+			}
 		}
 	}
 }
@@ -296,8 +361,13 @@ func (c *Changes[V]) Drain(fn func(Change[V])) int {
 			if nt.p == nil {
 				continue // folded into the key's first note
 			}
-			d := dirt{why: nt.cause}
-			if nt.state {
+			var d dirt
+			switch nt.kind {
+			case noteStored:
+				d.why, d.rec = nt.cause, nt.p
+			case noteLeft:
+				d.why = nt.cause
+			default:
 				d.state = nt.p
 			}
 			if ch, ok := c.change((*Entry[V])(nt.p).Key(), d); ok {
@@ -348,12 +418,15 @@ func (c *Changes[V]) coalesce(run []uint64, low uint) {
 				*nt = note{}
 			}
 		}
-		// The first note says it all now; its record, when the key had
-		// only swaps, the one to check (any of the key's records is as
+		// The first note says it all now (any of the key's records is as
 		// good for reading the key).
-		*first = note{p: first.p, cause: d.why}
-		if d.state != nil {
-			first.p, first.state = d.state, true
+		switch {
+		case d.state != nil:
+			*first = note{p: d.state, kind: noteSwap}
+		case d.rec != nil:
+			*first = note{p: d.rec, cause: d.why, kind: noteStored}
+		default:
+			*first = note{p: first.p, cause: d.why, kind: noteLeft}
 		}
 		run = run[:m]
 	}
@@ -362,10 +435,10 @@ func (c *Changes[V]) coalesce(run []uint64, low uint) {
 // fold adds note n of key k to what Drain gathered of k; seen says an
 // earlier note of k was folded into d already.
 func (c *Changes[V]) fold(d *dirt, k *FlowKey, n note, seen bool) {
-	switch {
-	case n.cause != 0:
-		d.why, d.state = n.cause, nil
-	case n.state:
+	switch n.kind {
+	case noteLeft:
+		d.why, d.rec, d.state = n.cause, nil, nil
+	case noteSwap:
 		switch {
 		case seen && (d.state == nil || d.state == n.p):
 			return // the key is this table's already, or this swap is
@@ -378,7 +451,7 @@ func (c *Changes[V]) fold(d *dirt, k *FlowKey, n note, seen bool) {
 		}
 		d.state = n.p
 	default:
-		d.state = nil
+		d.rec, d.state = n.p, nil
 	}
 }
 
@@ -436,21 +509,35 @@ func sortByHash(w []uint64, next []uint32) []uint32 {
 
 // change is what the table holds under k now; false for a key that had
 // only state swaps of a record that is not the flow under k now (another
-// table's flow, or one that left: its leaving was noted too). A flow's
-// noted bit is cleared before it is read, so a swap after the read notes
-// it again. One lookup per key.
+// table's flow, or one that left: its leaving was noted too), and for a
+// flow that left whose cause is not on its record yet (its leaving is
+// still to be noted). A flow's noted and queued bits are cleared before
+// it is read, so a swap or a store after the read notes it again. One
+// lookup per key.
 func (c *Changes[V]) change(k FlowKey, d dirt) (Change[V], bool) {
 	e := c.t.peek(&k)
 	if d.state != nil && (e == nil || e.home() != (*Entry[V])(d.state).home()) {
 		return Change[V]{}, false
 	}
-	if e == nil || e.Key() != k {
-		// Gone, or k is now another flow's reply key: the flow whose
-		// first key was k is gone.
-		return Change[V]{Key: k, Cause: d.why}, true
+	if e != nil && e.Key() == k {
+		// Live at the lookup; if it left since, and its leaving found a
+		// note queued (so pushed none), it has its cause now.
+		if why := e.home().clearNoted(); why == 0 {
+			return Change[V]{Key: k, Flow: e}, true
+		} else {
+			d.why, d.rec = why, nil
+		}
 	}
-	e.home().clearNoted()
-	return Change[V]{Key: k, Flow: e}, true
+	// Gone, or k is now another flow's reply key: the flow whose first key
+	// was k is gone.
+	if d.rec != nil {
+		why, ok := (*Entry[V])(d.rec).home().leftFor()
+		if !ok {
+			return Change[V]{}, false
+		}
+		d.why = why
+	}
+	return Change[V]{Key: k, Cause: d.why}, true
 }
 
 // Resync calls fn for every flow in the table, as Range walks it, after
@@ -461,7 +548,7 @@ func (c *Changes[V]) Resync(fn func(Change[V])) int {
 	c.lost.Store(false)
 	n := 0
 	for e := range c.t.All() {
-		e.home().clearNoted()
+		e.home().clearNoted() // one that left meanwhile has a note queued
 		fn(Change[V]{Key: e.Key(), Flow: e})
 		n++
 	}
@@ -475,16 +562,45 @@ func (t *Table[V]) peek(k *FlowKey) *Entry[V] {
 	return e
 }
 
-// clearNoted clears e's noted bit, on the flow's current record.
-func (e *Entry[V]) clearNoted() {
+// clearNoted clears e's noted and queued bits, on the flow's current
+// record, and returns the cause on it: not 0 if the flow left.
+func (e *Entry[V]) clearNoted() Cause {
 	for {
 		w := e.state.Load()
 		if w&moved != 0 {
 			e = e.forward()
 			continue
 		}
-		if w&noted == 0 || e.state.CompareAndSwap(w, w&^noted) {
+		if w&(noted|queued) == 0 || e.state.CompareAndSwap(w, w&^(noted|queued)) {
+			return Cause(w & causeMask >> causeShift)
+		}
+	}
+}
+
+// clearBits clears bits of e's state word; e is the flow's home and
+// cannot move (its shard's lock is held).
+func (e *Entry[V]) clearBits(bits uint64) {
+	for {
+		w := e.state.Load()
+		if e.state.CompareAndSwap(w, w&^bits) {
 			return
+		}
+	}
+}
+
+// leftFor is why the flow of e, a record that is not its key's flow any
+// more, left: ok, with its cause, once its leaving was noted on it
+// (noteGone). Before that (its keys are gone, its leaving is still to be
+// noted) it clears e's queued bit, so that noteGone queues a note of the
+// leaving, and reports false: the next Drain reports it.
+func (e *Entry[V]) leftFor() (Cause, bool) {
+	for {
+		w := e.state.Load()
+		if why := Cause(w & causeMask >> causeShift); why != 0 {
+			return why, true
+		}
+		if w&queued == 0 || e.state.CompareAndSwap(w, w&^queued) {
+			return 0, false
 		}
 	}
 }

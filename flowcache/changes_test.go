@@ -321,3 +321,66 @@ func TestChangesConcurrent(t *testing.T) {
 		t.Errorf("the feed and the table disagree on %d flows", live)
 	}
 }
+
+// TestChangesStoredThenGone: a flow stored and gone between two Drains is
+// noted once (its leaving finds its store's note queued and reads its
+// cause into its record) and reported once, gone, with its cause; a flow
+// drained before it leaves is noted again when it leaves; a key stored,
+// gone and stored again is reported as its last flow.
+func TestChangesStoredThenGone(t *testing.T) {
+	clk := newFakeClock()
+	tb := newTable(t, Config[int]{Limit: 100, Clock: clk.Now, TTL: time.Second})
+	c, _ := tb.Changes(0)
+	defer c.Close()
+	c.Resync(func(Change[int]) {})
+	tb.Insert(testKey(1), 1)
+	tb.Remove(testKey(1))
+	tb.Insert(testKey(2), 2)
+	tb.Insert(testKey(3), 3)
+	tb.Remove(testKey(3))
+	tb.Insert(testKey(3), 33)
+	if st := c.Stats(); st.Noted != 4 {
+		t.Errorf("stats %+v: want 4 noted (the stores)", st)
+	}
+	got := drained(c)
+	if ch := got[testKey(1)]; len(got) != 3 || ch.Flow != nil || ch.Cause != Removed {
+		t.Fatalf("reported %v: want 1 gone (removed), 2 and 3 live", got)
+	}
+	if ch := got[testKey(3)]; ch.Flow == nil || *ch.Flow.Value() != 33 {
+		t.Errorf("3 stored again: %v", ch)
+	}
+	clk.Advance(2 * time.Second)
+	tb.Expire(clk.Now())
+	got = drained(c)
+	if len(got) != 2 || got[testKey(2)].Cause != Expired || got[testKey(3)].Cause != Expired {
+		t.Errorf("after expiry: %v, want 2 and 3 expired", got)
+	}
+	if st := c.Stats(); st.Noted != 6 {
+		t.Errorf("stats %+v: want 6 noted", st)
+	}
+}
+
+// TestChangesLeavingNotNotedYet: a Drain that finds a flow gone before its
+// leaving was noted on its record (unlinked, OnRemove's hand-off still to
+// come) reports nothing for it, and the leaving, noted then, is reported
+// by the next Drain with its cause.
+func TestChangesLeavingNotNotedYet(t *testing.T) {
+	tb := newTable(t, Config[int]{Limit: 100})
+	c, _ := tb.Changes(0)
+	defer c.Close()
+	c.Resync(func(Change[int]) {})
+	e, _ := tb.Insert(testKey(1), 1)
+	var ks keySet
+	tb.oneKey(&ks, testKey(1))
+	l := &ks.locks
+	tb.lockFor(&ks, l)
+	tb.unlink(e, Removed)
+	tb.unlockAll(l)
+	if got := drained(c); len(got) != 0 {
+		t.Fatalf("before the leaving was noted: %v", got)
+	}
+	tb.retireOne(e, Removed)
+	if got := drained(c); len(got) != 1 || got[testKey(1)].Flow != nil || got[testKey(1)].Cause != Removed {
+		t.Errorf("after: %v, want 1 gone (removed)", got)
+	}
+}

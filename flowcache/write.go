@@ -254,8 +254,14 @@ func (t *Table[V]) store(ks *keySet, v V) *Entry[V] {
 	}
 	e.node.SetKey(skey(k))
 	e.value = v
-	if class != 0 {
-		e.state.Store(uint64(class) << classShift)
+	// With a feed attached, the new record is noted (below) and marked so:
+	// swaps, class moves and its leaving before the note is drained need
+	// no note of their own.
+	feed := t.feed.Load()
+	if w := uint64(class) << classShift; feed != nil {
+		e.state.Store(w | noted | queued)
+	} else if class != 0 {
+		e.state.Store(w)
 	}
 	now := t.now.Load()
 	e.lastSeen.Store(now)
@@ -277,7 +283,7 @@ func (t *Table[V]) store(ks *keySet, v V) *Entry[V] {
 	} else {
 		t.setKey(k, ks.h[0], ref, st, class, ks.absent)
 	}
-	t.noteNew(e)
+	t.noteStored(feed, e)
 	return e
 }
 
