@@ -90,7 +90,6 @@ type Changes[V any] struct {
 	// The consumer's.
 	held    [][]note // each stripe's notes, from the last Drain to the next
 	keys    []uint64
-	radix   []uint32
 	drained atomic.Uint64 // read by Stats
 }
 
@@ -343,7 +342,7 @@ func (c *Changes[V]) Drain(fn func(Change[V])) int {
 			keys = append(keys, c.t.hash(&k)>>low<<low|uint64(len(keys)))
 		}
 	}
-	c.radix = sortByHash(keys, c.radix)
+	sortByHash(keys)
 	for i := 0; i < len(keys); {
 		j := i + 1
 		for j < len(keys) && keys[j]>>low == keys[i]>>low {
@@ -455,56 +454,54 @@ func (c *Changes[V]) fold(d *dirt, k *FlowKey, n note, seen bool) {
 	}
 }
 
-// sortByHash sorts w in place: one pass of a radix sort on the top bits
-// (an American flag sort: the hashes are uniform, so with about four
-// values a bucket each is left nearly sorted), then each bucket by
-// comparison. next is scratch, reused; sortByHash returns it.
-func sortByHash(w []uint64, next []uint32) []uint32 {
-	b := min(max(bits.Len(uint(len(w)))-2, 1), 16)
-	shift := uint(64 - b)
-	n := 1 << b
-	if cap(next) < 2*n {
-		next = make([]uint32, 2*n)
+// sortByHash sorts w in place by a radix sort from the top byte down (an
+// American flag sort: each pass permutes its part of w in place into 256
+// buckets, whose write positions stay in the cache, where one pass on 16
+// bits scattered its writes over all of w), with insertion sort for
+// buckets of 24 or fewer. The values are hashes, so a bucket holds 1/256
+// of its part: two passes leave a few values a bucket at 250k.
+func sortByHash(w []uint64) { radixSort(w, 56) }
+
+func radixSort(w []uint64, shift uint) {
+	if len(w) <= 24 {
+		for i := 1; i < len(w); i++ {
+			for j := i; j > 0 && w[j] < w[j-1]; j-- {
+				w[j], w[j-1] = w[j-1], w[j]
+			}
+		}
+		return
 	}
-	next = next[:2*n]
-	clear(next)
-	count, end := next[:n], next[n:]
+	var next, end [256]int
 	for _, x := range w {
-		count[x>>shift]++
+		next[x>>shift&0xff]++
 	}
-	at := uint32(0)
-	for d := range n {
-		at += count[d]
+	at := 0
+	for d := range next {
+		at += next[d]
 		end[d] = at
-		count[d] = at - count[d] // count is each bucket's next free place now
+		next[d] = at - next[d] // the bucket's next free place
 	}
-	for d := range n {
-		for count[d] < end[d] {
-			x := w[count[d]]
+	for d := range next {
+		for next[d] < end[d] {
+			x := w[next[d]]
 			// Carry x to its bucket, and what was there to its own, until
 			// something of bucket d comes back.
-			for dx := x >> shift; dx != uint64(d); dx = x >> shift {
-				w[count[dx]], x = x, w[count[dx]]
-				count[dx]++
+			for dx := int(x >> shift & 0xff); dx != d; dx = int(x >> shift & 0xff) {
+				w[next[dx]], x = x, w[next[dx]]
+				next[dx]++
 			}
-			w[count[d]] = x
-			count[d]++
+			w[next[d]] = x
+			next[d]++
 		}
 	}
-	start := uint32(0)
-	for d := range n {
-		if b := w[start:end[d]]; len(b) > 24 {
-			slices.Sort(b)
-		} else {
-			for i := 1; i < len(b); i++ {
-				for j := i; j > 0 && b[j] < b[j-1]; j-- {
-					b[j], b[j-1] = b[j-1], b[j]
-				}
-			}
-		}
+	if shift == 0 {
+		return
+	}
+	start := 0
+	for d := range end {
+		radixSort(w[start:end[d]], shift-8)
 		start = end[d]
 	}
-	return next
 }
 
 // change is what the table holds under k now; false for a key that had
