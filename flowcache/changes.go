@@ -104,24 +104,31 @@ type noteStripe struct {
 }
 
 // note is one noted flow: a record that was stored, changed class or had
-// its state swapped, or a flow that left, with its cause.
+// its state swapped, or a flow that left, with its cause. 16 bytes: the
+// record, and its key's table hash with what the note is in the low
+// three bits, so that Drain can group a key's notes without reading the
+// records the writers just wrote.
 type note struct {
-	p     unsafe.Pointer // *Entry[V]
-	cause Cause          // a flow that left: why
-	kind  uint8
+	p unsafe.Pointer // *Entry[V]
+	h uint64         // the table hash of the record's key &^ tagMask | the tag
 }
 
-// A note's kind.
+// A note's tag.
 const (
-	// noteStored: the table's own: a record stored, moved to another
-	// class or restored. If the flow left since, its record says why.
-	noteStored = iota
-	// noteLeft: the table's own: a flow that left, for cause, after its
-	// last noteStored was drained.
-	noteLeft
-	// noteSwap: a state swap, of any table's flow: check the table.
-	noteSwap
+	// tagStored: the table's own: a record stored, moved to another class
+	// or restored. If the flow left since, its record says why.
+	tagStored = 0
+	// 1 to 5, a Cause: the table's own: a flow that left, for that cause,
+	// after its last tagStored note was drained.
+	//
+	// tagSwap: a state swap, of any table's flow: check the table. Its
+	// hash is 0 until Drain hashes the key (the swap does not know the
+	// table, nor so its hash seed).
+	tagSwap = 6
+	tagMask = 7
 )
+
+func (n note) tag() uint64 { return n.h & tagMask }
 
 // dirt is what Drain gathered of one key: the cause of a flow that left
 // under it, if one did; the last of its records the table noted after
@@ -249,20 +256,21 @@ func (c *Changes[V]) push(n note) bool {
 	return false
 }
 
-func (c *Changes[V]) noteState(p unsafe.Pointer) { c.push(note{p: p, kind: noteSwap}) }
+func (c *Changes[V]) noteState(p unsafe.Pointer) { c.push(note{p: p, h: tagSwap}) }
 
-// noteStored notes e, just stored by store with its noted and queued bits
-// set when c (t.feed, as store loaded it) is not nil. The shard locks are
-// held.
-func (t *Table[V]) noteStored(c *Changes[V], e *Entry[V]) {
-	if c != nil && !c.push(note{p: unsafe.Pointer(e)}) {
+// noteStored notes e, of key hash h, just stored by store with its noted
+// and queued bits set when c (t.feed, as store loaded it) is not nil. The
+// shard locks are held.
+func (t *Table[V]) noteStored(c *Changes[V], e *Entry[V], h uint64) {
+	if c != nil && !c.push(note{p: unsafe.Pointer(e), h: h &^ tagMask}) {
 		e.clearBits(queued) // dropped: its leaving must be noted
 	}
 }
 
-// noteNew notes a flow whose class or restored state changed under the
-// shard locks, unless a note of the table's is queued for it already.
-func (t *Table[V]) noteNew(e *Entry[V]) {
+// noteNew notes a flow, of key hash h, whose class or restored state
+// changed under the shard locks, unless a note of the table's is queued
+// for it already.
+func (t *Table[V]) noteNew(e *Entry[V], h uint64) {
 	c := t.feed.Load()
 	if c == nil {
 		return
@@ -276,7 +284,7 @@ func (t *Table[V]) noteNew(e *Entry[V]) {
 			break
 		}
 	}
-	if !c.push(note{p: unsafe.Pointer(e)}) {
+	if !c.push(note{p: unsafe.Pointer(e), h: h &^ tagMask}) {
 		e.clearBits(queued)
 	}
 }
@@ -295,7 +303,8 @@ func (t *Table[V]) noteGone(gs []gone[V]) {
 			w := e.state.Load()
 			if e.state.CompareAndSwap(w, w&^causeMask|uint64(g.why)<<causeShift) {
 				if w&queued == 0 {
-					c.push(note{p: unsafe.Pointer(e), cause: g.why, kind: noteLeft})
+					k := e.Key() // on the line unlink read
+					c.push(note{p: unsafe.Pointer(e), h: t.hash(&k)&^tagMask | uint64(g.why)})
 				}
 				break
 			}
@@ -331,15 +340,19 @@ func (c *Changes[V]) Drain(fn func(Change[V])) int {
 	// a run of one key's notes keeps the order they were gathered in (a
 	// stripe's in the order they were pushed), so the last cause noted is
 	// the one reported.
-	low := uint(bits.Len(uint(total)))
+	low := uint(max(bits.Len(uint(total)), 3)) // the tag goes too
 	keys := c.keys[:0]
 	for _, got := range c.held {
-		for _, n := range got {
-			// A record's key never changes, whatever happened to the flow
-			// since; the record itself stays readable (records are
-			// never rewritten or reused).
-			k := (*Entry[V])(n.p).Key()
-			keys = append(keys, c.t.hash(&k)>>low<<low|uint64(len(keys)))
+		for i := range got {
+			n := &got[i]
+			if n.tag() == tagSwap {
+				// A record's key never changes, whatever happened to the
+				// flow since; the record itself stays readable (records
+				// are never rewritten or reused).
+				k := (*Entry[V])(n.p).Key()
+				n.h = c.t.hash(&k)&^tagMask | tagSwap
+			}
+			keys = append(keys, n.h>>low<<low|uint64(len(keys)))
 		}
 	}
 	sortByHash(keys)
@@ -361,13 +374,13 @@ func (c *Changes[V]) Drain(fn func(Change[V])) int {
 				continue // folded into the key's first note
 			}
 			var d dirt
-			switch nt.kind {
-			case noteStored:
-				d.why, d.rec = nt.cause, nt.p
-			case noteLeft:
-				d.why = nt.cause
-			default:
+			switch tag := nt.tag(); tag {
+			case tagStored:
+				d.rec = nt.p
+			case tagSwap:
 				d.state = nt.p
+			default:
+				d.why = Cause(tag)
 			}
 			if ch, ok := c.change((*Entry[V])(nt.p).Key(), d); ok {
 				fn(ch)
@@ -418,14 +431,16 @@ func (c *Changes[V]) coalesce(run []uint64, low uint) {
 			}
 		}
 		// The first note says it all now (any of the key's records is as
-		// good for reading the key).
+		// good for reading the key). A record the table noted after the
+		// last leaving says why itself, if it left too.
+		h := first.h &^ tagMask
 		switch {
 		case d.state != nil:
-			*first = note{p: d.state, kind: noteSwap}
+			*first = note{p: d.state, h: h | tagSwap}
 		case d.rec != nil:
-			*first = note{p: d.rec, cause: d.why, kind: noteStored}
+			*first = note{p: d.rec, h: h | tagStored}
 		default:
-			*first = note{p: first.p, cause: d.why, kind: noteLeft}
+			*first = note{p: first.p, h: h | uint64(d.why)}
 		}
 		run = run[:m]
 	}
@@ -434,10 +449,10 @@ func (c *Changes[V]) coalesce(run []uint64, low uint) {
 // fold adds note n of key k to what Drain gathered of k; seen says an
 // earlier note of k was folded into d already.
 func (c *Changes[V]) fold(d *dirt, k *FlowKey, n note, seen bool) {
-	switch n.kind {
-	case noteLeft:
-		d.why, d.rec, d.state = n.cause, nil, nil
-	case noteSwap:
+	switch tag := n.tag(); tag {
+	case tagStored:
+		d.rec, d.state = n.p, nil
+	case tagSwap:
 		switch {
 		case seen && (d.state == nil || d.state == n.p):
 			return // the key is this table's already, or this swap is
@@ -450,7 +465,7 @@ func (c *Changes[V]) fold(d *dirt, k *FlowKey, n note, seen bool) {
 		}
 		d.state = n.p
 	default:
-		d.rec, d.state = n.p, nil
+		d.why, d.rec, d.state = Cause(tag), nil, nil
 	}
 }
 
@@ -519,7 +534,7 @@ func (c *Changes[V]) change(k FlowKey, d dirt) (Change[V], bool) {
 	if e != nil && e.Key() == k {
 		// Live at the lookup; if it left since, and its leaving found a
 		// note queued (so pushed none), it has its cause now.
-		if why := e.home().clearNoted(); why == 0 {
+		if why := e.takeNoted(); why == 0 {
 			return Change[V]{Key: k, Flow: e}, true
 		} else {
 			d.why, d.rec = why, nil
@@ -571,6 +586,21 @@ func (e *Entry[V]) clearNoted() Cause {
 		if w&(noted|queued) == 0 || e.state.CompareAndSwap(w, w&^(noted|queued)) {
 			return Cause(w & causeMask >> causeShift)
 		}
+	}
+}
+
+// takeNoted is clearNoted for a flow Drain found noted, as almost every
+// flow it reports is: one atomic AND, which takes the line once, where a
+// load and a compare-and-swap take it twice (shared, then owned). An AND
+// on a record a move froze changes nothing that is read (the copy was
+// made, or the move's compare-and-swap fails and copies again).
+func (e *Entry[V]) takeNoted() Cause {
+	for {
+		w := e.state.And(^uint64(noted | queued))
+		if w&moved == 0 {
+			return Cause(w & causeMask >> causeShift)
+		}
+		e = e.forward()
 	}
 }
 

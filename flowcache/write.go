@@ -283,7 +283,7 @@ func (t *Table[V]) store(ks *keySet, v V) *Entry[V] {
 	} else {
 		t.setKey(k, ks.h[0], ref, st, class, ks.absent)
 	}
-	t.noteStored(feed, e)
+	t.noteStored(feed, e, ks.h[0])
 	return e
 }
 
@@ -609,7 +609,7 @@ func (t *Table[V]) SetClass(e *Entry[V], c int) bool {
 	for {
 		w := home.state.Load()
 		if home.state.CompareAndSwap(w, w&^classMask|uint64(c)<<classShift) {
-			t.noteNew(home)
+			t.noteNew(home, h)
 			return true
 		}
 	}
