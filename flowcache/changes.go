@@ -32,17 +32,38 @@ var ErrAttached = errors.New("flowcache: a change feed is attached already")
 //     bit stays set after a flow's first swap, and a swap costs what it
 //     did. The bit is part of the word that move copies, and State masks
 //     it out with the class and the moved bit.
+//   - A flow is noted once between two drains, at the source: a record
+//     stored while a feed is attached gets the noted bit and the queued
+//     bit (61: a note of the table's own is queued for it) with its first
+//     state word, and a class move or restore sets both, so swaps, class
+//     moves and restores of a flow not drained yet queue nothing. A flow
+//     that leaves puts its cause (bits 56–58) on its record, and queues a
+//     note only if queued is clear: otherwise Drain finds it gone under
+//     its note and reads why on the record (records are never reused).
+//     Drain clears both bits when it reports the flow; one that finds a
+//     flow unlinked whose cause is not on its record yet (retire runs
+//     after the unlock) clears queued instead and reports nothing, so the
+//     leaving is queued when it is marked and the next Drain reports it.
 //   - Notes go to a bounded queue, striped by the record's address so that
 //     cores rarely share a lock. A full stripe drops the note and counts
-//     it: the consumer sees Lost and resyncs (Resync walks every flow).
-//   - Drain coalesces: each flow noted since the last Drain is reported
-//     once, with what the table holds under its first key now, read when
-//     it is reported; a flow that left is reported with its last cause.
-//     What a change was is never queued, only that the flow changed, so
-//     notes may arrive in any order.
+//     it: the consumer sees Lost and resyncs (Resync walks every flow). A
+//     dropped note of the table's own clears queued again, so that the
+//     flow's leaving is noted.
+//   - A note is 16 bytes: the record, and its key's table hash (which the
+//     writer has) with the note's kind in the low three bits. Drain
+//     coalesces without a map: the hashes, each with its note's place,
+//     go to one reused slice of 8 bytes a note, radix-sorted, so that a
+//     key's notes lie together; a key noted more than once is folded into
+//     its first note, and the rest reported in the order noted, each once,
+//     with what the table holds under its first key now, read when it is
+//     reported; a flow that left is reported with its last cause. What a
+//     change was is never queued, only that the flow changed, so notes may
+//     arrive in any order. (A map of 40-byte keys held about 10 MB a
+//     drain at 150k inserts a second, in the cache the consumer shares
+//     with the writers.)
 const noted = 1 << 62
 
-// The state word's bits for the table's own notes (changes.go).
+// The state word's bits for the table's own notes.
 const (
 	// queued: a note of the table's own (a store, a class move, a
 	// restore) is queued for this record and not drained yet. Set with
@@ -316,15 +337,12 @@ func (t *Table[V]) noteGone(gs []gone[V]) {
 // what the table holds under its first key now, and returns how many it
 // reported. It takes no table lock; fn must not call Drain or Resync.
 //
-// It coalesces without a map, in 8 bytes a note: each note's key hash,
-// with the note's place in the low bits, goes to one reused slice, which
-// is sorted (a radix sort on the hash), so that a key's notes lie
+// It coalesces without a map (see the top of this file): each note's
+// hash, with the note's place in the low bits, goes to one reused slice
+// of 8 bytes a note, which is radix-sorted so that a key's notes lie
 // together; the notes of a key noted more than once are folded into its
-// first, the others dropped, and what is left is reported in the order it
-// was noted, reading the records in the order they were written. A map
-// of 40-byte keys the size of the notes (about 10 MB a drain at 150k
-// inserts a second) took the writers' lines out of the cache the
-// consumer shares with them; that is most of what a feed cost them.
+// first, and what is left is reported in the order it was noted, reading
+// the records in about the order they were written.
 func (c *Changes[V]) Drain(fn func(Change[V])) int {
 	total := 0
 	for i := range c.stripes {
