@@ -25,6 +25,7 @@ func BenchmarkDrain(b *testing.B) {
 	c.Resync(func(Change[[3]uint64]) {})
 	next := flows
 	reported := 0
+	noted := c.Stats().Noted
 	for b.Loop() {
 		b.StopTimer()
 		for range ops {
@@ -40,4 +41,5 @@ func BenchmarkDrain(b *testing.B) {
 		})
 	}
 	b.ReportMetric(float64(reported)/float64(b.N), "changes/op")
+	b.ReportMetric(float64(c.Stats().Noted-noted)/float64(b.N), "notes/op")
 }
