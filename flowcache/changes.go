@@ -310,25 +310,24 @@ func (t *Table[V]) noteNew(e *Entry[V], h uint64) {
 	}
 }
 
-// noteGone notes flows that left, with their causes: each cause goes on
-// the flow's record, and a flow for which a note of the table's is still
-// queued needs no other (Drain finds it gone and reads why there).
-func (t *Table[V]) noteGone(gs []gone[V]) {
+// markLeft puts why on the record of e, a flow about to leave, when a
+// feed is attached: under its shard's lock, before its keys stop naming
+// it, so that a record Drain finds with no cause is its first key's flow.
+// A note of its leaving is queued unless a note of the table's is queued
+// for it already (Drain then finds the cause on the record); h is the
+// table hash of its first key. e is the flow's home.
+func (t *Table[V]) markLeft(e *Entry[V], h uint64, why Cause) {
 	c := t.feed.Load()
 	if c == nil {
 		return
 	}
-	for _, g := range gs {
-		e := g.e.home()
-		for {
-			w := e.state.Load()
-			if e.state.CompareAndSwap(w, w&^causeMask|uint64(g.why)<<causeShift) {
-				if w&queued == 0 {
-					k := e.Key() // on the line unlink read
-					c.push(note{p: unsafe.Pointer(e), h: t.hash(&k)&^tagMask | uint64(g.why)})
-				}
-				break
+	for {
+		w := e.state.Load()
+		if e.state.CompareAndSwap(w, w&^causeMask|uint64(why)<<causeShift) {
+			if w&queued == 0 {
+				c.push(note{p: unsafe.Pointer(e), h: h&^tagMask | uint64(why)})
 			}
+			return
 		}
 	}
 }
@@ -539,34 +538,36 @@ func radixSort(w []uint64, shift uint) {
 
 // change is what the table holds under k now; false for a key that had
 // only state swaps of a record that is not the flow under k now (another
-// table's flow, or one that left: its leaving was noted too), and for a
-// flow that left whose cause is not on its record yet (its leaving is
-// still to be noted). A flow's noted and queued bits are cleared before
-// it is read, so a swap or a store after the read notes it again. One
-// lookup per key.
+// table's flow, or one that left: its leaving was noted too). A flow's
+// noted and queued bits are cleared before it is read, so a swap or a
+// store after the read notes it again. A record the table noted, with no
+// cause on it, is the flow its first key names (markLeft): reported as
+// it is, without a lookup; otherwise one lookup per key.
 func (c *Changes[V]) change(k FlowKey, d dirt) (Change[V], bool) {
+	if d.rec != nil {
+		r := (*Entry[V])(d.rec).home()
+		why := r.takeNoted()
+		if why == 0 {
+			return Change[V]{Key: k, Flow: r}, true
+		}
+		// It left: the key may name another flow now.
+		d.why = why
+	}
 	e := c.t.peek(&k)
 	if d.state != nil && (e == nil || e.home() != (*Entry[V])(d.state).home()) {
 		return Change[V]{}, false
 	}
 	if e != nil && e.Key() == k {
 		// Live at the lookup; if it left since, and its leaving found a
-		// note queued (so pushed none), it has its cause now.
+		// note queued (so queued none), it has its cause now.
 		if why := e.takeNoted(); why == 0 {
 			return Change[V]{Key: k, Flow: e}, true
 		} else {
-			d.why, d.rec = why, nil
+			d.why = why
 		}
 	}
 	// Gone, or k is now another flow's reply key: the flow whose first key
 	// was k is gone.
-	if d.rec != nil {
-		why, ok := (*Entry[V])(d.rec).home().leftFor()
-		if !ok {
-			return Change[V]{}, false
-		}
-		d.why = why
-	}
 	return Change[V]{Key: k, Cause: d.why}, true
 }
 
@@ -629,23 +630,6 @@ func (e *Entry[V]) clearBits(bits uint64) {
 		w := e.state.Load()
 		if e.state.CompareAndSwap(w, w&^bits) {
 			return
-		}
-	}
-}
-
-// leftFor is why the flow of e, a record that is not its key's flow any
-// more, left: ok, with its cause, once its leaving was noted on it
-// (noteGone). Before that (its keys are gone, its leaving is still to be
-// noted) it clears e's queued bit, so that noteGone queues a note of the
-// leaving, and reports false: the next Drain reports it.
-func (e *Entry[V]) leftFor() (Cause, bool) {
-	for {
-		w := e.state.Load()
-		if why := Cause(w & causeMask >> causeShift); why != 0 {
-			return why, true
-		}
-		if w&queued == 0 || e.state.CompareAndSwap(w, w&^queued) {
-			return 0, false
 		}
 	}
 }

@@ -360,11 +360,11 @@ func TestChangesStoredThenGone(t *testing.T) {
 	}
 }
 
-// TestChangesLeavingNotNotedYet: a Drain that finds a flow gone before its
-// leaving was noted on its record (unlinked, OnRemove's hand-off still to
-// come) reports nothing for it, and the leaving, noted then, is reported
-// by the next Drain with its cause.
-func TestChangesLeavingNotNotedYet(t *testing.T) {
+// TestChangesLeavingNotedAtUnlink: a flow's leaving is on its record
+// from the moment its keys stop naming it (markLeft, under the lock), not
+// from the hand-off to OnRemove after the unlock: a Drain between the two
+// reports it gone with its cause, and nothing more is noted after.
+func TestChangesLeavingNotedAtUnlink(t *testing.T) {
 	tb := newTable(t, Config[int]{Limit: 100})
 	c, _ := tb.Changes(0)
 	defer c.Close()
@@ -376,11 +376,36 @@ func TestChangesLeavingNotNotedYet(t *testing.T) {
 	tb.lockFor(&ks, l)
 	tb.unlink(e, Removed)
 	tb.unlockAll(l)
-	if got := drained(c); len(got) != 0 {
-		t.Fatalf("before the leaving was noted: %v", got)
+	if got := drained(c); len(got) != 1 || got[testKey(1)].Flow != nil || got[testKey(1)].Cause != Removed {
+		t.Fatalf("after the unlink: %v, want 1 gone (removed)", got)
 	}
 	tb.retireOne(e, Removed)
-	if got := drained(c); len(got) != 1 || got[testKey(1)].Flow != nil || got[testKey(1)].Cause != Removed {
-		t.Errorf("after: %v, want 1 gone (removed)", got)
+	if got := drained(c); len(got) != 0 {
+		t.Errorf("after the hand-off: %v", got)
+	}
+}
+
+// TestChangesReplacedBeforeDrain: a flow replaced before its store was
+// drained is reported once, as the flow that replaced it; one replaced
+// after it was drained, the same.
+func TestChangesReplacedBeforeDrain(t *testing.T) {
+	tb := newTable(t, Config[int]{Limit: 100})
+	c, _ := tb.Changes(0)
+	defer c.Close()
+	c.Resync(func(Change[int]) {})
+	tb.Insert(testKey(1), 1)
+	tb.Insert(testKey(1), 11)
+	tb.Insert(testKey(2), 2)
+	if got := drained(c); len(got) != 2 || *got[testKey(1)].Flow.Value() != 11 {
+		t.Fatalf("reported %v, want 1 as 11, and 2", got)
+	}
+	tb.Insert(testKey(2), 22)
+	tb.InsertPair(testKey(3), testKey(1), 3) // takes 1's key as its reply
+	got := drained(c)
+	if ch := got[testKey(2)]; len(got) != 3 || ch.Flow == nil || *ch.Flow.Value() != 22 {
+		t.Errorf("2 replaced: %v", got)
+	}
+	if ch := got[testKey(1)]; ch.Flow != nil || ch.Cause != Replaced {
+		t.Errorf("1, now 3's reply key: %v, want gone (replaced)", ch)
 	}
 }

@@ -73,6 +73,7 @@ func (t *Table[V]) Restore(row DumpRow[V]) (*Entry[V], bool, error) {
 		return nil, false, t.errFull
 	}
 	ks.absent = n == 0
+	t.markReplaced(old[:n])
 	e := t.store(&ks, row.Value)
 	t.restoreInto(e, &row, &ks)
 	var gs [2]gone[V]

@@ -188,6 +188,7 @@ func (t *Table[V]) unlinkKeepUnit(e *Entry[V], why Cause) {
 	k := e.Key()
 	h := t.hash(&k)
 	home := t.shardOf(h)
+	t.markLeft(e, h, why)
 	if p, ok := home.FindLocked(h, skey(&k)); ok {
 		home.ClearLocked(p)
 	}
@@ -412,6 +413,7 @@ func (t *Table[V]) insert(ks *keySet, v V, held bool) (*Entry[V], error) {
 		ng++
 	}
 	ks.absent = n == 0
+	t.markReplaced(old[:n])
 	e := t.store(ks, v)
 	for j, o := range old[:n] {
 		// store may have moved o (an evacuation to make room): unlink
@@ -426,6 +428,18 @@ func (t *Table[V]) insert(ks *keySet, v V, held bool) (*Entry[V], error) {
 	home.TallyLocked(tallyInserts, 1)
 	t.retire(gs[:ng])
 	return e, nil
+}
+
+// markReplaced marks the flows an insert replaces as left (markLeft),
+// before store points their keys at the new flow.
+func (t *Table[V]) markReplaced(old []*Entry[V]) {
+	if t.feed.Load() == nil {
+		return
+	}
+	for _, o := range old {
+		k := o.Key()
+		t.markLeft(o.home(), t.hash(&k), Replaced)
+	}
 }
 
 // unlinkReplaced removes a flow that an insert replaced: the slots of its
