@@ -19,10 +19,10 @@ var ErrAttached = errors.New("flowcache: a change feed is attached already")
 // changed, without costing the data path a store per packet, and without
 // costing anything while no feed is attached:
 //
-//   - A flow stored (insert, pair, restore) or moved to another class is
-//     noted by the writer, under the shard locks it holds already; a flow
-//     that leaves, where the table hands it to OnRemove (retire). Each
-//     costs an atomic load of Table.feed when no feed is attached.
+//   - A flow stored (insert, pair, restore), moved to another class, or
+//     leaving (markLeft, before its keys stop naming it) is noted by the
+//     writer, under the shard locks it holds already. Each costs an
+//     atomic load of Table.feed when no feed is attached.
 //   - A state swap is lock-free and an Entry does not know its table, so
 //     CompareAndSwapState sets the noted bit (bit 62) of the state word in
 //     the same compare-and-swap that stores the state, and only a swap that
@@ -37,13 +37,15 @@ var ErrAttached = errors.New("flowcache: a change feed is attached already")
 //     bit (61: a note of the table's own is queued for it) with its first
 //     state word, and a class move or restore sets both, so swaps, class
 //     moves and restores of a flow not drained yet queue nothing. A flow
-//     that leaves puts its cause (bits 56–58) on its record, and queues a
-//     note only if queued is clear: otherwise Drain finds it gone under
-//     its note and reads why on the record (records are never reused).
-//     Drain clears both bits when it reports the flow; one that finds a
-//     flow unlinked whose cause is not on its record yet (retire runs
-//     after the unlock) clears queued instead and reports nothing, so the
-//     leaving is queued when it is marked and the next Drain reports it.
+//     that leaves puts its cause (bits 56–58) on its record, under the
+//     lock that unlinks it and before its keys stop naming it (before
+//     store gives a replaced flow's key to its successor), and queues a
+//     note only if queued is clear: otherwise Drain finds the cause on
+//     the record under its note (records are never reused). So a record
+//     the table noted that has no cause is the flow its first key names:
+//     Drain reports it without looking the key up, and looks up only the
+//     keys of flows that left and of swaps (which may be another
+//     table's). Drain clears both bits when it reports a flow.
 //   - Notes go to a bounded queue, striped by the record's address so that
 //     cores rarely share a lock. A full stripe drops the note and counts
 //     it: the consumer sees Lost and resyncs (Resync walks every flow). A
