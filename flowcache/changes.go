@@ -547,13 +547,19 @@ func radixSort(w []uint64, shift uint) {
 // it is, without a lookup; otherwise one lookup per key.
 func (c *Changes[V]) change(k FlowKey, d dirt) (Change[V], bool) {
 	if d.rec != nil {
-		r := (*Entry[V])(d.rec).home()
-		why := r.takeNoted()
-		if why == 0 {
-			return Change[V]{Key: k, Flow: r}, true
+		// The noted record itself, never where a move copies it (the
+		// copy's fields are written until the move publishes it): one
+		// not moved yet is as good as what a lookup returns, which a
+		// move may follow too; a moved one is looked up.
+		r := (*Entry[V])(d.rec)
+		if w := r.state.And(^uint64(noted | queued)); w&moved == 0 {
+			why := Cause(w & causeMask >> causeShift)
+			if why == 0 {
+				return Change[V]{Key: k, Flow: r}, true
+			}
+			// It left: the key may name another flow now.
+			d.why = why
 		}
-		// It left: the key may name another flow now.
-		d.why = why
 	}
 	e := c.t.peek(&k)
 	if d.state != nil && (e == nil || e.home() != (*Entry[V])(d.state).home()) {

@@ -246,6 +246,11 @@ func TestChangesConcurrent(t *testing.T) {
 			heard[ch.Key] = seen{}
 			return
 		}
+		// The whole flow, as a publisher reads it: a record a move is
+		// still writing would be a race.
+		if r, ok := ch.Flow.Reply(); ok && r != ch.Key.Reverse() || ch.Flow.Key() != ch.Key || *ch.Flow.Value() < 0 {
+			panic("a flow reported with another's keys")
+		}
 		heard[ch.Key] = seen{true, ch.Flow.State(), uint32(ch.Flow.Class())}
 	}
 	stop := make(chan struct{})
