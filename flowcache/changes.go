@@ -43,9 +43,11 @@ var ErrAttached = errors.New("flowcache: a change feed is attached already")
 //     note only if queued is clear: otherwise Drain finds the cause on
 //     the record under its note (records are never reused). So a record
 //     the table noted that has no cause is the flow its first key names:
-//     Drain reports it without looking the key up, and looks up only the
-//     keys of flows that left and of swaps (which may be another
-//     table's). Drain clears both bits when it reports a flow.
+//     Drain reports it without looking the key up, unless it has moved
+//     (the copy may still be being written until the move publishes
+//     it), and looks up the keys of flows that left or moved and of
+//     swaps (which may be another table's). Drain clears both bits when
+//     it reports a flow.
 //   - Notes go to a bounded queue, striped by the record's address so that
 //     cores rarely share a lock. A full stripe drops the note and counts
 //     it: the consumer sees Lost and resyncs (Resync walks every flow). A
