@@ -44,7 +44,6 @@ type gone[V any] struct {
 // the release runs at once: a grace period is then over at once, as for
 // folds.
 func (t *Table[V]) retire(gs []gone[V]) {
-	t.noteGone(gs)
 	if len(gs) == 0 || t.onRemove == nil && !t.releaseValues {
 		return
 	}
@@ -72,7 +71,7 @@ func (t *Table[V]) retire(gs []gone[V]) {
 
 // retireOne is retire for one flow.
 func (t *Table[V]) retireOne(e *Entry[V], why Cause) {
-	if t.onRemove != nil || t.releaseValues || t.feed.Load() != nil {
+	if t.onRemove != nil || t.releaseValues {
 		t.retire([]gone[V]{{e, why}})
 	}
 }

@@ -246,6 +246,11 @@ func TestChangesConcurrent(t *testing.T) {
 			heard[ch.Key] = seen{}
 			return
 		}
+		// The whole flow, as a publisher reads it: a record a move is
+		// still writing would be a race.
+		if r, ok := ch.Flow.Reply(); ok && r != ch.Key.Reverse() || ch.Flow.Key() != ch.Key || *ch.Flow.Value() < 0 {
+			panic("a flow reported with another's keys")
+		}
 		heard[ch.Key] = seen{true, ch.Flow.State(), uint32(ch.Flow.Class())}
 	}
 	stop := make(chan struct{})
@@ -319,5 +324,93 @@ func TestChangesConcurrent(t *testing.T) {
 	}
 	if live != 0 {
 		t.Errorf("the feed and the table disagree on %d flows", live)
+	}
+}
+
+// TestChangesStoredThenGone: a flow stored and gone between two Drains is
+// noted once (its leaving finds its store's note queued and reads its
+// cause into its record) and reported once, gone, with its cause; a flow
+// drained before it leaves is noted again when it leaves; a key stored,
+// gone and stored again is reported as its last flow.
+func TestChangesStoredThenGone(t *testing.T) {
+	clk := newFakeClock()
+	tb := newTable(t, Config[int]{Limit: 100, Clock: clk.Now, TTL: time.Second})
+	c, _ := tb.Changes(0)
+	defer c.Close()
+	c.Resync(func(Change[int]) {})
+	tb.Insert(testKey(1), 1)
+	tb.Remove(testKey(1))
+	tb.Insert(testKey(2), 2)
+	tb.Insert(testKey(3), 3)
+	tb.Remove(testKey(3))
+	tb.Insert(testKey(3), 33)
+	if st := c.Stats(); st.Noted != 4 {
+		t.Errorf("stats %+v: want 4 noted (the stores)", st)
+	}
+	got := drained(c)
+	if ch := got[testKey(1)]; len(got) != 3 || ch.Flow != nil || ch.Cause != Removed {
+		t.Fatalf("reported %v: want 1 gone (removed), 2 and 3 live", got)
+	}
+	if ch := got[testKey(3)]; ch.Flow == nil || *ch.Flow.Value() != 33 {
+		t.Errorf("3 stored again: %v", ch)
+	}
+	clk.Advance(2 * time.Second)
+	tb.Expire(clk.Now())
+	got = drained(c)
+	if len(got) != 2 || got[testKey(2)].Cause != Expired || got[testKey(3)].Cause != Expired {
+		t.Errorf("after expiry: %v, want 2 and 3 expired", got)
+	}
+	if st := c.Stats(); st.Noted != 6 {
+		t.Errorf("stats %+v: want 6 noted", st)
+	}
+}
+
+// TestChangesLeavingNotedAtUnlink: a flow's leaving is on its record
+// from the moment its keys stop naming it (markLeft, under the lock), not
+// from the hand-off to OnRemove after the unlock: a Drain between the two
+// reports it gone with its cause, and nothing more is noted after.
+func TestChangesLeavingNotedAtUnlink(t *testing.T) {
+	tb := newTable(t, Config[int]{Limit: 100})
+	c, _ := tb.Changes(0)
+	defer c.Close()
+	c.Resync(func(Change[int]) {})
+	e, _ := tb.Insert(testKey(1), 1)
+	var ks keySet
+	tb.oneKey(&ks, testKey(1))
+	l := &ks.locks
+	tb.lockFor(&ks, l)
+	tb.unlink(e, Removed)
+	tb.unlockAll(l)
+	if got := drained(c); len(got) != 1 || got[testKey(1)].Flow != nil || got[testKey(1)].Cause != Removed {
+		t.Fatalf("after the unlink: %v, want 1 gone (removed)", got)
+	}
+	tb.retireOne(e, Removed)
+	if got := drained(c); len(got) != 0 {
+		t.Errorf("after the hand-off: %v", got)
+	}
+}
+
+// TestChangesReplacedBeforeDrain: a flow replaced before its store was
+// drained is reported once, as the flow that replaced it; one replaced
+// after it was drained, the same.
+func TestChangesReplacedBeforeDrain(t *testing.T) {
+	tb := newTable(t, Config[int]{Limit: 100})
+	c, _ := tb.Changes(0)
+	defer c.Close()
+	c.Resync(func(Change[int]) {})
+	tb.Insert(testKey(1), 1)
+	tb.Insert(testKey(1), 11)
+	tb.Insert(testKey(2), 2)
+	if got := drained(c); len(got) != 2 || *got[testKey(1)].Flow.Value() != 11 {
+		t.Fatalf("reported %v, want 1 as 11, and 2", got)
+	}
+	tb.Insert(testKey(2), 22)
+	tb.InsertPair(testKey(3), testKey(1), 3) // takes 1's key as its reply
+	got := drained(c)
+	if ch := got[testKey(2)]; len(got) != 3 || ch.Flow == nil || *ch.Flow.Value() != 22 {
+		t.Errorf("2 replaced: %v", got)
+	}
+	if ch := got[testKey(1)]; ch.Flow != nil || ch.Cause != Replaced {
+		t.Errorf("1, now 3's reply key: %v, want gone (replaced)", ch)
 	}
 }

@@ -64,7 +64,7 @@ func (t *Table[V]) Restore(row DumpRow[V]) (*Entry[V], bool, error) {
 		// Under the locks no move runs in these shards: home is stable.
 		e := old[0].home()
 		t.restoreInto(e, &row, &ks)
-		t.noteNew(e)
+		t.noteNew(e, ks.h[0])
 		return e, false, nil
 	}
 	home := t.shardOf(ks.h[0])
@@ -73,6 +73,7 @@ func (t *Table[V]) Restore(row DumpRow[V]) (*Entry[V], bool, error) {
 		return nil, false, t.errFull
 	}
 	ks.absent = n == 0
+	t.markReplaced(old[:n])
 	e := t.store(&ks, row.Value)
 	t.restoreInto(e, &row, &ks)
 	var gs [2]gone[V]

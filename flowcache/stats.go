@@ -184,6 +184,10 @@ func (t *Table[V]) Clear() {
 		s := &t.shards[i]
 		buf = s.FlowsLocked(buf[:0])
 		for _, e := range buf {
+			if t.feed.Load() != nil {
+				k := e.Key()
+				t.markLeft(e, t.hash(&k), Cleared)
+			}
 			gs = append(gs, gone[V]{e, Cleared})
 			if e.node.Kind() == shard.Pair {
 				s.TallyLocked(tallyPairs, minusOne)

@@ -188,6 +188,7 @@ func (t *Table[V]) unlinkKeepUnit(e *Entry[V], why Cause) {
 	k := e.Key()
 	h := t.hash(&k)
 	home := t.shardOf(h)
+	t.markLeft(e, h, why)
 	if p, ok := home.FindLocked(h, skey(&k)); ok {
 		home.ClearLocked(p)
 	}
@@ -254,8 +255,14 @@ func (t *Table[V]) store(ks *keySet, v V) *Entry[V] {
 	}
 	e.node.SetKey(skey(k))
 	e.value = v
-	if class != 0 {
-		e.state.Store(uint64(class) << classShift)
+	// With a feed attached, the new record is noted (below) and marked so:
+	// swaps, class moves and its leaving before the note is drained need
+	// no note of their own.
+	feed := t.feed.Load()
+	if w := uint64(class) << classShift; feed != nil {
+		e.state.Store(w | noted | queued)
+	} else if class != 0 {
+		e.state.Store(w)
 	}
 	now := t.now.Load()
 	e.lastSeen.Store(now)
@@ -277,7 +284,7 @@ func (t *Table[V]) store(ks *keySet, v V) *Entry[V] {
 	} else {
 		t.setKey(k, ks.h[0], ref, st, class, ks.absent)
 	}
-	t.noteNew(e)
+	t.noteStored(feed, e, ks.h[0])
 	return e
 }
 
@@ -406,6 +413,7 @@ func (t *Table[V]) insert(ks *keySet, v V, held bool) (*Entry[V], error) {
 		ng++
 	}
 	ks.absent = n == 0
+	t.markReplaced(old[:n])
 	e := t.store(ks, v)
 	for j, o := range old[:n] {
 		// store may have moved o (an evacuation to make room): unlink
@@ -420,6 +428,18 @@ func (t *Table[V]) insert(ks *keySet, v V, held bool) (*Entry[V], error) {
 	home.TallyLocked(tallyInserts, 1)
 	t.retire(gs[:ng])
 	return e, nil
+}
+
+// markReplaced marks the flows an insert replaces as left (markLeft),
+// before store points their keys at the new flow.
+func (t *Table[V]) markReplaced(old []*Entry[V]) {
+	if t.feed.Load() == nil {
+		return
+	}
+	for _, o := range old {
+		k := o.Key()
+		t.markLeft(o.home(), t.hash(&k), Replaced)
+	}
 }
 
 // unlinkReplaced removes a flow that an insert replaced: the slots of its
@@ -603,7 +623,7 @@ func (t *Table[V]) SetClass(e *Entry[V], c int) bool {
 	for {
 		w := home.state.Load()
 		if home.state.CompareAndSwap(w, w&^classMask|uint64(c)<<classShift) {
-			t.noteNew(home)
+			t.noteNew(home, h)
 			return true
 		}
 	}
