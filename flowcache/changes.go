@@ -19,10 +19,11 @@ var ErrAttached = errors.New("flowcache: a change feed is attached already")
 // changed, without costing the data path a store per packet, and without
 // costing anything while no feed is attached:
 //
-//   - A flow stored (insert, pair, restore), moved to another class, or
-//     leaving (markLeft, before its keys stop naming it) is noted by the
-//     writer, under the shard locks it holds already. Each costs an
-//     atomic load of Table.feed when no feed is attached.
+//   - A flow stored (insert, pair, restore), moved to another class, given
+//     a new value (SetValue), or leaving (markLeft, before its keys stop
+//     naming it) is noted by the writer, under the shard locks it holds
+//     already. Each costs an atomic load of Table.feed when no feed is
+//     attached.
 //   - A state swap is lock-free and an Entry does not know its table, so
 //     CompareAndSwapState sets the noted bit (bit 62) of the state word in
 //     the same compare-and-swap that stores the state, and only a swap that
@@ -191,8 +192,8 @@ type ChangeStats struct {
 
 // Changes attaches a change feed to t, with room for queue notes between
 // two Drains (at least 64; 0 means 1<<16). While it is attached, every
-// flow stored, moved to another class, swapped to another state, or gone,
-// is noted, and Drain reports it. A table has at most one feed: a second
+// flow stored, moved to another class, given a new value, swapped to
+// another state, or gone, is noted, and Drain reports it. A table has at most one feed: a second
 // gets ErrAttached; a closed table ErrClosed. Flows that swapped state
 // before the feed was attached are not noted until the consumer's first
 // Resync, which it runs first.

@@ -85,6 +85,32 @@ func TestChangesReportsEveryKind(t *testing.T) {
 	}
 }
 
+// TestChangesSetValue: a flow's new value (SetValue) is a change, reported
+// by the next Drain with the value, whether or not a note of the flow is
+// queued already, and coalesced with the flow's other changes.
+func TestChangesSetValue(t *testing.T) {
+	tb := newTable(t, Config[int]{Limit: 10})
+	e1, _ := tb.Insert(testKey(1), 1)
+	c, _ := tb.Changes(0)
+	defer c.Close()
+	c.Resync(func(Change[int]) {})
+	if _, ok := tb.SetValue(e1, 10); !ok {
+		t.Fatal("SetValue failed")
+	}
+	got := drained(c)
+	if ch := got[testKey(1)]; len(got) != 1 || ch.Flow == nil || *ch.Flow.Value() != 10 {
+		t.Fatalf("after SetValue, Drain reported %v, want key 1 with value 10", got)
+	}
+	// Stored, swapped and given a value between two drains: one change.
+	e2, _ := tb.Insert(testKey(2), 2)
+	e2.CompareAndSwapState(0, 3)
+	tb.SetValue(e2, 20)
+	got = drained(c)
+	if ch := got[testKey(2)]; len(got) != 1 || ch.Flow == nil || *ch.Flow.Value() != 20 || ch.Flow.State() != 3 {
+		t.Fatalf("Drain reported %v, want key 2 once with value 20 and state 3", got)
+	}
+}
+
 // TestChangesCoalesce: a flow swapped ten times between two Drains is
 // noted once and reported once, with its last state; it is noted again
 // after the Drain.

@@ -52,6 +52,7 @@ func (t *Table[V]) SetValue(e *Entry[V], v V) (*Entry[V], bool) {
 			dst.value = v // dst is published after this returns
 		}
 	})
+	t.noteNew(nu, h) // a standby's copy takes the new value too
 	t.folds(s, m)
 	t.unlock(s)
 	t.retireCopy(home)
