@@ -1,15 +1,12 @@
 package flowcache
 
-import (
-	"math/bits"
-	"unsafe"
-)
+import "math/bits"
 
-// hash40 is xxh3.HashSeed of the 40 bytes that hold k, with seed: the
-// table hash of a key. The xxh3 that zeebo/xxh3 implements takes a
-// slice and branches on its length; a key is always 40 bytes, so the
-// branch for 33 to 64 bytes is all that is left, written out here on the
-// five little-endian words it reads (word i is bytes 8i to 8i+7; the
+// The table hash of a key is xxh3.HashSeed of the 40 bytes that hold it,
+// with the table seed. The xxh3 that zeebo/xxh3 implements takes a slice
+// and branches on its length; a key is always 40 bytes, so the branch for
+// 33 to 64 bytes is all that is left, written out here (hashKeys.sum) on
+// the five little-endian words it reads (word i is bytes 8i to 8i+7; the
 // 16-byte blocks that xxh3 reads at offsets 16, 8, 0 and 24 overlap):
 //
 //	acc = 40 × prime64_1
@@ -20,23 +17,19 @@ import (
 //	hash = avalanche(acc)
 //
 // where fold(x, y) is the high word of the 128-bit product x×y xored
-// with the low one, and sNN is xxh3's default secret read at byte NN
-// (hashKeys holds the secret with the seed applied).
-// TestHash40MatchesXXH3 checks it gives xxh3.HashSeed's value for random
-// keys and seeds, so the hash is the same one that race_test reproduces
-// from outside and that every key had before.
+// with the low one, and sNN is xxh3's default secret read at byte NN.
+// TestHash40MatchesXXH3 checks that every form of it the table uses gives
+// xxh3.HashSeed's value for random keys and seeds, so the hash is the
+// same one that race_test reproduces from outside and that every key had
+// before.
 //
 // The constants are xxh3's (xxHash by Yann Collet; the Go code this
 // follows is github.com/zeebo/xxh3, BSD 2-Clause, Copyright (c) 2012-2014
 // Yann Collet, Copyright (c) 2019 Jeff Wendling).
-func hash40(k *[5]uint64, seed uint64) uint64 {
-	keys := keysFor(seed)
-	return keys.sum(le64(k[0]), le64(k[1]), le64(k[2]), le64(k[3]), le64(k[4]))
-}
 
-// hashKeys are the eight words hash40 xors into the key's words: xxh3's
+// hashKeys are the eight words the hash xors into the key's words: xxh3's
 // secret with the seed added or subtracted (s00 + seed, s08 − seed, …, in
-// the order of hash40's sum), then the two 64-bit constants the sum ends
+// the order of the sum above), then the two 64-bit constants the sum ends
 // with (40 × prime64_1, and the avalanche's multiplier). The eight depend
 // on the seed alone, so a table computes them once, in New, and a
 // lookup's hash xors each word with one load, where it took an add and a
@@ -55,7 +48,8 @@ func keysFor(seed uint64) hashKeys {
 	}
 }
 
-// sum is hash40 of the key whose little-endian words are w0 to w4.
+// sum is the table hash of the key whose little-endian words are w0 to
+// w4.
 // Written out of its halves, each small enough to inline (sum itself is
 // over the inliner's budget): Get writes the hash out with them, so a
 // lookup hashes without a call.
@@ -79,7 +73,7 @@ func (h *hashKeys) hi(w2, w3, w4 uint64) uint64 {
 	return fold64(w2^h[4], w3^h[5]) + fold64(w3^h[6], w4^h[7])
 }
 
-// hashWords is hash40 of a key held in registers: the write paths hash
+// hashWords is the table hash of a key held in registers: the write paths hash
 // a key that came to them by value without storing it first.
 func (t *Table[V]) hashWords(k FlowKey) uint64 {
 	return t.keys.sum(le64(k.w0), le64(k.w1), le64(k.w2), le64(k.w3), le64(k.w4))
@@ -106,6 +100,3 @@ const (
 
 	xxAvalancheMul = 0x165667919e3779f9
 )
-
-// keyWords views k as its five words, for hash40.
-func keyWords(k *FlowKey) *[5]uint64 { return (*[5]uint64)(unsafe.Pointer(k)) }

@@ -26,10 +26,23 @@ func TestHash40MatchesXXH3(t *testing.T) {
 	}
 	keys = append(keys, FlowKey{}, FlowKey{^uint64(0), ^uint64(0), ^uint64(0), ^uint64(0), ^uint64(0)})
 	for _, seed := range seeds {
+		keysOf := keysFor(seed)
+		var tb *Table[int]
+		if seed != 0 { // Config.Seed 0 asks for a random seed
+			tb = newTable(t, Config[int]{Limit: 1, Seed: seed})
+		}
 		for i := range keys {
 			k := &keys[i]
-			if got, want := hash40(keyWords(k), seed), xxh3.HashSeed(k.bytes(), seed); got != want {
-				t.Fatalf("key % x, seed %#x: hash40 %#x, xxh3.HashSeed %#x", k.bytes(), seed, got, want)
+			want := xxh3.HashSeed(k.bytes(), seed)
+			if got := keysOf.sum(le64(k.w0), le64(k.w1), le64(k.w2), le64(k.w3), le64(k.w4)); got != want {
+				t.Fatalf("key % x, seed %#x: sum %#x, xxh3.HashSeed %#x", k.bytes(), seed, got, want)
+			}
+			if tb == nil {
+				continue
+			}
+			// The table's forms: by pointer, in registers, as the shard's Key.
+			if h, hw, hk := tb.hash(k), tb.hashWords(*k), tb.hashKey(skey(k)); h != want || hw != want || hk != want {
+				t.Fatalf("key % x, seed %#x: hash %#x, hashWords %#x, hashKey %#x; xxh3.HashSeed %#x", k.bytes(), seed, h, hw, hk, want)
 			}
 		}
 	}

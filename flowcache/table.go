@@ -334,9 +334,7 @@ const stampSlack = 1 << 40
 
 // hashKey is hash for a key the shard holds: a shard.Key is a FlowKey's
 // five words (skey), so it hashes the same.
-func (t *Table[V]) hashKey(k *shard.Key) uint64 {
-	return t.keys.sum(le64(k[0]), le64(k[1]), le64(k[2]), le64(k[3]), le64(k[4]))
-}
+func (t *Table[V]) hashKey(k *shard.Key) uint64 { return t.hash((*FlowKey)(unsafe.Pointer(k))) }
 
 // hash is the table hash of k: xxh3 of its 40 bytes with the table seed.
 func (t *Table[V]) hash(k *FlowKey) uint64 {

@@ -437,6 +437,40 @@ func TestStatsString(t *testing.T) {
 	_ = fmt.Sprint(s)
 }
 
+// Stats counts the shards' rebuilds by kind: a fill grows and never tidies;
+// churn at a steady size tidies (overflow buckets emptied by removals
+// stay linked until a tidy drops them) and grows no more.
+func TestStatsGrowsAndTidies(t *testing.T) {
+	const n = 2000
+	tb := newTable(t, Config[int]{Limit: n, Shards: 1})
+	for i := range n {
+		if _, err := tb.Insert(testKey(i), i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fill := tb.Stats()
+	if fill.Grows == 0 || fill.Tidies != 0 {
+		t.Fatalf("after a fill: %d grows, %d tidies; want some grows and no tidy", fill.Grows, fill.Tidies)
+	}
+	rng := rand.New(rand.NewPCG(3, 4))
+	live := make([]int, n)
+	for i := range live {
+		live[i] = i
+	}
+	for next := n; next < 41*n; next++ {
+		j := rng.IntN(n)
+		tb.Remove(testKey(live[j]))
+		if _, err := tb.Insert(testKey(next), next); err != nil {
+			t.Fatal(err)
+		}
+		live[j] = next
+	}
+	churn := tb.Stats()
+	if churn.Tidies == 0 || churn.Grows != fill.Grows {
+		t.Fatalf("after churn: %d tidies, grows %d -> %d; want tidies and no growth", churn.Tidies, fill.Grows, churn.Grows)
+	}
+}
+
 // Stats, Len and Dump read while writers insert, grow and remove: the race
 // detector checks every word they read is read safely.
 func TestStatsWhileWriting(t *testing.T) {

@@ -25,12 +25,13 @@
 // means free, and the set bit keeps a tag from being 0 without a branch),
 // so a lookup compares all four tags with one word operation (SWAR) and
 // touches a record only when its tag matches: a false match costs one
-// extra record load in 1/32768 lookups per occupied slot. The stamps and class bytes sit beside the tags
-// so that an expiry pass streams the index and reads every key's age and
-// timeout class without touching a record. A slot word packs the ref with
-// the stamp so that a lookup refreshes the stamp with a compare-and-swap
-// against the word it read: if another key took the slot meanwhile, the
-// refresh fails instead of stamping the newcomer late.
+// extra record load in 1/32768 lookups per occupied slot. The stamps and
+// class bytes sit beside the tags so that an expiry pass streams the index
+// and reads every key's age and timeout class without touching a record. A
+// slot word packs the ref with the stamp so that a lookup refreshes the
+// stamp with a compare-and-swap against the word it read: if another key
+// took the slot meanwhile, the refresh fails instead of stamping the
+// newcomer late.
 //
 // A ref is a 32-bit name for the record that holds a key:
 //
@@ -101,13 +102,13 @@
 // rehashes draws a fresh seed.
 //
 // Four things rebuild a shard: an insert that takes the load past 3/4
-// (grow, to twice the keys, index only, a split), an insert whose chain has more
-// than MaxChain overflow buckets at a lower load (reseed, same size: the
-// hash-flooding defence, counted in Counts.Floods), and the owner's expiry
-// pass, which compacts a shard left under a quarter full (shrink) or one
-// whose chunk directory is mostly dropped chunks. Growth at 3/4 and shrink
-// only under 1/4 leave a gap that keeps a shard near a steady size from
-// rebuilding back and forth.
+// (grow, to twice the keys, index only, a split), an insert whose chain
+// has more than MaxChain overflow buckets at a lower load (reseed, same
+// size: the hash-flooding defence, counted in Counts.Floods), and the
+// owner's expiry pass, which compacts a shard left under a quarter full
+// (shrink) or one whose chunk directory is mostly dropped chunks. Growth
+// at 3/4 and shrink only under 1/4 leave a gap that keeps a shard near a
+// steady size from rebuilding back and forth.
 //
 // Churn needs no rebuild. Only the chunk being filled gains records; every
 // other chunk is dropped as soon as its last record dies, and queued for
@@ -119,17 +120,18 @@
 // nothing (SettleLocked, which writers call before they unlock;
 // AllocLocked before it starts a new chunk; EvacuateLocked, one chunk per
 // step of the owner's pass) — its survivors are copied to the chunk being
-// filled and the slots naming them are pointed at the copies in place,
-// one slot-word compare-and-swap each; then the chunk is dropped. So
-// whenever no writer holds the mutex the storage holds at most 16/13 × its
-// live records + one chunk (dead records outside the chunk being filled
-// at most 1/8 of the live ones, or none queued and every other chunk over
-// 13/16 live), within 2 × + one chunk. Each evacuation moves at most that many records, tens of
-// microseconds. And since a published overflow link is never removed, an
-// insert that finds the index holding n/32 more overflow buckets than
-// keys in overflow buckets (each was linked for one) rebuilds it at its
-// size (a tidy), so chains do not creep up under churn at a steady size;
-// a filling shard, whose chains lengthen with its load, never tidies.
+// filled and the slots naming them are pointed at the copies in place, one
+// slot-word compare-and-swap each; then the chunk is dropped. So whenever
+// no writer holds the mutex the storage holds at most 16/13 × its live
+// records + one chunk (dead records outside the chunk being filled at most
+// 1/8 of the live ones, or none queued and every other chunk over 13/16
+// live), within 2 × + one chunk. Each evacuation moves at most that many
+// records, tens of microseconds. And since a published overflow link is
+// never removed, an insert that finds the index holding n/32 more overflow
+// buckets than keys in overflow buckets (each was linked for one) rebuilds
+// it at its size (a tidy), so chains do not creep up under churn at a
+// steady size; a filling shard, whose chains lengthen with its load, never
+// tidies.
 //
 // Moving a record the owner's workers may be writing to is a protocol
 // between the shard and the owner: the shard records the forward (Forward)
